@@ -1,0 +1,46 @@
+"""Exception classes raised by minibatch_rx.
+
+Every error the library raises on purpose is a :class:`MinibatchError`.  Each
+one also derives from the built-in exception a caller would naturally catch
+(``TypeError`` for a bad payload, ``ValueError`` for a bad name or argument,
+``ConnectionError`` for an unreachable store), so existing ``except`` clauses
+keep working.
+"""
+
+from __future__ import annotations
+
+
+class MinibatchError(Exception):
+    """Base class of every error raised by minibatch_rx."""
+
+
+class InvalidPayloadError(MinibatchError, TypeError):
+    """A payload is not a dict of JSON/BSON-compatible values.
+
+    Raised before anything is stored; the message names the offending key
+    path and type, e.g. ``payload['when']: datetime is not JSON-compatible``.
+    """
+
+
+class InvalidStreamNameError(MinibatchError, ValueError):
+    """A stream name is empty, too long or uses characters that are not allowed."""
+
+
+class InvalidURLError(MinibatchError, ValueError):
+    """A store URL has an unknown scheme or is malformed."""
+
+
+class InvalidArgumentError(MinibatchError, ValueError):
+    """An argument such as a window size or an interval is out of range."""
+
+
+class StoreUnavailableError(MinibatchError, ConnectionError):
+    """The store could not be reached within its documented timeout."""
+
+
+class StoreBusyError(MinibatchError, TimeoutError):
+    """The store stayed locked by other writers past the retry budget."""
+
+
+class PipelineStoppedError(MinibatchError, RuntimeError):
+    """A pipeline was used after it was stopped."""

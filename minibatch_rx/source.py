@@ -1,0 +1,145 @@
+"""Turning a store into a ReactiveX source: catch-up from a position, then live."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from minibatch_rx.message import Message
+from minibatch_rx.store.base import Store
+
+WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
+JOIN_TIMEOUT = 5.0
+
+
+def store_source(
+    store: Store,
+    stream: str,
+    start: int | None,
+    consumer: str | None,
+    scheduler: abc.SchedulerBase | None,
+    batch_size: int,
+) -> Observable[Message]:
+    """An observable of ``stream``'s messages after ``start`` (or after the
+    consumer's committed position), in seq order, never completing."""
+
+    def subscribe(
+        observer: abc.ObserverBase[Message], default: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        def first_position() -> int:
+            if start is not None:
+                return start
+            return store.get_position(stream, consumer) if consumer else 0
+
+        if store.push:
+            return _PushFeed(store, stream, observer, first_position, scheduler, batch_size).start()
+        return _PullFeed(store, stream, observer, first_position, batch_size).start()
+
+    return reactivex.create(subscribe)
+
+
+class _PushFeed:
+    """For stores that call listeners inside ``append``: emission happens in
+    the appender's thread, at the appender's (possibly virtual) time."""
+
+    def __init__(self, store: Store, stream: str, observer: abc.ObserverBase[Message],
+                 first_position: Any, scheduler: abc.SchedulerBase | None, batch_size: int) -> None:
+        self.store, self.stream, self.observer = store, stream, observer
+        self.first_position, self.scheduler, self.batch_size = first_position, scheduler, batch_size
+        self.position = 0
+        self.lock = threading.RLock()
+        self.draining = False
+        self.disposed = False
+        self.remove_listener: Any = None
+
+    def start(self) -> abc.DisposableBase:
+        def begin(*_: Any) -> None:
+            try:
+                self.position = self.first_position()
+            except Exception as exc:  # store failure: report it to the subscriber
+                self.observer.on_error(exc)
+                return
+            self.remove_listener = self.store.listen(self.stream, self.drain)
+            self.drain()
+
+        if self.scheduler is None:
+            begin()
+        else:
+            self.scheduler.schedule(begin)
+        return Disposable(self.dispose)
+
+    def drain(self) -> None:
+        with self.lock:
+            if self.draining or self.disposed:
+                return  # the running drain loop will pick the new messages up
+            self.draining = True
+            try:
+                while not self.disposed:
+                    batch = self.store.read(self.stream, self.position, self.batch_size)
+                    if not batch:
+                        break
+                    for message in batch:
+                        if self.disposed:
+                            break
+                        self.position = message.seq
+                        self.observer.on_next(message)
+            except Exception as exc:
+                self.disposed = True
+                self.observer.on_error(exc)
+            finally:
+                self.draining = False
+
+    def dispose(self) -> None:
+        self.disposed = True
+        if self.remove_listener is not None:
+            self.remove_listener()
+
+
+class _PullFeed:
+    """For stores without in-process push: a dedicated reader thread that
+    blocks on the store's change signal between reads."""
+
+    def __init__(self, store: Store, stream: str, observer: abc.ObserverBase[Message],
+                 first_position: Any, batch_size: int) -> None:
+        self.store, self.stream, self.observer = store, stream, observer
+        self.first_position, self.batch_size = first_position, batch_size
+        self.stop = threading.Event()
+        self.reader: Any = None
+        self.thread = threading.Thread(
+            target=self.run, name=f"minibatch-reader-{stream}", daemon=True
+        )
+
+    def start(self) -> abc.DisposableBase:
+        self.reader = self.store.reader(self.stream)
+        self.thread.start()
+        return Disposable(self.dispose)
+
+    def run(self) -> None:
+        reader = self.reader
+        try:
+            position = self.first_position()
+            while not self.stop.is_set():
+                batch = reader.read(position, self.batch_size)
+                if not batch:
+                    reader.wait(position, WAIT_SLICE)
+                    continue
+                for message in batch:
+                    if self.stop.is_set():
+                        return
+                    position = message.seq
+                    self.observer.on_next(message)
+        except Exception as exc:
+            if not self.stop.is_set():
+                self.observer.on_error(exc)
+        finally:
+            reader.close()
+
+    def dispose(self) -> None:
+        self.stop.set()
+        self.reader.close()
+        if threading.current_thread() is not self.thread:
+            self.thread.join(JOIN_TIMEOUT)

@@ -1,0 +1,69 @@
+"""Storage backends and how a URL picks one.
+
+``open_store(url)`` returns one shared store object per URL in this process:
+
+* ``memory://NAME``: in-process (tests, virtual time);
+* ``sqlite:///path/file.db``: the embedded default;
+* ``mongodb://...`` / ``mongodb+srv://...``: MongoDB through pymongo.
+
+With no URL the environment decides (see :func:`resolve_url`).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from minibatch_rx.store.base import Backoff, Reader, Store
+from minibatch_rx.store.memory import MemoryStore
+from minibatch_rx.store.url import default_path, redact, resolve_url, scheme_of
+
+__all__ = [
+    "Backoff",
+    "MemoryStore",
+    "Reader",
+    "Store",
+    "close_all",
+    "default_path",
+    "open_store",
+    "redact",
+    "resolve_url",
+]
+
+_stores: dict[str, Store] = {}
+_lock = threading.Lock()
+
+
+def open_store(url: str | None = None) -> Store:
+    """The store for ``url`` (resolved as :func:`resolve_url` does), shared per process.
+
+    >>> open_store('memory://doc') is open_store('memory://doc')
+    True
+    """
+    resolved = resolve_url(url)
+    with _lock:
+        store = _stores.get(resolved)
+        if store is None:
+            store = _stores[resolved] = _create(resolved)
+        return store
+
+
+def _create(url: str) -> Store:
+    scheme = scheme_of(url)
+    if scheme == "memory":
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from minibatch_rx.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    from minibatch_rx.store.mongodb import MongoStore
+
+    return MongoStore(url)
+
+
+def close_all() -> None:
+    """Close every store opened by :func:`open_store` (memory stores are dropped)."""
+    with _lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        store.close()

@@ -1,0 +1,175 @@
+"""The named, durable :class:`Stream` handle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from reactivex import Observable, abc
+
+from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.message import Message
+from minibatch_rx.source import store_source
+from minibatch_rx.store import Store, open_store
+from minibatch_rx.validation import check_payload, check_stream_name
+
+_PAGE = 1000
+# Keyword arguments of the original package's Stream.get_or_create that have
+# no meaning here (polling intervals, batch sizes of its emitter loop).
+_LEGACY_IGNORED = frozenset({"interval", "batchsize", "max_delay", "stream_id", "ttl"})
+
+
+class Stream:
+    """A named, append-only, durable sequence of JSON-like messages.
+
+    Producers ``append`` payloads; each gets a ``seq`` from the store.
+    Consumers ``read`` or ``observe`` them, and keep their progress as a
+    consumer position in the same store.
+
+    Example:
+        >>> s = Stream.get_or_create('doc-orders', url='memory://doc')
+        >>> s.append({'item': 'tea', 'qty': 2})
+        1
+        >>> s.extend([{'item': 'cake'}, {'item': 'jam'}])
+        [2, 3]
+        >>> [m.data['item'] for m in s.read(after=1)]
+        ['cake', 'jam']
+    """
+
+    def __init__(self, name: str, url: str | None = None, *, store: Store | None = None) -> None:
+        self.name = check_stream_name(name)
+        self.store: Store = store if store is not None else open_store(url)
+
+    @classmethod
+    def get_or_create(
+        cls, name: str, url: str | None = None, *, store: Store | None = None, **legacy: Any
+    ) -> Stream:
+        """The stream called ``name``, registering it in the store if new.
+
+        Accepts (and ignores) the original package's ``interval`` and
+        ``batchsize`` keywords, which tuned its polling loop.
+        """
+        unknown = set(legacy) - _LEGACY_IGNORED
+        if unknown:
+            raise TypeError(f"get_or_create() got unexpected keyword argument(s) {sorted(unknown)}")
+        stream = cls(name, url, store=store)
+        stream.store.ensure_stream(stream.name)
+        return stream
+
+    def __repr__(self) -> str:
+        return f"Stream({self.name!r}, url={self.store.url!r})"
+
+    def __len__(self) -> int:
+        return self.count()
+
+    # -- producing ---------------------------------------------------------
+    def append(self, payload: Mapping[str, Any]) -> int:
+        """Store one payload and return its seq.
+
+        Raises :class:`~minibatch_rx.errors.InvalidPayloadError` (a
+        ``TypeError``) before storing anything if ``payload`` is not a dict of
+        JSON/BSON-compatible values.
+        """
+        return self.store.append(self.name, [check_payload(payload)])[0]
+
+    def extend(self, payloads: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Store many payloads in one round trip, atomically; return their seqs.
+
+        Every payload is checked first: one bad payload stores none.
+        """
+        batch = [check_payload(p) for p in payloads]
+        return self.store.append(self.name, batch) if batch else []
+
+    # -- reading -----------------------------------------------------------
+    def count(self) -> int:
+        """Number of messages the stream currently holds."""
+        return self.store.count(self.name)
+
+    def last_seq(self) -> int:
+        """The highest seq ever assigned in this stream (0 if none)."""
+        return self.store.last_seq(self.name)
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Message]:
+        """Iterate the stored messages with ``seq > after``, in seq order.
+
+        Pages through the store, so a huge stream is never loaded at once.
+        """
+        if limit is not None and limit < 0:
+            raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = _PAGE if remaining is None else min(_PAGE, remaining)
+            batch = self.store.read(self.name, after, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].seq
+            if remaining is not None:
+                remaining -= len(batch)
+
+    def observe(
+        self,
+        consumer: str | None = None,
+        scheduler: abc.SchedulerBase | None = None,
+        *,
+        after: int | None = None,
+        batch_size: int = 500,
+    ) -> Observable[Message]:
+        """A ReactiveX observable of this stream's messages: catch-up, then live.
+
+        It starts after ``after`` if given, else after ``consumer``'s committed
+        position, else at the beginning, and never completes. Observing does
+        not commit positions; pipelines do that once a window is processed.
+        Disposing the subscription stops all background work.
+
+        >>> import reactivex.operators as ops
+        >>> s = Stream('doc-obs', url='memory://doc')
+        >>> _ = s.extend([{'n': 1}, {'n': 2}])
+        >>> seen = []
+        >>> sub = s.observe().pipe(ops.map(lambda m: m.data['n'])).subscribe(seen.append)
+        >>> _ = s.append({'n': 3})
+        >>> seen
+        [1, 2, 3]
+        >>> sub.dispose()
+        """
+        if batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be > 0, got {batch_size}")
+        return store_source(self.store, self.name, after, consumer, scheduler, batch_size)
+
+    # -- consumer positions -------------------------------------------------
+    def position(self, consumer: str) -> int:
+        """The last seq acknowledged by ``consumer`` (0 if none)."""
+        return self.store.get_position(self.name, consumer)
+
+    def commit(self, consumer: str, seq: int) -> None:
+        """Acknowledge every message up to ``seq`` for ``consumer``.
+
+        Positions never move backwards.
+        """
+        if seq < 0:
+            raise InvalidArgumentError(f"seq must be >= 0, got {seq}")
+        self.store.commit_position(self.name, consumer, seq)
+
+    # -- housekeeping --------------------------------------------------------
+    def clear(self) -> None:
+        """Remove all messages; later appends continue the seq numbering."""
+        self.store.clear(self.name)
+
+    def delete(self) -> None:
+        """Remove the stream with its messages and consumer positions."""
+        self.store.delete(self.name)
+
+
+def stream(name: str, url: str | None = None) -> Stream:
+    """The stream ``name`` on the store at ``url`` (default: see ``resolve_url``),
+    the root of fluent pipelines.
+
+    >>> stream('doc-root', url='memory://doc').name
+    'doc-root'
+    """
+    return Stream.get_or_create(name, url)
+
+
+def list_streams(url: str | None = None) -> list[str]:
+    """Names of the streams in the store at ``url``, sorted."""
+    return open_store(url).streams()

@@ -1,0 +1,104 @@
+"""Checks applied to user input before anything reaches a store.
+
+Payloads must be portable between every backend, so the accepted values are
+the intersection of JSON and BSON: ``None``, ``bool``, 64-bit ``int``, finite
+``float``, ``str``, and lists/tuples/dicts of those, with ``str`` keys.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from minibatch_rx.errors import InvalidPayloadError, InvalidStreamNameError
+
+MAX_STREAM_NAME = 200
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]*")
+_INT64 = (-(2**63), 2**63 - 1)
+_SCALARS = (str, bool, type(None))
+
+
+def check_stream_name(name: object) -> str:
+    """Return ``name`` if it is a legal stream name, else raise.
+
+    Legal names are 1 to 200 characters of letters, digits, ``_``, ``.``,
+    ``:`` and ``-``, not starting with ``.``, ``:`` or ``-``.
+
+    >>> check_stream_name('sensor.readings')
+    'sensor.readings'
+    """
+    if not isinstance(name, str):
+        raise InvalidStreamNameError(
+            f"stream name must be a str, got {type(name).__name__}: {name!r}"
+        )
+    if not name:
+        raise InvalidStreamNameError("stream name must not be empty")
+    if len(name) > MAX_STREAM_NAME:
+        raise InvalidStreamNameError(
+            f"stream name {name[:40]!r}... is {len(name)} characters; "
+            f"the limit is {MAX_STREAM_NAME}"
+        )
+    if not _NAME.fullmatch(name):
+        raise InvalidStreamNameError(
+            f"stream name {name!r} is not allowed: use letters, digits, '_', '.', "
+            "':' and '-', starting with a letter, digit or '_'"
+        )
+    return name
+
+
+def check_payload(payload: object) -> dict[str, Any]:
+    """Return ``payload`` if it is a dict of JSON/BSON-compatible values, else raise.
+
+    The error names the key path and the offending type:
+
+    >>> check_payload({'a': [1, 2.5, 'x', None]})
+    {'a': [1, 2.5, 'x', None]}
+    >>> check_payload({'a': {1, 2}})
+    Traceback (most recent call last):
+    ...
+    minibatch_rx.errors.InvalidPayloadError: payload['a']: set is not JSON/BSON-compatible
+    """
+    if not isinstance(payload, Mapping):
+        raise InvalidPayloadError(
+            f"payload must be a dict, got {type(payload).__name__}"
+        )
+    _check_mapping(payload, "payload")
+    return payload  # type: ignore[return-value]
+
+
+def _check_mapping(value: Mapping[Any, Any], path: str) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise InvalidPayloadError(
+                f"{path}: key {key!r} is a {type(key).__name__}; keys must be str"
+            )
+        if key.startswith("$") or "\x00" in key:
+            raise InvalidPayloadError(
+                f"{path}: key {key!r} may not start with '$' or contain NUL"
+            )
+        _check_value(item, f"{path}[{key!r}]")
+
+
+def _check_value(value: object, path: str) -> None:
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidPayloadError(f"{path}: int {value} does not fit in 64 bits")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidPayloadError(f"{path}: float {value} is not finite")
+        return
+    if isinstance(value, Mapping):
+        _check_mapping(value, path)
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_value(item, f"{path}[{index}]")
+        return
+    raise InvalidPayloadError(
+        f"{path}: {type(value).__name__} is not JSON/BSON-compatible"
+    )
