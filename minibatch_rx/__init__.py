@@ -9,6 +9,13 @@ fluent multi-stage pipelines on SQLite (default), MongoDB or memory.
 1
 """
 
+from minibatch_rx.compat import (
+    CountWindow,
+    FixedTimeWindow,
+    RelaxedTimeWindow,
+    WindowEmitter,
+    streaming,
+)
 from minibatch_rx.errors import (
     InvalidArgumentError,
     InvalidPayloadError,
@@ -19,23 +26,45 @@ from minibatch_rx.errors import (
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
+from minibatch_rx.pipeline import Pipeline, PipelineHandle
 from minibatch_rx.store import open_store, resolve_url
 from minibatch_rx.stream import Stream, list_streams, stream
+from minibatch_rx.window import Window
+from minibatch_rx.windows import (
+    count_window,
+    fixed_time_window,
+    relaxed_time_window,
+    session_window,
+    sliding_window,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CountWindow",
+    "FixedTimeWindow",
     "InvalidArgumentError",
     "InvalidPayloadError",
     "InvalidStreamNameError",
     "InvalidURLError",
     "Message",
     "MinibatchError",
+    "Pipeline",
+    "PipelineHandle",
+    "RelaxedTimeWindow",
     "StoreBusyError",
     "StoreUnavailableError",
     "Stream",
+    "Window",
+    "WindowEmitter",
+    "count_window",
+    "fixed_time_window",
     "list_streams",
     "open_store",
+    "relaxed_time_window",
     "resolve_url",
+    "session_window",
+    "sliding_window",
     "stream",
+    "streaming",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from reactivex import Observable, abc
 
@@ -12,6 +12,10 @@ from minibatch_rx.message import Message
 from minibatch_rx.source import store_source
 from minibatch_rx.store import Store, open_store
 from minibatch_rx.validation import check_payload, check_stream_name
+
+if TYPE_CHECKING:
+    from minibatch_rx.durations import Interval
+    from minibatch_rx.pipeline import Pipeline, SinkTarget
 
 _PAGE = 1000
 # Keyword arguments of the original package's Stream.get_or_create that have
@@ -150,10 +154,55 @@ class Stream:
             raise InvalidArgumentError(f"seq must be >= 0, got {seq}")
         self.store.commit_position(self.name, consumer, seq)
 
+    # -- fluent pipelines (one-line delegations to Pipeline) -------------------
+    def pipeline(self) -> Pipeline:
+        """An empty :class:`~minibatch_rx.pipeline.Pipeline` reading this stream."""
+        from minibatch_rx.pipeline import Pipeline
+
+        return Pipeline(self)
+
+    def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
+        """Start a pipeline with windows of ``n`` messages."""
+        return self.pipeline().count_window(n, timeout)
+
+    def fixed_time_window(self, interval: Interval, grace: Interval = 0,
+                          emit_empty: bool = False) -> Pipeline:
+        """Start a pipeline with tumbling time windows."""
+        return self.pipeline().fixed_time_window(interval, grace, emit_empty)
+
+    def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
+        """Start a pipeline emitting what arrived, every ``interval``."""
+        return self.pipeline().relaxed_time_window(interval, emit_empty)
+
+    def sliding_window(self, size: int | Interval, step: int | Interval,
+                       by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
+        """Start a pipeline with overlapping windows."""
+        return self.pipeline().sliding_window(size, step, by, grace)
+
+    def session_window(self, gap: Interval) -> Pipeline:
+        """Start a pipeline with session windows."""
+        return self.pipeline().session_window(gap)
+
+    def map(self, fn: Any) -> Pipeline:
+        """Start a window-less pipeline: ``fn`` gets each Message."""
+        return self.pipeline().map(fn)
+
+    def filter(self, predicate: Any) -> Pipeline:
+        """Start a window-less pipeline keeping Messages where ``predicate`` is true."""
+        return self.pipeline().filter(predicate)
+
+    def sink(self, target: SinkTarget) -> Pipeline:
+        """Start a window-less pipeline delivering each Message to ``target``."""
+        return self.pipeline().sink(target)
+
     # -- housekeeping --------------------------------------------------------
     def clear(self) -> None:
         """Remove all messages; later appends continue the seq numbering."""
         self.store.clear(self.name)
+
+    def trim(self, upto: int) -> int:
+        """Remove messages with ``seq <= upto`` (processed ones); return how many."""
+        return self.store.trim(self.name, upto)
 
     def delete(self) -> None:
         """Remove the stream with its messages and consumer positions."""

@@ -16,10 +16,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mongo_server import MongoTestServer  # noqa: E402
+from mongo_server import MongoTestServer
 
-from minibatch_rx import store as store_module  # noqa: E402
-from minibatch_rx.store import Store  # noqa: E402
+from minibatch_rx import store as store_module
+from minibatch_rx.store import Store
 
 BACKENDS = ["memory", "sqlite", "mongodb"]
 

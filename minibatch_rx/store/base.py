@@ -93,6 +93,10 @@ class Store(Protocol):
         """Remove the stream, its messages and its consumer positions."""
         ...
 
+    def trim(self, stream: str, upto: int) -> int:
+        """Remove the stream's messages with ``seq <= upto``; return how many."""
+        ...
+
     def get_position(self, stream: str, consumer: str) -> int:
         """Last seq acknowledged by ``consumer`` (0 if it never committed)."""
         ...

@@ -13,7 +13,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from minibatch_rx.message import Message
@@ -24,7 +24,7 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -110,6 +110,15 @@ class MemoryStore:
         with self._cond:
             if stream in self._logs:
                 self._logs[stream].messages = []
+
+    def trim(self, stream: str, upto: int) -> int:
+        with self._cond:
+            log = self._logs.get(stream)
+            if log is None:
+                return 0
+            cut = bisect_right(log.messages, upto, key=lambda m: m.seq)
+            del log.messages[:cut]
+            return cut
 
     def delete(self, stream: str) -> None:
         with self._cond:

@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
@@ -84,15 +84,16 @@ class MongoStore:
     # -- messages ----------------------------------------------------------
     def append(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
         # BSON dates hold milliseconds; truncate so what we return is what is stored.
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ts = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        return self._guard(lambda: self._append(stream, list(payloads), ts))
+        seqs: list[int] = self._guard(lambda: self._append(stream, list(payloads), ts))
+        return seqs
 
     def _append(self, stream: str, payloads: list[Mapping[str, Any]], ts: datetime) -> list[int]:
         seqs: list[int] = []
         last = self.last_seq(stream)
         for attempt in range(_MAX_ATTEMPTS):
-            docs = [
+            docs: list[dict[str, Any]] = [
                 {"s": stream, "q": last + i, "t": ts, "d": p}
                 for i, p in enumerate(payloads[len(seqs):], 1)
             ]
@@ -133,7 +134,10 @@ class MongoStore:
         cursor = self._messages.find({"s": stream, "q": {"$gt": after}}, {"_id": 0}).sort("q", 1)
         if limit is not None:
             cursor = cursor.limit(limit)
-        return self._guard(lambda: [Message(stream, d["q"], d["t"], d["d"]) for d in cursor])
+        messages: list[Message] = self._guard(
+            lambda: [Message(stream, d["q"], d["t"], d["d"]) for d in cursor]
+        )
+        return messages
 
     def count(self, stream: str) -> int:
         return int(self._guard(lambda: self._messages.count_documents({"s": stream})))
@@ -146,7 +150,7 @@ class MongoStore:
         self._guard(
             lambda: self._streams.update_one(
                 {"_id": stream},
-                {"$setOnInsert": {"last": 0, "created": datetime.now(timezone.utc)}},
+                {"$setOnInsert": {"last": 0, "created": datetime.now(UTC)}},
                 upsert=True,
             )
         )
@@ -156,6 +160,10 @@ class MongoStore:
 
     def clear(self, stream: str) -> None:
         self._guard(lambda: self._messages.delete_many({"s": stream}))
+
+    def trim(self, stream: str, upto: int) -> int:
+        result = self._guard(lambda: self._messages.delete_many({"s": stream, "q": {"$lte": upto}}))
+        return int(result.deleted_count)
 
     def delete(self, stream: str) -> None:
         def run() -> None:

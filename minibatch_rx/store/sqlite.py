@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -60,7 +60,7 @@ _POOL_SIZE = 8
 
 
 def _row_to_message(stream: str, row: tuple[int, float, str]) -> Message:
-    return Message(stream, row[0], datetime.fromtimestamp(row[1], timezone.utc), json.loads(row[2]))
+    return Message(stream, row[0], datetime.fromtimestamp(row[1], UTC), json.loads(row[2]))
 
 
 def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
@@ -223,6 +223,11 @@ class SqliteStore:
     def clear(self, stream: str) -> None:
         with self._write() as conn:
             conn.execute("DELETE FROM mb_messages WHERE stream = ?", (stream,))
+
+    def trim(self, stream: str, upto: int) -> int:
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM mb_messages WHERE stream = ? AND seq <= ?", (stream, upto))
+        return int(cursor.rowcount)
 
     def delete(self, stream: str) -> None:
         with self._write() as conn:

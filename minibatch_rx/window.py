@@ -1,0 +1,54 @@
+"""The immutable :class:`Window`: one mini-batch handed to user code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from minibatch_rx.message import Message
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A batch of messages chosen by a window strategy.
+
+    Attributes:
+        messages: the messages, in seq order.
+        stream: the name of the source stream (``None`` if messages are mixed).
+        start: inclusive lower time bound, for strategies that have one.
+        end: exclusive upper time bound, for strategies that have one.
+        ack: the seq up to which every message is fully handled once this
+            window (and those before it) is processed; pipelines commit it as
+            the consumer position. ``None`` outside pipelines.
+
+    >>> from datetime import datetime, timezone
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> w = Window((Message('s', 1, t, {'v': 1}), Message('s', 2, t, {'v': 2})), 's')
+    >>> w.data, w.first_seq, w.last_seq, len(w)
+    ([{'v': 1}, {'v': 2}], 1, 2, 2)
+    """
+
+    messages: tuple[Message, ...]
+    stream: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    ack: int | None = None
+
+    @property
+    def data(self) -> list[dict[str, Any]]:
+        """The payloads, in seq order (what the original ``window.data`` held)."""
+        return [m.data for m in self.messages]
+
+    @property
+    def first_seq(self) -> int | None:
+        """Seq of the first message, ``None`` for an empty window."""
+        return self.messages[0].seq if self.messages else None
+
+    @property
+    def last_seq(self) -> int | None:
+        """Seq of the last message, ``None`` for an empty window."""
+        return self.messages[-1].seq if self.messages else None
+
+    def __len__(self) -> int:
+        return len(self.messages)

@@ -1,0 +1,73 @@
+"""``count_window``: windows of exactly ``n`` messages, in seq order."""
+
+from __future__ import annotations
+
+from reactivex import abc
+
+from minibatch_rx.durations import Interval, positive_int, to_seconds
+from minibatch_rx.message import Message
+from minibatch_rx.window import Window
+from minibatch_rx.windows._engine import WindowCore, WindowOperator
+
+
+class _CountCore(WindowCore):
+    def __init__(self, size: int, timeout: float | None) -> None:
+        self.size = size
+        self.timeout = timeout
+        self.buffer: list[Message] = []
+        self.opened_at = 0.0
+
+    def on_message(self, message: Message, now: float) -> list[Window]:
+        if not self.buffer:
+            self.opened_at = now
+        self.buffer.append(message)
+        if len(self.buffer) < self.size:
+            return []
+        return [self._flush()]
+
+    def _flush(self) -> Window:
+        window = Window(tuple(self.buffer), self.buffer[0].stream)
+        self.buffer = []
+        return window
+
+    def deadline(self) -> float | None:
+        if self.timeout is None or not self.buffer:
+            return None
+        return self.opened_at + self.timeout
+
+    def on_timer(self, now: float) -> list[Window]:
+        deadline = self.deadline()
+        return [self._flush()] if deadline is not None and now >= deadline else []
+
+    def on_complete(self, now: float) -> list[Window]:
+        return [self._flush()] if self.buffer else []
+
+    def held_min_seq(self) -> int | None:
+        return self.buffer[0].seq if self.buffer else None
+
+
+def count_window(
+    n: int, timeout: Interval | None = None, *, scheduler: abc.SchedulerBase | None = None
+) -> WindowOperator:
+    """Windows of exactly ``n`` messages, in seq order.
+
+    With ``timeout``, a partial window is emitted once its first message has
+    waited ``timeout`` (scheduler time), so an idle stream still flushes. A
+    completing source flushes its last partial window.
+
+    Marble (n=2, timeout=3)::
+
+        messages: -a-b-c--------d-e-|
+        windows:  ---[ab]---[c]-----[de]|
+
+    >>> import reactivex
+    >>> from minibatch_rx.message import Message
+    >>> msgs = [Message('s', i, None, {'i': i}) for i in (1, 2, 3)]  # type: ignore[arg-type]
+    >>> out = []
+    >>> _ = reactivex.from_iterable(msgs).pipe(count_window(2)).subscribe(lambda w: out.append(w.data))
+    >>> out
+    [[{'i': 1}, {'i': 2}], [{'i': 3}]]
+    """
+    size = positive_int(n, "count_window size n")
+    seconds = None if timeout is None else to_seconds(timeout, "count_window timeout")
+    return WindowOperator(lambda: _CountCore(size, seconds), scheduler)

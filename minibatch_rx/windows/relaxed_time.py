@@ -1,0 +1,70 @@
+"""``relaxed_time_window``: every interval, whatever arrived since the last one."""
+
+from __future__ import annotations
+
+from reactivex import abc
+
+from minibatch_rx.durations import Interval, to_seconds
+from minibatch_rx.message import Message
+from minibatch_rx.window import Window
+from minibatch_rx.windows._engine import WindowCore, WindowOperator, to_datetime
+
+
+class _RelaxedCore(WindowCore):
+    def __init__(self, interval: float, emit_empty: bool) -> None:
+        self.interval = interval
+        self.emit_empty = emit_empty
+        self.buffer: list[Message] = []
+        self.started = 0.0
+
+    def start(self, now: float) -> list[Window]:
+        self.started = now
+        return []
+
+    def on_message(self, message: Message, now: float) -> list[Window]:
+        self.stream = message.stream
+        self.buffer.append(message)
+        return []
+
+    def deadline(self) -> float | None:
+        return self.started + self.interval
+
+    def on_timer(self, now: float) -> list[Window]:
+        end = self.started + self.interval
+        if now < end - 1e-6:
+            return []
+        window = Window(tuple(self.buffer), self.stream, to_datetime(self.started), to_datetime(end))
+        self.buffer = []
+        # Step from the previous boundary, not from `now`, so windows do not drift.
+        self.started = max(end, now - self.interval)
+        return [window] if window.messages or self.emit_empty else []
+
+    def on_complete(self, now: float) -> list[Window]:
+        if not self.buffer:
+            return []
+        window = Window(tuple(self.buffer), self.stream, to_datetime(self.started), to_datetime(now))
+        self.buffer = []
+        return [window]
+
+    def held_min_seq(self) -> int | None:
+        return self.buffer[0].seq if self.buffer else None
+
+
+def relaxed_time_window(
+    interval: Interval, emit_empty: bool = False, *, scheduler: abc.SchedulerBase | None = None
+) -> WindowOperator:
+    """Every ``interval`` of scheduler time, one window of everything that
+    arrived since the previous one, late messages included (by arrival, not
+    by ``ts``). ``start``/``end`` are the scheduler times the window covers.
+
+    Marble (interval=10, subscribed at 0)::
+
+        messages: --a--b------c-------|
+        windows:  ----------[ab]------[c]|   (at t=10, 20)
+
+    Example::
+
+        stream('clicks').relaxed_time_window('5s').map(len).sink(print)
+    """
+    seconds = to_seconds(interval, "relaxed_time_window interval")
+    return WindowOperator(lambda: _RelaxedCore(seconds, emit_empty), scheduler)

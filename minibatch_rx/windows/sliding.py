@@ -1,0 +1,76 @@
+"""``sliding_window``: overlapping windows, by message count or by time."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from reactivex import abc
+
+from minibatch_rx.durations import Interval, positive_int, to_seconds
+from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.message import Message
+from minibatch_rx.window import Window
+from minibatch_rx.windows._engine import WindowCore, WindowOperator
+from minibatch_rx.windows._timed import DEFAULT_QUIET, TimeGridCore
+
+
+class _SlidingCountCore(WindowCore):
+    def __init__(self, size: int, step: int) -> None:
+        self.size = size
+        self.step = step
+        self.seen = 0
+        self.pending: list[list[Message]] = []
+
+    def on_message(self, message: Message, now: float) -> list[Window]:
+        if self.seen % self.step == 0:
+            self.pending.append([])
+        self.seen += 1
+        for window in self.pending:
+            window.append(message)
+        out = [Window(tuple(w), message.stream) for w in self.pending if len(w) == self.size]
+        self.pending = [w for w in self.pending if len(w) < self.size]
+        return out
+
+    def held_min_seq(self) -> int | None:
+        return min((w[0].seq for w in self.pending if w), default=None)
+
+
+def sliding_window(
+    size: int | Interval,
+    step: int | Interval,
+    *,
+    by: Literal["count", "time"] = "count",
+    grace: Interval = 0,
+    quiet: Interval = DEFAULT_QUIET,
+    scheduler: abc.SchedulerBase | None = None,
+) -> WindowOperator:
+    """Windows of ``size`` that start every ``step``.
+
+    ``by='count'``: each window holds ``size`` consecutive messages, and a new
+    one starts every ``step`` messages (a trailing partial window is not
+    emitted). ``by='time'``: windows ``[k*step, k*step + size)`` of message
+    ``ts``, emitted as ``fixed_time_window`` emits them, with a late side
+    output; a message belongs to every window that covers it.
+
+    Marble (by='count', size=3, step=1)::
+
+        messages: -a-b-c-d-|
+        windows:  -----[abc]-[bcd]|
+
+    Example::
+
+        stream('prices').sliding_window('1m', '10s', by='time').map(average).sink('avg')
+    """
+    if by == "count":
+        n = positive_int(size, "sliding_window size")
+        k = positive_int(step, "sliding_window step")
+        return WindowOperator(lambda: _SlidingCountCore(n, k), scheduler)
+    if by == "time":
+        size_s = to_seconds(size, "sliding_window size")
+        step_s = to_seconds(step, "sliding_window step")
+        grace_s = to_seconds(grace, "sliding_window grace", allow_zero=True)
+        quiet_s = to_seconds(quiet, "sliding_window quiet", allow_zero=True)
+        return WindowOperator(
+            lambda: TimeGridCore(size_s, step_s, grace_s, quiet_s, emit_empty=False), scheduler
+        )
+    raise InvalidArgumentError(f"sliding_window by must be 'count' or 'time', got {by!r}")
