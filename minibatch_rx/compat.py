@@ -53,8 +53,8 @@ class WindowEmitter:
     order); :attr:`now` is the scheduler's time. ``window_ready`` is called
     after each new message and every ``interval`` seconds (1 s if unset);
     whenever it says ready, ``query(*args)`` returns the messages for the
-    next window, and those leave the buffer. Messages never returned stay
-    buffered (and unacknowledged).
+    next window (in the order returned), and those leave the buffer.
+    Messages never returned stay buffered (and unacknowledged).
 
     Example (emit the two smallest even values once two are pending)::
 
@@ -130,7 +130,7 @@ class _EmitterCore(WindowCore):
                     )
             taken = {m.seq for m in chosen}
             emitter.buffer = [m for m in emitter.buffer if m.seq not in taken]
-            out.append(Window(tuple(sorted(chosen, key=lambda m: m.seq)), self.stream))
+            out.append(Window(tuple(chosen), self.stream))  # in query()'s order
             if not chosen:
                 return out  # an empty window per poll at most
 
