@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,22 +68,33 @@ class Stream:
         return self.count()
 
     # -- producing ---------------------------------------------------------
-    def append(self, payload: Mapping[str, Any]) -> int:
+    def append(self, payload: Mapping[str, Any], key: str | None = None) -> int:
         """Store one payload and return its seq.
+
+        With a ``key``, the append is idempotent: if the stream already holds a
+        message with that key, nothing is stored and that message's seq is
+        returned, so a producer may safely retry after a timeout.
 
         Raises :class:`~minibatch_rx.errors.InvalidPayloadError` (a
         ``TypeError``) before storing anything if ``payload`` is not a dict of
         JSON/BSON-compatible values.
         """
-        return self.store.append(self.name, [check_payload(payload)])[0]
+        keys = None if key is None else [_check_key(key)]
+        return self.store.append(self.name, [check_payload(payload)], keys)[0]
 
-    def extend(self, payloads: Iterable[Mapping[str, Any]]) -> list[int]:
+    def extend(self, payloads: Iterable[Mapping[str, Any]],
+               keys: Iterable[str | None] | None = None) -> list[int]:
         """Store many payloads in one round trip, atomically; return their seqs.
 
-        Every payload is checked first: one bad payload stores none.
+        Every payload is checked first: one bad payload stores none. ``keys``
+        (one per payload, ``None`` for none) make the append idempotent as in
+        :meth:`append`.
         """
         batch = [check_payload(p) for p in payloads]
-        return self.store.append(self.name, batch) if batch else []
+        key_list = None if keys is None else [None if k is None else _check_key(k) for k in keys]
+        if key_list is not None and len(key_list) != len(batch):
+            raise InvalidArgumentError(f"extend got {len(batch)} payloads but {len(key_list)} keys")
+        return self.store.append(self.name, batch, key_list) if batch else []
 
     # -- reading -----------------------------------------------------------
     def count(self) -> int:
@@ -195,18 +207,48 @@ class Stream:
         """Start a window-less pipeline delivering each Message to ``target``."""
         return self.pipeline().sink(target)
 
+    def positions(self) -> dict[str, int]:
+        """Every registered consumer or group of this stream, with its position."""
+        return self.store.positions(self.name)
+
     # -- housekeeping --------------------------------------------------------
     def clear(self) -> None:
         """Remove all messages; later appends continue the seq numbering."""
         self.store.clear(self.name)
 
     def trim(self, upto: int) -> int:
-        """Remove messages with ``seq <= upto`` (processed ones); return how many."""
+        """Remove messages with ``seq <= upto``; return how many."""
         return self.store.trim(self.name, upto)
+
+    def trim_acknowledged(self) -> int:
+        """Remove the messages every registered consumer and group has
+        acknowledged (``keep=False``); return how many. With no registered
+        consumer nothing is removed."""
+        positions = self.positions()
+        return self.trim(min(positions.values())) if positions else 0
+
+    def expire(self, max_age: Interval) -> int:
+        """Remove messages ingested more than ``max_age`` ago; return how many.
+
+        >>> s = stream('doc-expire', url='memory://doc')
+        >>> _ = s.append({'a': 1})
+        >>> s.expire('1h'), s.count()
+        (0, 1)
+        """
+        from minibatch_rx.durations import to_seconds
+
+        seconds = to_seconds(max_age, "max_age", allow_zero=True)
+        return self.store.expire(self.name, time.time() - seconds)
 
     def delete(self) -> None:
         """Remove the stream with its messages and consumer positions."""
         self.store.delete(self.name)
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError(f"a message key must be a non-empty str, got {key!r}")
+    return key
 
 
 def stream(name: str, url: str | None = None) -> Stream:

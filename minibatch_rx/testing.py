@@ -57,7 +57,10 @@ class VirtualTime:
 
     def append_at(self, time: float, stream: Stream, payload: Mapping[str, Any]) -> None:
         """Append ``payload`` to ``stream`` when the virtual clock reaches ``time``."""
-        self.scheduler.schedule_absolute(float(time), lambda *_: stream.append(payload))
+        def append(*_: Any) -> None:
+            stream.append(payload)
+
+        self.scheduler.schedule_absolute(float(time), append)
 
     def advance_to(self, time: float) -> None:
         """Run everything scheduled up to ``time``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from minibatch_rx.message import Message
@@ -61,8 +62,13 @@ class Store(Protocol):
     push: bool
     """True if ``listen`` callbacks run synchronously inside ``append``."""
 
-    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Store the payloads, in order, as one atomic batch; return their seqs."""
+    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
+               keys: Sequence[str | None] | None = None) -> list[int]:
+        """Store the payloads, in order, as one atomic batch; return their seqs.
+
+        A payload with a key already present in the stream (or earlier in the
+        batch) is not stored again; its existing seq is returned instead.
+        """
         ...
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
@@ -108,6 +114,29 @@ class Store(Protocol):
         """
         ...
 
+    def positions(self, stream: str) -> dict[str, int]:
+        """Every registered consumer (or group) of the stream, with its position."""
+        ...
+
+    def expire(self, stream: str, before: float) -> int:
+        """Remove messages ingested before ``before`` (epoch seconds); return how many."""
+        ...
+
+    def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
+              partial: bool) -> Lease | None:
+        """Claim work for a member of ``group``, valid for ``ttl`` seconds.
+
+        First an expired, unfinished lease is taken over; else the next
+        ``count`` seqs after everything already leased (fewer only if
+        ``partial``). ``None`` when there is nothing to claim.
+        """
+        ...
+
+    def complete(self, stream: str, group: str, start: int, owner: str) -> bool:
+        """Mark ``owner``'s lease finished and move the group's position over
+        every finished lease without a gap. False if the lease was lost."""
+        ...
+
     def reader(self, stream: str) -> Reader:
         """A live cursor for one consumer thread."""
         ...
@@ -143,3 +172,53 @@ class Backoff:
         delay = min(self.delay, max(0.0, deadline - time.monotonic()))
         self.delay = min(self.delay * 2, self.limit)
         return delay
+
+
+def fresh_indexes(keys: Sequence[str | None], existing: Mapping[str, int]) -> list[int]:
+    """Indexes of the payloads an idempotent append must store: those without a
+    key, and the first of each key not already in the stream."""
+    seen: set[str] = set()
+    fresh = []
+    for index, key in enumerate(keys):
+        if key is None:
+            fresh.append(index)
+        elif key not in existing and key not in seen:
+            seen.add(key)
+            fresh.append(index)
+    return fresh
+
+
+def merge_seqs(keys: Sequence[str | None], existing: Mapping[str, int],
+               fresh: Sequence[int], seqs: Sequence[int]) -> list[int]:
+    """Each payload's seq: the one just assigned, or the one already stored under its key."""
+    known = dict(existing)
+    assigned = dict(zip(fresh, seqs, strict=True))
+    result = []
+    for index, key in enumerate(keys):
+        seq = assigned.get(index)
+        if seq is None:
+            seq = known[key]  # type: ignore[index]
+        elif key is not None:
+            known[key] = seq
+        result.append(seq)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A range of seqs ``[start, end]`` claimed by one member of a consumer group."""
+
+    start: int
+    end: int
+    taken_over: bool = False
+    """True if the range was taken from a member whose lease expired."""
+
+
+def advance(position: int, finished: Sequence[tuple[int, int]]) -> int:
+    """The group position after ``finished`` leases (``(start, end)`` sorted by
+    start): it moves over every lease that continues it without a gap."""
+    for start, end in finished:
+        if start != position + 1:
+            break
+        position = end
+    return position

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Listener
+from minibatch_rx.store.base import Lease, Listener, advance, fresh_indexes, merge_seqs
 
 Clock = Callable[[], datetime]
 
@@ -32,6 +32,8 @@ class _Log:
     messages: list[Message] = field(default_factory=list)
     last_seq: int = 0
     registered: bool = False
+    keys: dict[str, int] = field(default_factory=dict)
+    leases: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
 
 
 class MemoryStore:
@@ -66,22 +68,30 @@ class MemoryStore:
             log = self._logs[stream] = _Log()
         return log
 
-    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
+    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
+               keys: Sequence[str | None] | None = None) -> list[int]:
         copies = [json.loads(json.dumps(p)) for p in payloads]
+        keys = [None] * len(copies) if keys is None else list(keys)
         with self._cond:
             log = self._log(stream)
             log.registered = True
+            existing = {k: log.keys[k] for k in keys if k is not None and k in log.keys}
+            fresh = fresh_indexes(keys, existing)
             ts = self.clock()
             first = log.last_seq + 1
-            log.messages.extend(
-                Message(stream, first + i, ts, data) for i, data in enumerate(copies)
-            )
-            log.last_seq += len(copies)
+            seqs = range(first, first + len(fresh))
+            for seq, i in zip(seqs, fresh, strict=True):
+                log.messages.append(Message(stream, seq, ts, copies[i]))
+                key = keys[i]
+                if key is not None:
+                    log.keys[key] = seq
+            log.last_seq += len(fresh)
             self._cond.notify_all()
             listeners = list(self._listeners.get(stream, ()))
-        for listener in listeners:
-            listener()
-        return list(range(first, first + len(copies)))
+        if fresh:
+            for listener in listeners:
+                listener()
+        return merge_seqs(keys, existing, fresh, seqs)
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
         with self._cond:
@@ -110,6 +120,7 @@ class MemoryStore:
         with self._cond:
             if stream in self._logs:
                 self._logs[stream].messages = []
+                self._logs[stream].keys = {}
 
     def trim(self, stream: str, upto: int) -> int:
         with self._cond:
@@ -118,6 +129,7 @@ class MemoryStore:
                 return 0
             cut = bisect_right(log.messages, upto, key=lambda m: m.seq)
             del log.messages[:cut]
+            log.keys = {k: seq for k, seq in log.keys.items() if seq > upto}
             return cut
 
     def delete(self, stream: str) -> None:
@@ -134,6 +146,57 @@ class MemoryStore:
         with self._cond:
             key = (stream, consumer)
             self._positions[key] = max(seq, self._positions.get(key, 0))
+
+    def positions(self, stream: str) -> dict[str, int]:
+        with self._cond:
+            return {c: seq for (s, c), seq in self._positions.items() if s == stream}
+
+    def expire(self, stream: str, before: float) -> int:
+        with self._cond:
+            log = self._logs.get(stream)
+            if log is None:
+                return 0
+            kept = [m for m in log.messages if m.ts.timestamp() >= before]
+            removed = len(log.messages) - len(kept)
+            log.messages = kept
+            alive = {m.seq for m in kept}
+            log.keys = {k: seq for k, seq in log.keys.items() if seq in alive}
+            return removed
+
+    def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
+              partial: bool) -> Lease | None:
+        now = self.clock().timestamp()
+        with self._cond:
+            log = self._log(stream)
+            mine = sorted((start, v) for (g, start), v in log.leases.items() if g == group)
+            for start, entry in mine:  # entry: [end, owner, expires, done]
+                if not entry[3] and entry[2] < now:
+                    entry[1], entry[2] = owner, now + ttl
+                    return Lease(start, entry[0], taken_over=True)
+            start = 1 + max([self._positions.get((stream, group), 0)] + [v[0] for _, v in mine])
+            end = min(start + count - 1, log.last_seq)
+            if end < start or (end - start + 1 < count and not partial):
+                return None
+            log.leases[(group, start)] = [end, owner, now + ttl, False]
+            return Lease(start, end)
+
+    def complete(self, stream: str, group: str, start: int, owner: str) -> bool:
+        with self._cond:
+            log = self._log(stream)
+            entry = log.leases.get((group, start))
+            if entry is None or entry[1] != owner or entry[3]:
+                return False
+            entry[3] = True
+            position = self._positions.get((stream, group), 0)
+            finished = sorted(
+                (s, v[0]) for (g, s), v in log.leases.items() if g == group and v[3] and s > position
+            )
+            advanced = advance(position, finished)
+            if advanced > position:
+                self._positions[(stream, group)] = advanced
+                for key in [k for k, v in log.leases.items() if k[0] == group and v[3] and v[0] <= advanced]:
+                    del log.leases[key]
+            return True
 
     def reader(self, stream: str) -> _MemoryReader:
         return _MemoryReader(self, stream)

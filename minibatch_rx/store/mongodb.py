@@ -25,6 +25,7 @@ after ``serverSelectionTimeoutMS`` (default here: 5000 ms; set it in the URL).
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from pymongo.collection import Collection
 
 from minibatch_rx.errors import StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Listener
+from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
 from minibatch_rx.store.url import redact
 
 DEFAULT_DATABASE = "minibatch"
@@ -66,10 +67,19 @@ class MongoStore:
         self._listeners: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
         self._change_streams: bool | None = None
-        self._guard(lambda: self._messages.create_index([("s", 1), ("q", 1)], unique=True))
+        self._leases: Collection[dict[str, Any]] = db["mb_leases"]
+        self._groups: Collection[dict[str, Any]] = db["mb_groups"]
+        self._guard(self._create_indexes)
 
     def __repr__(self) -> str:
         return f"MongoStore({self.url!r})"
+
+    def _create_indexes(self) -> None:
+        self._messages.create_index([("s", 1), ("q", 1)], unique=True)
+        self._messages.create_index(
+            [("s", 1), ("k", 1)], unique=True, partialFilterExpression={"k": {"$exists": True}}
+        )
+        self._leases.create_index([("s", 1), ("g", 1), ("start", 1)], unique=True)
 
     def _guard(self, operation: Callable[[], Any]) -> Any:
         """Run ``operation``, turning connection failures into a clear error."""
@@ -82,45 +92,72 @@ class MongoStore:
             ) from None
 
     # -- messages ----------------------------------------------------------
-    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
+    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
+               keys: Sequence[str | None] | None = None) -> list[int]:
         # BSON dates hold milliseconds; truncate so what we return is what is stored.
         now = datetime.now(UTC)
         ts = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        seqs: list[int] = self._guard(lambda: self._append(stream, list(payloads), ts))
+        keys = [None] * len(payloads) if keys is None else list(keys)
+        seqs: list[int] = self._guard(lambda: self._append(stream, list(payloads), keys, ts))
         return seqs
 
-    def _append(self, stream: str, payloads: list[Mapping[str, Any]], ts: datetime) -> list[int]:
+    def _append(self, stream: str, payloads: list[Mapping[str, Any]], keys: list[str | None],
+                ts: datetime) -> list[int]:
+        wanted = [k for k in keys if k is not None]
+        existing: dict[str, int] = {}
+        if wanted:
+            found = self._messages.find({"s": stream, "k": {"$in": wanted}}, {"k": 1, "q": 1, "_id": 0})
+            existing = {d["k"]: d["q"] for d in found}
+        pending = fresh_indexes(keys, existing)
+        fresh: list[int] = []
         seqs: list[int] = []
         last = self.last_seq(stream)
         for attempt in range(_MAX_ATTEMPTS):
-            docs: list[dict[str, Any]] = [
-                {"s": stream, "q": last + i, "t": ts, "d": p}
-                for i, p in enumerate(payloads[len(seqs):], 1)
-            ]
+            if not pending:
+                break
+            docs: list[dict[str, Any]] = []
+            for n, index in enumerate(pending, 1):
+                doc = {"s": stream, "q": last + n, "t": ts, "d": payloads[index]}
+                if keys[index] is not None:
+                    doc["k"] = keys[index]
+                docs.append(doc)
             try:
                 self._messages.insert_many(docs, ordered=True)
+                fresh.extend(pending)
                 seqs.extend(d["q"] for d in docs)
                 break
             except mongo_errors.BulkWriteError as exc:
                 inserted = exc.details.get("nInserted", 0)
+                fresh.extend(pending[:inserted])
                 seqs.extend(d["q"] for d in docs[:inserted])
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                errors = exc.details.get("writeErrors", [])
+                if not errors or any(e.get("code") != 11000 for e in errors):
                     raise
-                # Lost the race for the next seq: find the real end and retry.
-                last = self._probe_end(stream, docs[inserted]["q"])
-                time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+                failed, pending = pending[inserted], pending[inserted + 1:]
+                if "k" in (errors[0].get("keyPattern") or {}):
+                    # Another producer stored the same key meanwhile: reuse its seq.
+                    key = str(keys[failed])
+                    found_doc = self._messages.find_one({"s": stream, "k": key}, {"q": 1})
+                    existing[key] = int(found_doc["q"]) if found_doc else last
+                    last = docs[inserted - 1]["q"] if inserted else last
+                else:
+                    # Lost the race for the next seq: find the real end and retry.
+                    pending.insert(0, failed)
+                    last = self._probe_end(stream, docs[inserted]["q"])
+                    time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
         else:
             raise StoreUnavailableError(
                 f"could not append to {stream!r} after {_MAX_ATTEMPTS} attempts"
             )
-        self._streams.update_one(
-            {"_id": stream}, {"$max": {"last": seqs[-1]}, "$setOnInsert": {"created": ts}}, upsert=True
-        )
-        with self._lock:
-            listeners = list(self._listeners.get(stream, ()))
-        for listener in listeners:
-            listener()
-        return seqs
+        if seqs:
+            self._streams.update_one(
+                {"_id": stream}, {"$max": {"last": seqs[-1]}, "$setOnInsert": {"created": ts}}, upsert=True
+            )
+            with self._lock:
+                listeners = list(self._listeners.get(stream, ()))
+            for listener in listeners:
+                listener()
+        return merge_seqs(keys, existing, fresh, seqs)
 
     def _probe_end(self, stream: str, taken: int) -> int:
         """Highest stored seq at or above ``taken``, recorded as the new ``last``."""
@@ -169,6 +206,8 @@ class MongoStore:
         def run() -> None:
             self._messages.delete_many({"s": stream})
             self._positions.delete_many({"s": stream})
+            self._leases.delete_many({"s": stream})
+            self._groups.delete_many({"_id": {"$regex": f"^{re.escape(stream)}/"}})
             self._streams.delete_one({"_id": stream})
 
         self._guard(run)
@@ -186,6 +225,70 @@ class MongoStore:
                 upsert=True,
             )
         )
+
+    def positions(self, stream: str) -> dict[str, int]:
+        docs = self._guard(lambda: list(self._positions.find({"s": stream}, {"c": 1, "q": 1})))
+        return {d["c"]: int(d["q"]) for d in docs}
+
+    def expire(self, stream: str, before: float) -> int:
+        cutoff = datetime.fromtimestamp(before, UTC)
+        result = self._guard(lambda: self._messages.delete_many({"s": stream, "t": {"$lt": cutoff}}))
+        return int(result.deleted_count)
+
+    # -- consumer groups -----------------------------------------------------
+    def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
+              partial: bool) -> Lease | None:
+        result: Lease | None = self._guard(lambda: self._lease(stream, group, owner, count, ttl, partial))
+        return result
+
+    def _lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
+               partial: bool) -> Lease | None:
+        now = time.time()
+        taken = self._leases.find_one_and_update(
+            {"s": stream, "g": group, "done": False, "exp": {"$lt": now}},
+            {"$set": {"owner": owner, "exp": now + ttl}}, sort=[("start", 1)],
+        )
+        if taken is not None:
+            return Lease(taken["start"], taken["end"], taken_over=True)
+        cursor_id = f"{stream}/{group}"
+        for _ in range(_MAX_ATTEMPTS):
+            cursor = self._groups.find_one({"_id": cursor_id}) or {}
+            start = 1 + max(int(cursor.get("leased", 0)), self.get_position(stream, group))
+            end = min(start + count - 1, self.last_seq(stream))
+            if end < start or (end - start + 1 < count and not partial):
+                return None
+            try:
+                self._leases.insert_one({"s": stream, "g": group, "start": start, "end": end,
+                                         "owner": owner, "exp": now + ttl, "done": False})
+            except mongo_errors.DuplicateKeyError:
+                # Another member claimed this range first: skip past what is leased.
+                claimed = self._leases.find({"s": stream, "g": group, "start": {"$gte": start}})
+                ends = [d["end"] for d in claimed]
+                self._groups.update_one({"_id": cursor_id}, {"$max": {"leased": max(ends, default=start)}},
+                                        upsert=True)
+                continue
+            self._groups.update_one({"_id": cursor_id}, {"$max": {"leased": end}}, upsert=True)
+            return Lease(start, end)
+        raise StoreUnavailableError(f"could not lease from {stream!r} for group {group!r}")
+
+    def complete(self, stream: str, group: str, start: int, owner: str) -> bool:
+        done: bool = self._guard(lambda: self._complete(stream, group, start, owner))
+        return done
+
+    def _complete(self, stream: str, group: str, start: int, owner: str) -> bool:
+        marked = self._leases.update_one(
+            {"s": stream, "g": group, "start": start, "owner": owner, "done": False},
+            {"$set": {"done": True}},
+        ).modified_count
+        position = self.get_position(stream, group)
+        finished = self._leases.find(
+            {"s": stream, "g": group, "done": True, "start": {"$gt": position}}
+        ).sort("start", 1)
+        advanced = advance(position, [(d["start"], d["end"]) for d in finished])
+        if advanced > position:
+            self.commit_position(stream, group, advanced)
+            self._leases.delete_many({"s": stream, "g": group, "done": True, "end": {"$lte": advanced}})
+        return bool(marked)
 
     # -- liveness ----------------------------------------------------------
     def supports_change_streams(self) -> bool:

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 from minibatch_rx.errors import InvalidURLError, StoreBusyError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Listener
+from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mb_streams (
@@ -45,7 +45,19 @@ CREATE TABLE IF NOT EXISTS mb_messages (
     seq INTEGER NOT NULL,
     ts REAL NOT NULL,
     data TEXT NOT NULL,
+    key TEXT,
     PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS mb_messages_key ON mb_messages (stream, key) WHERE key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS mb_leases (
+    stream TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (stream, grp, start)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mb_positions (
     stream TEXT NOT NULL,
@@ -165,7 +177,10 @@ class SqliteStore:
             conn.execute("COMMIT")
 
     # -- messages ----------------------------------------------------------
-    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]]) -> list[int]:
+    def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
+               keys: Sequence[str | None] | None = None) -> list[int]:
+        if keys is not None and any(k is not None for k in keys):
+            return self._append_keyed(stream, payloads, keys)
         encoded = [json.dumps(p, separators=(",", ":")) for p in payloads]
         ts = time.time()
         with self._write() as conn:
@@ -186,6 +201,33 @@ class SqliteStore:
             )
         self._notify(stream)
         return list(range(last + 1, last + 1 + len(encoded)))
+
+    def _append_keyed(self, stream: str, payloads: Sequence[Mapping[str, Any]],
+                      keys: Sequence[str | None]) -> list[int]:
+        ts = time.time()
+        with self._write() as conn:
+            wanted = sorted({k for k in keys if k is not None})
+            existing: dict[str, int] = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                existing.update(conn.execute(
+                    "SELECT key, seq FROM mb_messages WHERE stream = ? AND key IN "
+                    f"({','.join('?' * len(chunk))})", (stream, *chunk)).fetchall())
+            fresh = fresh_indexes(keys, existing)
+            row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
+            last = row[0] if row else 0
+            if row is None:
+                conn.execute("INSERT INTO mb_streams (name, last_seq, created) VALUES (?, 0, ?)",
+                             (stream, ts))
+            conn.executemany(
+                "INSERT INTO mb_messages (stream, seq, ts, data, key) VALUES (?, ?, ?, ?, ?)",
+                [(stream, last + n, ts, json.dumps(payloads[i], separators=(",", ":")), keys[i])
+                 for n, i in enumerate(fresh, 1)],
+            )
+            conn.execute("UPDATE mb_streams SET last_seq = ? WHERE name = ?", (last + len(fresh), stream))
+        if fresh:
+            self._notify(stream)
+        return merge_seqs(keys, existing, fresh, range(last + 1, last + 1 + len(fresh)))
 
     def _notify(self, stream: str) -> None:
         with self._appended:
@@ -233,6 +275,7 @@ class SqliteStore:
         with self._write() as conn:
             conn.execute("DELETE FROM mb_messages WHERE stream = ?", (stream,))
             conn.execute("DELETE FROM mb_positions WHERE stream = ?", (stream,))
+            conn.execute("DELETE FROM mb_leases WHERE stream = ?", (stream,))
             conn.execute("DELETE FROM mb_streams WHERE name = ?", (stream,))
 
     # -- positions ---------------------------------------------------------
@@ -250,6 +293,60 @@ class SqliteStore:
                 "ON CONFLICT (stream, consumer) DO UPDATE SET seq = max(seq, excluded.seq)",
                 (stream, consumer, seq),
             )
+
+    def positions(self, stream: str) -> dict[str, int]:
+        with self._connection() as conn:
+            rows = conn.execute("SELECT consumer, seq FROM mb_positions WHERE stream = ?", (stream,))
+            return dict(rows.fetchall())
+
+    def expire(self, stream: str, before: float) -> int:
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM mb_messages WHERE stream = ? AND ts < ?", (stream, before))
+        return int(cursor.rowcount)
+
+    # -- consumer groups -----------------------------------------------------
+    def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
+              partial: bool) -> Lease | None:
+        now = time.time()
+        with self._write() as conn:
+            expired = conn.execute(
+                "SELECT start, end FROM mb_leases WHERE stream = ? AND grp = ? AND done = 0 "
+                "AND expires < ? ORDER BY start LIMIT 1", (stream, group, now)).fetchone()
+            if expired is not None:
+                conn.execute("UPDATE mb_leases SET owner = ?, expires = ? WHERE stream = ? AND grp = ? "
+                             "AND start = ?", (owner, now + ttl, stream, group, expired[0]))
+                return Lease(expired[0], expired[1], taken_over=True)
+            start = 1 + max(
+                conn.execute("SELECT coalesce(max(end), 0) FROM mb_leases WHERE stream = ? AND grp = ?",
+                             (stream, group)).fetchone()[0],
+                (conn.execute("SELECT seq FROM mb_positions WHERE stream = ? AND consumer = ?",
+                              (stream, group)).fetchone() or (0,))[0],
+            )
+            row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
+            end = min(start + count - 1, row[0] if row else 0)
+            if end < start or (end - start + 1 < count and not partial):
+                return None
+            conn.execute("INSERT INTO mb_leases (stream, grp, start, end, owner, expires) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (stream, group, start, end, owner, now + ttl))
+        return Lease(start, end)
+
+    def complete(self, stream: str, group: str, start: int, owner: str) -> bool:
+        with self._write() as conn:
+            done = conn.execute("UPDATE mb_leases SET done = 1 WHERE stream = ? AND grp = ? AND start = ? "
+                                "AND owner = ? AND done = 0", (stream, group, start, owner)).rowcount
+            position = (conn.execute("SELECT seq FROM mb_positions WHERE stream = ? AND consumer = ?",
+                                     (stream, group)).fetchone() or (0,))[0]
+            finished = conn.execute("SELECT start, end FROM mb_leases WHERE stream = ? AND grp = ? "
+                                    "AND done = 1 AND start > ? ORDER BY start",
+                                    (stream, group, position)).fetchall()
+            advanced = advance(position, finished)
+            if advanced > position:
+                conn.execute("INSERT INTO mb_positions (stream, consumer, seq) VALUES (?, ?, ?) ON CONFLICT "
+                             "(stream, consumer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                             (stream, group, advanced))
+                conn.execute("DELETE FROM mb_leases WHERE stream = ? AND grp = ? AND end <= ? AND done = 1",
+                             (stream, group, advanced))
+        return bool(done)
 
     # -- liveness ----------------------------------------------------------
     def reader(self, stream: str) -> SqliteReader:
