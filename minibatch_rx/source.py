@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Store
+from minibatch_rx.store.base import Backoff, Reader, Store
 
 WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
 JOIN_TIMEOUT = 5.0
+OUTAGE_BACKOFF_LIMIT = 2.0  # longest pause between reconnection attempts, seconds
+T = TypeVar("T")
+log = logging.getLogger("minibatch_rx")
+
+
+class _ClosedReader:
+    """Stands in for a reader that could not be opened; every use fails, so
+    the outage loop tries to open a real one again."""
+
+    def read(self, after: int, limit: int | None = None) -> list[Message]:
+        raise StoreUnavailableError("store still unreachable")
+
+    def wait(self, after: int, timeout: float) -> bool:
+        raise StoreUnavailableError("store still unreachable")
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def store_source(
@@ -108,7 +130,7 @@ class _PullFeed:
         self.store, self.stream, self.observer = store, stream, observer
         self.first_position, self.batch_size = first_position, batch_size
         self.stop = threading.Event()
-        self.reader: Any = None
+        self.reader: Reader = _ClosedReader()
         self.thread = threading.Thread(
             target=self.run, name=f"minibatch-reader-{stream}", daemon=True
         )
@@ -119,13 +141,12 @@ class _PullFeed:
         return Disposable(self.dispose)
 
     def run(self) -> None:
-        reader = self.reader
         try:
-            position = self.first_position()
+            position: int = self.survive_outage(self.first_position)
             while not self.stop.is_set():
-                batch = reader.read(position, self.batch_size)
+                batch = self.survive_outage(partial(self.read_batch, position))
                 if not batch:
-                    reader.wait(position, WAIT_SLICE)
+                    self.survive_outage(partial(self.wait_for_more, position))
                     continue
                 for message in batch:
                     if self.stop.is_set():
@@ -136,7 +157,32 @@ class _PullFeed:
             if not self.stop.is_set():
                 self.observer.on_error(exc)
         finally:
-            reader.close()
+            self.reader.close()
+
+    def read_batch(self, position: int) -> list[Message]:
+        return self.reader.read(position, self.batch_size)
+
+    def wait_for_more(self, position: int) -> bool:
+        return self.reader.wait(position, WAIT_SLICE)
+
+    def survive_outage(self, operation: Callable[[], T]) -> T:
+        """Run a store call; while the store is unreachable, log, back off and
+        retry with a fresh reader, until it answers or the feed is disposed."""
+        backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        while True:
+            try:
+                return operation()
+            except (StoreUnavailableError, StoreBusyError) as exc:
+                if self.stop.is_set():
+                    raise
+                log.warning("reading %r: %s; retrying", self.stream, exc)
+                self.stop.wait(backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+                self.reader.close()
+                if not self.stop.is_set():
+                    try:
+                        self.reader = self.store.reader(self.stream)
+                    except (StoreUnavailableError, StoreBusyError):
+                        self.reader = _ClosedReader()
 
     def dispose(self) -> None:
         self.stop.set()
