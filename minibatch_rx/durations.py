@@ -24,7 +24,10 @@ def to_seconds(value: Interval, name: str = "interval", *, allow_zero: bool = Fa
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range: an error of ours, not an OverflowError
+            raise InvalidArgumentError(f"{name} is too large to be a number of seconds") from None
     elif isinstance(value, str):
         match = _TEXT.fullmatch(value)
         if not match:
@@ -36,7 +39,9 @@ def to_seconds(value: Interval, name: str = "interval", *, allow_zero: bool = Fa
         raise InvalidArgumentError(
             f"{name} must be seconds, a timedelta or a string like '5s', got {type(value).__name__}"
         )
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+    if not math.isfinite(seconds):
+        raise InvalidArgumentError(f"{name} must be a finite number of seconds, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidArgumentError(f"{name} must be {bound}, got {value!r}")
     return seconds

@@ -14,7 +14,8 @@ class Window:
     """A batch of messages chosen by a window strategy.
 
     Attributes:
-        messages: the messages, in seq order.
+        messages: the messages, in seq order (a custom ``WindowEmitter`` may
+            choose another order: its ``query()`` order is kept).
         stream: the name of the source stream (``None`` if messages are mixed).
         start: inclusive lower time bound, for strategies that have one.
         end: exclusive upper time bound, for strategies that have one.

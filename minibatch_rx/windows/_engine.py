@@ -116,7 +116,7 @@ class _Run:
 
     def subscribe(self, source: Observable[Message], scheduler_: Any) -> abc.DisposableBase:
         with self.lock:
-            self.emit(self.core.start(scheduler_seconds(self.scheduler)))
+            self.step(self.core.start)
         subscription = source.subscribe(
             self.on_next, self.on_error, self.on_completed, scheduler=scheduler_
         )
@@ -131,7 +131,7 @@ class _Run:
             if self.done:
                 return
             self.last_seen = max(self.last_seen, message.seq)
-            self.emit(self.core.on_message(message, scheduler_seconds(self.scheduler)))
+            self.step(lambda now: self.core.on_message(message, now))
 
     def on_error(self, error: Exception) -> None:
         with self.lock:
@@ -140,11 +140,25 @@ class _Run:
                 self.timer.dispose()
                 self.observer.on_error(error)
 
+    def step(self, call: Callable[[float], list[Window]]) -> bool:
+        """Run one core method and emit its windows; False if it failed.
+
+        A strategy may run user code (a ``WindowEmitter``); its exception ends
+        the subscription with ``on_error`` instead of escaping into the
+        producer, or into a timer thread where it would be lost.
+        """
+        try:
+            windows = call(scheduler_seconds(self.scheduler))
+        except Exception as error:
+            self.on_error(error)
+            return False
+        self.emit(windows)
+        return True
+
     def on_completed(self) -> None:
         with self.lock:
-            if self.done:
+            if self.done or not self.step(self.core.on_complete):
                 return
-            self.emit(self.core.on_complete(scheduler_seconds(self.scheduler)))
             self.done = True
             self.timer.dispose()
             self.observer.on_completed()
@@ -153,19 +167,35 @@ class _Run:
         with self.lock:
             self.armed = None
             if not self.done:
-                self.emit(self.core.on_timer(scheduler_seconds(self.scheduler)))
+                self.step(self.core.on_timer)
 
     def emit(self, windows: list[Window]) -> None:
         """Hand windows downstream (under the lock), then re-arm the timer."""
         for message in self.core.late():
             self.operator.late.on_next(message)
         if windows:
-            held = self.core.held_min_seq()
-            ack = self.last_seen if held is None else held - 1
-            for window in windows:
+            for window, ack in zip(windows, self.acks(windows), strict=True):
                 self.observer.on_next(replace(window, ack=ack))
         if not self.done:
             self.arm()
+
+    def acks(self, windows: list[Window]) -> list[int]:
+        """The ack of each window of one batch.
+
+        Once window ``i`` is processed, what is not yet handled is what the core
+        still holds plus the messages of the windows after ``i`` in the batch:
+        stamping every window with the batch's final ack would commit those
+        later windows before they are processed (lost on a crash).
+        """
+        pending = self.core.held_min_seq()
+        acks: list[int] = []
+        for window in reversed(windows):
+            acks.append(self.last_seen if pending is None else pending - 1)
+            if window.messages:
+                low = min(m.seq for m in window.messages)
+                pending = low if pending is None else min(pending, low)
+        acks.reverse()
+        return acks
 
     def arm(self) -> None:
         deadline = self.core.deadline()

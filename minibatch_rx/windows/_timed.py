@@ -15,13 +15,22 @@ would otherwise be declared late by mistake.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import WindowCore, to_datetime
+from minibatch_rx.windows._engine import WindowCore
 
 DEFAULT_QUIET = 0.25
 EPS = 1e-6  # clock values pass through datetime (microseconds); compare with slack
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(seconds: float) -> int:
+    """Seconds as whole microseconds, the resolution of ``Message.ts``."""
+    return round(seconds * 1_000_000)
 
 
 class TimeGridCore(WindowCore):
@@ -31,6 +40,12 @@ class TimeGridCore(WindowCore):
                  emit_empty: bool, origin: float = 0.0) -> None:
         self.size, self.step, self.grace, self.quiet = size, step, grace, quiet
         self.emit_empty, self.origin = emit_empty, origin
+        # The grid is computed in integer microseconds: with float seconds,
+        # floor(0.6 / 0.1) == 5, which put a message at exactly 0.6 in the wrong
+        # window, or (for fixed windows) in none at all.
+        self.size_us = max(1, _micros(size))
+        self.step_us = max(1, _micros(step))
+        self.origin_us = _micros(origin)
         self.open: dict[int, list[Message]] = {}
         self.closed_upto: int | None = None  # windows below this index are emitted
         self.emitted_any = False
@@ -39,23 +54,32 @@ class TimeGridCore(WindowCore):
         self.late_messages: list[Message] = []
 
     # -- the grid ----------------------------------------------------------
+    def start_us(self, k: int) -> int:
+        return self.origin_us + k * self.step_us
+
     def end(self, k: int) -> float:
-        return self.origin + k * self.step + self.size
+        return (self.start_us(k) + self.size_us) / 1_000_000
 
     def first_open_after(self, t: float) -> int:
         """Smallest k whose window ends after ``t``."""
-        return math.floor((t - self.size - self.origin) / self.step) + 1
+        return self._first_open_after_us(_micros(t))
 
-    def indexes(self, t: float) -> range:
+    def _first_open_after_us(self, t_us: int) -> int:
+        return (t_us - self.size_us - self.origin_us) // self.step_us + 1
+
+    def indexes(self, t: float | datetime) -> range:
         """The windows containing time ``t`` (none if ``t`` falls in a hop gap)."""
-        last = math.floor((t - self.origin) / self.step)
-        return range(max(self.first_open_after(t), last - math.ceil(self.size / self.step) + 1),
-                     last + 1)
+        if isinstance(t, datetime):  # exact; a naive ts keeps its old local-time reading
+            t_us = (t - _EPOCH) // _MICROSECOND if t.tzinfo else _micros(t.timestamp())
+        else:
+            t_us = _micros(t)
+        last = (t_us - self.origin_us) // self.step_us
+        return range(self._first_open_after_us(t_us), last + 1)
 
     def window(self, k: int, messages: list[Message]) -> Window:
-        start = self.origin + k * self.step
+        start = _EPOCH + self.start_us(k) * _MICROSECOND
         messages.sort(key=lambda m: m.seq)
-        return Window(tuple(messages), self.stream, to_datetime(start), to_datetime(start + self.size))
+        return Window(tuple(messages), self.stream, start, start + self.size_us * _MICROSECOND)
 
     # -- the trigger ---------------------------------------------------------
     def start(self, now: float) -> list[Window]:
@@ -65,8 +89,12 @@ class TimeGridCore(WindowCore):
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         self.stream = message.stream
+        # First close what the clock has closed since the last event (no timer
+        # runs for a stretch without open windows), so whether a message is late
+        # depends on its window's trigger, not on whether a timer happened to run.
+        out = self.close(now)
         t = message.ts.timestamp()
-        ks = self.indexes(t)
+        ks = self.indexes(message.ts)
         if ks and (self.closed_upto is None or (not self.emitted_any and ks[0] < self.closed_upto)):
             self.closed_upto = ks[0]
         late = False
@@ -80,7 +108,7 @@ class TimeGridCore(WindowCore):
             self.late_messages.append(message)
         self.max_ts = max(self.max_ts, t)
         self.last_arrival = now
-        return self.close(now)
+        return out + self.close(now)
 
     def closable_until(self, now: float) -> float:
         """Windows whose ``end + grace`` is at or below this may be emitted."""

@@ -8,6 +8,7 @@ from minibatch_rx.durations import Interval, positive_int, to_seconds
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import WindowCore, WindowOperator
+from minibatch_rx.windows._timed import EPS
 
 
 class _CountCore(WindowCore):
@@ -37,7 +38,10 @@ class _CountCore(WindowCore):
 
     def on_timer(self, now: float) -> list[Window]:
         deadline = self.deadline()
-        return [self._flush()] if deadline is not None and now >= deadline else []
+        # The timer fires at the deadline rounded to a microsecond (datetime), which
+        # can be a hair before the float deadline: compare with slack, or the window
+        # would wait for the next tick (a busy loop, or a 1 s jump under TestScheduler).
+        return [self._flush()] if deadline is not None and now >= deadline - EPS else []
 
     def on_complete(self, now: float) -> list[Window]:
         return [self._flush()] if self.buffer else []

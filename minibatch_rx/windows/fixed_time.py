@@ -24,8 +24,9 @@ def fixed_time_window(
     ``grace`` (and, while messages are still pouring in, once a message from
     after that point arrives, so replaying a backlog never misfiles it).
     Empty windows are emitted only with ``emit_empty=True``. A message whose
-    window was already emitted goes to the operator's ``late`` observable;
-    it is never dropped silently.
+    window was already closed (emitted, or skipped as empty once its time had
+    passed) goes to the operator's ``late`` observable; it is never dropped
+    silently.
 
     Marble (interval=10)::
 

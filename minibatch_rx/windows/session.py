@@ -31,6 +31,12 @@ class _SessionCore(WindowCore):
         if t < self.closed_end:
             self.late_messages.append(message)
             return out
+        if self.session and t + self.gap <= self.first_ts:
+            # Older than the open session by a full gap: a session of its own, and
+            # already over (a message `gap` after it has been seen). Merging it
+            # would make one session across a silence longer than `gap`.
+            self.closed_end = t + self.gap
+            return [Window((message,), self.stream, to_datetime(t), to_datetime(self.closed_end))]
         if self.session and t >= self.last_ts + self.gap:
             out.append(self._close())
         if not self.session:

@@ -1,0 +1,181 @@
+"""Custom WindowEmitter strategies (the original package's extension point) in virtual time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing.mockobserver import MockObserver
+
+from minibatch_rx import Message, Window, WindowEmitter
+from minibatch_rx.testing import Emission, VirtualTime
+
+on_next = ReactiveTest.on_next
+on_completed = ReactiveTest.on_completed
+
+
+class SortedWindow(WindowEmitter):
+    """The original README's example: sort pending messages by value and emit
+    only multiples of 2, in batches of ``interval`` messages."""
+
+    def window_ready(self) -> tuple[bool, tuple[Any, ...]]:
+        data: list[Message] = []
+        for message in sorted(self.buffer, key=lambda m: m.data["value"]):
+            if message.data["value"] % 2 == 0:
+                data.append(message)
+                if len(data) >= self.interval:
+                    break
+        self._data = data
+        return len(self._data) == self.interval, ()
+
+    def query(self, *args: Any) -> Iterable[Message]:
+        return self._data
+
+
+class SortedOnTick(SortedWindow):
+    """SortedWindow that only decides on the poll ticks (whole multiples of 10 s),
+    so several even values can be pending and the sort picks the smallest."""
+
+    def poll_interval(self) -> float:
+        return 10.0
+
+    def window_ready(self) -> tuple[bool, tuple[Any, ...]]:
+        if self.now.timestamp() % 10:
+            return False, ()
+        return super().window_ready()
+
+
+class NotMessages(WindowEmitter):
+    def query(self, *args: Any) -> Iterable[Any]:
+        return [m.data for m in self.buffer]
+
+
+def msg(seq: int, ts: float, value: int) -> Message:
+    return Message("s", seq, datetime.fromtimestamp(ts, UTC), {"value": value})
+
+
+def feed(*values: tuple[float, int]) -> list[Any]:
+    """``on_next`` notifications: message i (from 1) with ``value`` at virtual ``time``."""
+    return [on_next(t, msg(seq, t, v)) for seq, (t, v) in enumerate(values, start=1)]
+
+
+def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
+    """Each notification as ``(time, values, ack)`` or ``(time, 'completed')``."""
+    out: list[tuple[Any, ...]] = []
+    for record in observer.messages:
+        note = record.value
+        if note.kind == "N":
+            out.append((record.time, [d["value"] for d in note.value.data], note.value.ack))
+        elif note.kind == "C":
+            out.append((record.time, "completed"))
+        else:
+            out.append((record.time, "error", note.exception))
+    return out
+
+
+def test_sorted_window_emits_pairs_of_even_values_as_they_become_available() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(
+        feed((201, 7), (202, 4), (203, 3), (204, 8), (205, 2), (206, 6), (207, 5))
+    )
+    emitter = SortedWindow("s", interval=2)
+
+    results = scheduler.start(lambda: xs.pipe(emitter.operator(scheduler)))
+
+    # Windows hold the messages in query()'s order (sorted by value). The odd
+    # values stay buffered forever, so the ack never passes message 1 (value 7).
+    assert emitted(results) == [(204, [4, 8], 0), (206, [2, 6], 0)]
+    assert [m.data["value"] for m in emitter.buffer] == [7, 3, 5]
+
+
+def test_sorted_window_picks_the_smallest_even_values_on_each_poll() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(
+        feed((201, 8), (202, 1), (203, 6), (204, 4), (215, 10), (216, 2))
+    )
+    emitter = SortedOnTick("s", interval=2)
+
+    results = scheduler.start(lambda: xs.pipe(emitter.operator(scheduler)))
+
+    # Tick 210: evens 8, 6, 4 pending; the two smallest go. Tick 220: 8, 10, 2 -> 2, 8.
+    # Once 8 (message 1) is taken, only message 2 (odd) and 5 (10) remain: ack 1.
+    assert emitted(results) == [(210, [4, 6], 0), (220, [2, 8], 1)]
+    assert [m.data["value"] for m in emitter.buffer] == [1, 10]
+
+
+def test_default_window_emitter_emits_each_message_at_arrival() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(*feed((203, 1), (207, 2), (207.5, 3)), on_completed(300))
+
+    results = scheduler.start(lambda: xs.pipe(WindowEmitter("s").operator(scheduler)))
+
+    assert emitted(results) == [(203, [1], 1), (207, [2], 2), (207.5, [3], 3), (300, "completed")]
+    assert all(r.value.value.stream == "s" for r in results.messages[:3])
+
+
+def test_emitter_is_polled_every_interval_with_now_set_to_the_virtual_clock() -> None:
+    polls: list[float] = []
+
+    class Recording(WindowEmitter):
+        def window_ready(self) -> tuple[bool, tuple[Any, ...]]:
+            polls.append(self.now.timestamp())
+            return False, ()
+
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(feed((212, 1)))
+
+    scheduler.start(lambda: xs.pipe(Recording("s", interval="5s").operator(scheduler)), disposed=221)
+
+    assert polls == [205, 210, 212, 215, 220]  # ticks, plus one poll per message; none after 221
+
+
+def test_emitter_windows_are_not_emitted_after_disposal() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(feed((201, 8), (202, 1), (203, 6), (204, 4), (900, 2)))
+
+    results = scheduler.start(
+        lambda: xs.pipe(SortedOnTick("s", interval=2).operator(scheduler)), disposed=209
+    )
+
+    assert scheduler.clock == 900
+    assert results.messages == []
+
+
+def test_query_returning_non_messages_is_a_type_error() -> None:
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(feed((203, 1), (204, 2)))
+
+    results = scheduler.start(lambda: xs.pipe(NotMessages("s").operator(scheduler)))
+
+    assert len(results.messages) == 1
+    error = results.messages[0].value.exception
+    assert (results.messages[0].time, type(error)) == (203, TypeError)
+    assert str(error) == "NotMessages.query() must return Messages from self.buffer, got dict"
+
+
+# -- through the DSL -------------------------------------------------------------
+
+
+def test_dsl_sorted_window() -> None:
+    vt = VirtualTime()
+    s = vt.stream("numbers")
+    for t, v in [(1, 7), (2, 4), (3, 3), (4, 8), (5, 2), (6, 6)]:
+        vt.append_at(t, s, {"value": v})
+
+    pipeline = s.pipeline().window(SortedWindow("numbers", interval=2).operator)
+    out = vt.run(pipeline.map(lambda w: [d["value"] for d in w.data]), until=20)
+
+    assert out == [Emission(4.0, [4, 8]), Emission(6.0, [2, 6])]
+    assert s.position("default") == 0  # message 1 (odd) is never taken, so never acknowledged
+
+
+def test_dsl_query_returning_non_messages_fails_the_run_with_type_error() -> None:
+    vt = VirtualTime()
+    s = vt.stream("numbers")
+    vt.append_at(1, s, {"value": 1})
+
+    with pytest.raises(TypeError, match=r"query\(\) must return Messages"):
+        vt.run(s.pipeline().window(NotMessages("numbers").operator).map(len), until=10)
