@@ -68,6 +68,18 @@ def check_payload(payload: object) -> dict[str, Any]:
     return payload  # type: ignore[return-value]
 
 
+def json_default(value: object) -> dict[str, Any]:
+    """``json.dumps`` hook: encode any accepted ``Mapping`` (not only ``dict``) as an object.
+
+    >>> import json, types
+    >>> json.dumps({'a': types.MappingProxyType({'b': 1})}, default=json_default)
+    '{"a": {"b": 1}}'
+    """
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-compatible")
+
+
 def _check_mapping(value: Mapping[Any, Any], path: str) -> None:
     for key, item in value.items():
         if not isinstance(key, str):

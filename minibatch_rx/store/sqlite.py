@@ -19,6 +19,7 @@ default 10) and ``synchronous`` (``full``, the default, or ``normal``).
 from __future__ import annotations
 
 import json
+import math
 import queue
 import sqlite3
 import threading
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs
 from minibatch_rx.errors import InvalidURLError, StoreBusyError
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
+from minibatch_rx.validation import json_default
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mb_streams (
@@ -87,6 +89,12 @@ def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
         raise InvalidURLError(f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}")
     if options.get("synchronous", "full").lower() not in ("full", "normal"):
         raise InvalidURLError(f"sqlite synchronous must be 'full' or 'normal' in {url!r}")
+    try:
+        timeout = float(options.get("timeout", 10))
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout >= 0):
+        raise InvalidURLError(f"sqlite timeout must be a number of seconds >= 0 in {url!r}")
     return Path(path), options
 
 
@@ -181,7 +189,7 @@ class SqliteStore:
                keys: Sequence[str | None] | None = None) -> list[int]:
         if keys is not None and any(k is not None for k in keys):
             return self._append_keyed(stream, payloads, keys)
-        encoded = [json.dumps(p, separators=(",", ":")) for p in payloads]
+        encoded = [json.dumps(p, separators=(",", ":"), default=json_default) for p in payloads]
         ts = time.time()
         with self._write() as conn:
             row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
@@ -221,7 +229,8 @@ class SqliteStore:
                              (stream, ts))
             conn.executemany(
                 "INSERT INTO mb_messages (stream, seq, ts, data, key) VALUES (?, ?, ?, ?, ?)",
-                [(stream, last + n, ts, json.dumps(payloads[i], separators=(",", ":")), keys[i])
+                [(stream, last + n, ts,
+                  json.dumps(payloads[i], separators=(",", ":"), default=json_default), keys[i])
                  for n, i in enumerate(fresh, 1)],
             )
             conn.execute("UPDATE mb_streams SET last_seq = ? WHERE name = ?", (last + len(fresh), stream))
