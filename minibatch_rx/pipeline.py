@@ -8,7 +8,7 @@ or :meth:`Pipeline.to_observable` builds it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from minibatch_rx.stages import (
     sink_function,
 )
 from minibatch_rx.stream import Stream
+from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import WindowOperator
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
@@ -120,7 +121,8 @@ class Pipeline:
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Pipeline:
         """Replace each value by the values of the iterable ``fn`` returns."""
         _check_callable(fn, "flat_map")
-        return self._stage(lambda failure, _: item_stage("flat_map", fn, failure, lambda _v, r: r))
+        expand = _expanding(fn)
+        return self._stage(lambda failure, _: item_stage("flat_map", expand, failure, lambda _v, r: r))
 
     def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline:
         """Apply plain reactivex operators to the values.
@@ -138,10 +140,7 @@ class Pipeline:
 
         Values pass on unchanged, so sinks can be chained.
         """
-        if not isinstance(target, (Stream, str)) and not callable(target):
-            raise InvalidArgumentError(
-                f"sink target must be a Stream, a stream name or a callable, got {target!r}"
-            )
+        _check_target(target, "sink")
 
         def factory(failure: Failure, source: Stream) -> Stage:
             fn = sink_function(_resolve(target, source))
@@ -151,8 +150,7 @@ class Pipeline:
 
     def late(self, target: SinkTarget) -> Pipeline:
         """Where messages that missed their time window go (default: stream ``<name>.late``)."""
-        if not isinstance(target, (Stream, str)) and not callable(target):
-            raise InvalidArgumentError(f"late target must be a Stream, a name or a callable, got {target!r}")
+        _check_target(target, "late")
         return replace(self, late_target=target)
 
     def trim_processed(self) -> Pipeline:
@@ -182,17 +180,20 @@ class Pipeline:
             _only_items()
         )
 
-    def _envelopes(self, consumer: str | None,
-                   scheduler: abc.SchedulerBase | None) -> Observable[Envelope]:
+    def _envelopes(self, consumer: str | None, scheduler: abc.SchedulerBase | None,
+                   active: Callable[[], bool] | None = None) -> Observable[Envelope]:
+        """The whole flow up to the commits. ``active()`` turning false stops
+        new messages and windows from entering it at once, even while a
+        synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
         source = self.source
         failure = Failure(self.retry_policy, Stream(f"{source.name}.dead", store=source.store), scheduler)
-        messages = source.observe(consumer, scheduler)
+        messages = source.observe(consumer, scheduler).pipe(_guard(active))
         windowed: Observable[Any] = messages
         if self.window_factory is not None:
             operator = self.window_factory(scheduler)
             late = sink_function(_resolve(self.late_target or f"{source.name}.late", source))
             operator.late.subscribe(late)
-            windowed = messages.pipe(operator)
+            windowed = messages.pipe(operator, _guard(active))
         flow = windowed.pipe(envelop, *(make(failure, source) for make in self.stages))
         return flow.pipe(_commit(source, consumer, self.trim_acked, self.after_ack))
 
@@ -205,7 +206,9 @@ class Pipeline:
         different consumer names each see every message.
         """
         handle = PipelineHandle(max_windows)
-        flow = replace(self, after_ack=handle._on_ack)._envelopes(consumer, scheduler)
+        flow = replace(self, after_ack=handle._on_ack)._envelopes(
+            consumer, scheduler, active=lambda: handle.running
+        )
         handle._subscribe(flow)
         return handle
 
@@ -227,6 +230,68 @@ class Pipeline:
 def _check_callable(fn: object, what: str) -> None:
     if not callable(fn):
         raise InvalidArgumentError(f"{what} needs a callable, got {fn!r}")
+
+
+def _check_target(target: object, what: str) -> None:
+    """Reject a bad sink/late target when the pipeline is built, not when it runs."""
+    if isinstance(target, str):
+        check_stream_name(target)
+    elif not isinstance(target, Stream) and not callable(target):
+        raise InvalidArgumentError(
+            f"{what} target must be a Stream, a stream name or a callable, got {target!r}"
+        )
+
+
+def _expanding(fn: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]:
+    """``fn`` with its iterable drained inside the call, so an error while
+    iterating (a raising generator, a non-iterable result) is retried and
+    dead-lettered like any other failure instead of escaping the stage."""
+
+    def call(value: Any) -> list[Any]:
+        result = fn(value)
+        if isinstance(result, (str, bytes, Mapping)) or not isinstance(result, Iterable):
+            raise TypeError(
+                f"flat_map function must return an iterable of values (a list...), "
+                f"got {type(result).__name__}"
+            )
+        return list(result)
+
+    return call
+
+
+def _guard(active: Callable[[], bool] | None) -> Callable[[Observable[Any]], Observable[Any]]:
+    """Pass values on while ``active()`` (always, if ``None``), and turn an
+    exception raised downstream into ``on_error``.
+
+    Windows emitted by a timer (a count window's timeout, a time window's
+    end) are processed in the scheduler's thread; without this, a failure
+    there (say, the dead-letter append) would be lost in that thread while
+    the pipeline looked healthy.
+    """
+
+    def operator(source: Observable[Any]) -> Observable[Any]:
+        def subscribe(observer: abc.ObserverBase[Any],
+                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            stopped = threading.Event()
+
+            def on_next(value: Any) -> None:
+                if stopped.is_set() or (active is not None and not active()):
+                    return
+                try:
+                    observer.on_next(value)
+                except Exception as exc:
+                    on_error(exc)
+
+            def on_error(error: Exception) -> None:
+                if not stopped.is_set():
+                    stopped.set()
+                    observer.on_error(error)
+
+            return source.subscribe(on_next, on_error, observer.on_completed, scheduler=scheduler)
+
+        return reactivex.create(subscribe)
+
+    return operator
 
 
 def _resolve(target: SinkTarget, source: Stream) -> Stream | Callable[[Any], Any]:

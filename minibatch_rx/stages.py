@@ -94,13 +94,14 @@ class Failure:
     def bury(self, stage: str, origin: Window | Message, error: BaseException, attempts: int) -> None:
         """Append the failed window to the dead-letter stream, and log it."""
         messages = origin.messages if isinstance(origin, Window) else (origin,)
+        seqs = [m.seq for m in messages]  # a custom emitter's window need not be in seq order
         self.dead_letter.append({
             "stage": stage,
             "error": f"{type(error).__name__}: {error}",
             "attempts": attempts,
             "stream": messages[0].stream if messages else None,
-            "first_seq": messages[0].seq if messages else None,
-            "last_seq": messages[-1].seq if messages else None,
+            "first_seq": min(seqs, default=None),
+            "last_seq": max(seqs, default=None),
             "data": [m.data for m in messages],
         })
         self.dead += 1
@@ -111,7 +112,8 @@ class Failure:
 def _describe(origin: Window | Message) -> str:
     if isinstance(origin, Message):
         return f"message {origin.stream}#{origin.seq}"
-    return f"window {origin.stream}#{origin.first_seq}..{origin.last_seq}"
+    seqs = [m.seq for m in origin.messages]
+    return f"window {origin.stream}#{min(seqs, default=None)}..{max(seqs, default=None)}"
 
 
 def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
