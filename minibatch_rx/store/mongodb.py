@@ -2,18 +2,24 @@
 
 Layout, in the database named by the URL path (default ``minibatch``):
 
-* ``mb_messages``: ``{s: stream, q: seq, t: ingest time, d: payload}``, with a
-  unique index on ``(s, q)``;
-* ``mb_streams``: ``{_id: stream, last: highest seq known to be stored}``;
-* ``mb_positions``: ``{_id: "stream/consumer", s, c, q}``.
+* ``mb_messages``: ``{s: stream, q: seq, t: ingest time, d: payload, k: key}``,
+  with unique indexes on ``(s, q)`` and (where a key is given) ``(s, k)``;
+* ``mb_streams``: one document per registered stream;
+* ``mb_positions``: ``{_id: "stream/consumer", s, c, q}``;
+* ``mb_leases`` and ``mb_groups``: consumer-group leases and lease cursors.
 
-Ordering without transactions: a producer reads ``last`` (which only ever
-trails what is stored), inserts its batch at ``last + 1 ...`` and then raises
-``last`` with ``$max``. Seq ``n + 1`` is therefore only ever written after
-``n`` is visible, so a reader that has seen ``n`` can never later find a
-smaller seq. A collision on the unique index means another producer won the
-race: the producer learns the true end of the stream and tries again. This
-works on standalone servers, replica sets and sharded clusters alike.
+Ordering without transactions or a hot counter document: a producer finds
+the end of the stream (the highest stored seq ``n``) and inserts its batch at
+``n + 1 ...``. Seq ``n + 1`` is therefore only ever written after ``n`` is
+visible, so a reader that has seen ``n`` can never later find a smaller seq.
+A collision on the unique index means another producer won the race: the
+producer scans forward from the contested seq to the new end and tries again.
+Each producer remembers the end it last saw, so an uncontended append is two
+round trips (a short forward scan and the insert). ``clear``, ``trim`` and
+``expire`` never delete the stream's highest message: they turn it into a
+tombstone (``gone: true``, payload removed) that readers skip, so the end of
+the stream, and with it the numbering, survives. This works on standalone
+servers, replica sets and sharded clusters alike (shard by ``s``).
 
 Liveness: a change stream where the server offers one (replica sets and
 sharded clusters), else polling with an adaptive back-off.
@@ -30,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pymongo
@@ -43,6 +50,7 @@ from minibatch_rx.store.url import redact
 
 DEFAULT_DATABASE = "minibatch"
 DEFAULT_TIMEOUT_MS = 5000
+_SCAN_LIMIT = 1000  # a forward scan longer than this falls back to a reverse index lookup
 _MAX_ATTEMPTS = 1000
 
 
@@ -67,6 +75,8 @@ class MongoStore:
         self._listeners: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
         self._change_streams: bool | None = None
+        self._ends: dict[str, int] = {}  # the end of each stream as last seen here
+        self._registered: set[str] = set()
         self._leases: Collection[dict[str, Any]] = db["mb_leases"]
         self._groups: Collection[dict[str, Any]] = db["mb_groups"]
         self._guard(self._create_indexes)
@@ -111,7 +121,8 @@ class MongoStore:
         pending = fresh_indexes(keys, existing)
         fresh: list[int] = []
         seqs: list[int] = []
-        last = self.last_seq(stream)
+        self._register(stream, ts)
+        last = self._find_end(stream)
         for attempt in range(_MAX_ATTEMPTS):
             if not pending:
                 break
@@ -143,45 +154,87 @@ class MongoStore:
                 else:
                     # Lost the race for the next seq: find the real end and retry.
                     pending.insert(0, failed)
-                    last = self._probe_end(stream, docs[inserted]["q"])
-                    time.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+                    last = self._scan_end(stream, docs[inserted]["q"])
+                    time.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
         else:
             raise StoreUnavailableError(
                 f"could not append to {stream!r} after {_MAX_ATTEMPTS} attempts"
             )
         if seqs:
-            self._streams.update_one(
-                {"_id": stream}, {"$max": {"last": seqs[-1]}, "$setOnInsert": {"created": ts}}, upsert=True
-            )
+            self._ends[stream] = seqs[-1]
             with self._lock:
                 listeners = list(self._listeners.get(stream, ()))
             for listener in listeners:
                 listener()
         return merge_seqs(keys, existing, fresh, seqs)
 
-    def _probe_end(self, stream: str, taken: int) -> int:
-        """Highest stored seq at or above ``taken``, recorded as the new ``last``."""
-        end = taken
-        for doc in self._messages.find({"s": stream, "q": {"$gte": taken}}, {"q": 1, "_id": 0}).sort("q", 1):
-            end = max(end, doc["q"])
-        self._streams.update_one({"_id": stream}, {"$max": {"last": end}}, upsert=True)
-        return max(end, self.last_seq(stream))
+    def _register(self, stream: str, ts: datetime) -> None:
+        if stream not in self._registered:
+            self._streams.update_one({"_id": stream}, {"$setOnInsert": {"created": ts}}, upsert=True)
+            self._registered.add(stream)
+
+    def _find_end(self, stream: str) -> int:
+        """The highest seq stored in the stream (tombstone included), starting
+        from the end this store object saw last."""
+        hint = self._ends.get(stream)
+        if hint is not None:
+            found = self._scan(stream, hint)
+            if found and found[0] == hint and len(found) < _SCAN_LIMIT:
+                return found[-1]
+        return self._top(stream)
+
+    def _scan(self, stream: str, start: int) -> list[int]:
+        """The stored seqs from ``start`` on (at most ``_SCAN_LIMIT``)."""
+        cursor = self._messages.find({"s": stream, "q": {"$gte": start}}, {"q": 1, "_id": 0})
+        return [int(d["q"]) for d in cursor.sort("q", 1).limit(_SCAN_LIMIT)]
+
+    def _top(self, stream: str) -> int:
+        doc = self._messages.find_one({"s": stream}, {"q": 1, "_id": 0}, sort=[("q", -1)])
+        return int(doc["q"]) if doc else 0
+
+    def _scan_end(self, stream: str, taken: int) -> int:
+        """The end of the stream, knowing that seq ``taken`` is stored."""
+        found = self._scan(stream, taken)
+        return found[-1] if 0 < len(found) < _SCAN_LIMIT else self._top(stream)
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
-        cursor = self._messages.find({"s": stream, "q": {"$gt": after}}, {"_id": 0}).sort("q", 1)
-        if limit is not None:
-            cursor = cursor.limit(limit)
-        messages: list[Message] = self._guard(
-            lambda: [Message(stream, d["q"], d["t"], d["d"]) for d in cursor]
-        )
-        return messages
+        # Tombstones are skipped here, not in the query: a filter on the
+        # tombstone flag can keep a server from using the (s, q) index.
+        messages: list[Message] = []
+        while True:
+            want = None if limit is None else limit - len(messages)
+            cursor = self._messages.find({"s": stream, "q": {"$gt": after}}, {"_id": 0}).sort("q", 1)
+            if want is not None:
+                cursor = cursor.limit(want)
+            docs: list[dict[str, Any]] = self._guard(partial(list, cursor))
+            kept = [Message(stream, d["q"], d["t"], d["d"]) for d in docs if "gone" not in d]
+            messages.extend(kept)
+            if want is None or len(docs) < want or len(kept) == len(docs):
+                return messages
+            after = docs[-1]["q"]
 
     def count(self, stream: str) -> int:
-        return int(self._guard(lambda: self._messages.count_documents({"s": stream})))
+        return int(self._guard(
+            lambda: self._messages.count_documents({"s": stream, "gone": {"$exists": False}})
+        ))
 
     def last_seq(self, stream: str) -> int:
-        doc = self._guard(lambda: self._streams.find_one({"_id": stream}, {"last": 1}))
-        return int(doc.get("last", 0)) if doc else 0
+        return int(self._guard(lambda: self._top(stream)))
+
+    def _remove(self, stream: str, condition: dict[str, Any], top_matches: Callable[[dict[str, Any]], bool]
+                ) -> int:
+        """Delete the stream's messages matching ``condition``; the highest one,
+        if it matches too, becomes a tombstone so the numbering survives."""
+        top = self._messages.find_one({"s": stream}, {"q": 1, "t": 1, "gone": 1}, sort=[("q", -1)])
+        if top is None:
+            return 0
+        removed = self._messages.delete_many({"s": stream, "q": {"$lt": top["q"]}, **condition}).deleted_count
+        if not top.get("gone") and top_matches(top):
+            self._messages.update_one(
+                {"_id": top["_id"]}, {"$set": {"gone": True}, "$unset": {"d": "", "k": ""}}
+            )
+            removed += 1
+        return int(removed)
 
     def ensure_stream(self, stream: str) -> None:
         self._guard(
@@ -196,15 +249,19 @@ class MongoStore:
         return sorted(self._guard(lambda: self._streams.distinct("_id")))
 
     def clear(self, stream: str) -> None:
-        self._guard(lambda: self._messages.delete_many({"s": stream}))
+        self._guard(lambda: self._remove(stream, {}, lambda top: True))
 
     def trim(self, stream: str, upto: int) -> int:
-        result = self._guard(lambda: self._messages.delete_many({"s": stream, "q": {"$lte": upto}}))
-        return int(result.deleted_count)
+        removed: int = self._guard(
+            lambda: self._remove(stream, {"q": {"$lte": upto}}, lambda top: bool(top["q"] <= upto))
+        )
+        return removed
 
     def delete(self, stream: str) -> None:
         def run() -> None:
             self._messages.delete_many({"s": stream})
+            self._ends.pop(stream, None)
+            self._registered.discard(stream)
             self._positions.delete_many({"s": stream})
             self._leases.delete_many({"s": stream})
             self._groups.delete_many({"_id": {"$regex": f"^{re.escape(stream)}/"}})
@@ -232,8 +289,10 @@ class MongoStore:
 
     def expire(self, stream: str, before: float) -> int:
         cutoff = datetime.fromtimestamp(before, UTC)
-        result = self._guard(lambda: self._messages.delete_many({"s": stream, "t": {"$lt": cutoff}}))
-        return int(result.deleted_count)
+        removed: int = self._guard(
+            lambda: self._remove(stream, {"t": {"$lt": cutoff}}, lambda top: bool(top["t"] < cutoff))
+        )
+        return removed
 
     # -- consumer groups -----------------------------------------------------
     def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
