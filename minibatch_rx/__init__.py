@@ -26,7 +26,8 @@ from minibatch_rx.errors import (
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
-from minibatch_rx.pipeline import Pipeline, PipelineHandle
+from minibatch_rx.pipeline import Pipeline
+from minibatch_rx.running import PipelineHandle
 from minibatch_rx.store import open_store, resolve_url
 from minibatch_rx.stream import Stream, list_streams, stream
 from minibatch_rx.window import Window

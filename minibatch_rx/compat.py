@@ -191,7 +191,7 @@ def streaming(
     :class:`WindowEmitter`. ``keep=False`` (the original's default) deletes
     messages once processed. The function's return value goes to ``sink`` if
     given. Blocks like the original unless ``blocking=False``, which returns
-    a :class:`~minibatch_rx.pipeline.PipelineHandle`. The consumer position
+    a :class:`~minibatch_rx.running.PipelineHandle`. The consumer position
     is kept under ``consumer`` (default: the function's qualified name).
 
     >>> from minibatch_rx import Stream

@@ -7,35 +7,46 @@ or :meth:`Pipeline.to_observable` builds it.
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import reactivex
 from reactivex import Observable, abc
 
 from minibatch_rx import windows
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.group import GroupFeed
+from minibatch_rx.running import PipelineHandle, commit, guard, only_items
 from minibatch_rx.stages import (
-    Ack,
     Envelope,
     Failure,
-    Item,
     RetryPolicy,
     Stage,
     envelop,
     item_stage,
     rx_stage,
     sink_function,
+    stream_sink_stage,
 )
 from minibatch_rx.stream import Stream
 from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import WindowOperator
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
-StageFactory = Callable[[Failure, Stream], Stage]
+StageFactory = Callable[[Failure, Stream, str], Stage]
+EXPIRY_EVERY = 1.0  # seconds between age-based retention sweeps of a running pipeline
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What a running pipeline deletes from its source stream."""
+
+    acknowledged_only: bool = False
+    """Delete messages every registered consumer and group acknowledged."""
+    max_age: float | None = None
+    """Delete messages older than this many seconds."""
 SinkTarget = Stream | str | Callable[[Any], Any]
 
 
@@ -57,7 +68,9 @@ class Pipeline:
     stages: tuple[StageFactory, ...] = ()
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     late_target: SinkTarget | None = None
-    trim_acked: bool = False
+    retention_policy: Retention = field(default_factory=lambda: Retention())
+    group_size: int | None = None
+    group_timeout: float | None = None
     after_ack: Callable[[int], None] | None = None
 
     # -- windows ---------------------------------------------------------------
@@ -72,7 +85,9 @@ class Pipeline:
     def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
         """Windows of ``n`` messages; see :func:`minibatch_rx.windows.count_window`."""
         windows.count_window(n, timeout)  # validate now, not at run time
-        return self.window(lambda s: windows.count_window(n, timeout, scheduler=s))
+        seconds = None if timeout is None else to_seconds(timeout, "count_window timeout")
+        return replace(self.window(lambda s: windows.count_window(n, timeout, scheduler=s)),
+                       group_size=n, group_timeout=seconds)
 
     def fixed_time_window(self, interval: Interval, grace: Interval = 0,
                           emit_empty: bool = False) -> Pipeline:
@@ -108,13 +123,13 @@ class Pipeline:
     def map(self, fn: Callable[[Any], Any]) -> Pipeline:
         """Transform each value (a Window, until a stage changes it)."""
         _check_callable(fn, "map")
-        return self._stage(lambda failure, _: item_stage("map", fn, failure, lambda _v, r: (r,)))
+        return self._stage(lambda failure, _s, _o: item_stage("map", fn, failure, lambda _v, r: (r,)))
 
     def filter(self, predicate: Callable[[Any], bool]) -> Pipeline:
         """Keep values for which ``predicate`` is true; dropped ones still count as processed."""
         _check_callable(predicate, "filter")
         return self._stage(
-            lambda failure, _: item_stage("filter", predicate, failure,
+            lambda failure, _s, _o: item_stage("filter", predicate, failure,
                                           lambda v, keep: (v,) if keep else ())
         )
 
@@ -122,7 +137,7 @@ class Pipeline:
         """Replace each value by the values of the iterable ``fn`` returns."""
         _check_callable(fn, "flat_map")
         expand = _expanding(fn)
-        return self._stage(lambda failure, _: item_stage("flat_map", expand, failure, lambda _v, r: r))
+        return self._stage(lambda failure, _s, _o: item_stage("flat_map", expand, failure, lambda _v, r: r))
 
     def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline:
         """Apply plain reactivex operators to the values.
@@ -133,18 +148,25 @@ class Pipeline:
         """
         for op in operators:
             _check_callable(op, "pipe")
-        return self._stage(lambda failure, _: rx_stage(operators, failure))
+        return self._stage(lambda failure, _s, _o: rx_stage(operators, failure))
 
-    def sink(self, target: SinkTarget) -> Pipeline:
+    def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline:
         """Deliver each value to a Stream, a stream name (same store) or a callable.
 
-        Values pass on unchanged, so sinks can be chained.
+        Into a stream, a dict becomes one message and a list of dicts (or a
+        Window) a batch. Stream sinks are idempotent: each message is keyed by
+        the consumer, the source seq range and its rank, so a window that is
+        processed again after a crash stores nothing new (exactly-once
+        effect). ``idempotent=False`` appends plainly. Values pass on
+        unchanged, so sinks can be chained.
         """
         _check_target(target, "sink")
 
-        def factory(failure: Failure, source: Stream) -> Stage:
-            fn = sink_function(_resolve(target, source))
-            return item_stage("sink", fn, failure, lambda v, _r: (v,))
+        def factory(failure: Failure, source: Stream, owner: str) -> Stage:
+            resolved = _resolve(target, source)
+            if isinstance(resolved, Stream) and idempotent:
+                return stream_sink_stage(resolved, failure, owner)
+            return item_stage("sink", sink_function(resolved), failure, lambda v, _r: (v,))
 
         return self._stage(factory)
 
@@ -154,9 +176,15 @@ class Pipeline:
         return replace(self, late_target=target)
 
     def trim_processed(self) -> Pipeline:
-        """Delete messages from the source stream once their window is acknowledged
-        (the original package's ``keep=False``)."""
-        return replace(self, trim_acked=True)
+        """Delete source messages once acknowledged by every registered
+        consumer and group of the stream (the original package's ``keep=False``)."""
+        return replace(self, retention_policy=replace(self.retention_policy, acknowledged_only=True))
+
+    def retain(self, max_age: Interval) -> Pipeline:
+        """While running, delete source messages older than ``max_age``
+        (checked at most once a second), processed or not."""
+        seconds = to_seconds(max_age, "max_age")
+        return replace(self, retention_policy=replace(self.retention_policy, max_age=seconds))
 
     def with_retries(self, max_retries: int = 3, backoff: Interval = 0.1,
                      max_backoff: Interval = 5.0) -> Pipeline:
@@ -176,48 +204,88 @@ class Pipeline:
         Sinks run and, with a ``consumer``, positions are committed as the
         observable is consumed.
         """
-        return self._envelopes(consumer, scheduler).pipe(
-            _only_items()
-        )
+        return self._flow(consumer, None, scheduler).pipe(only_items())
 
-    def _envelopes(self, consumer: str | None, scheduler: abc.SchedulerBase | None,
-                   active: Callable[[], bool] | None = None) -> Observable[Envelope]:
+    def _flow(self, consumer: str | None, group: GroupFeed | None,
+              scheduler: abc.SchedulerBase | None,
+              active: Callable[[], bool] | None = None) -> Observable[Envelope]:
         """The whole flow up to the commits. ``active()`` turning false stops
         new messages and windows from entering it at once, even while a
         synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
         source = self.source
+        owner = group.group if group is not None else (consumer or "default")
         failure = Failure(self.retry_policy, Stream(f"{source.name}.dead", store=source.store), scheduler)
-        messages = source.observe(consumer, scheduler).pipe(_guard(active))
-        windowed: Observable[Any] = messages
-        if self.window_factory is not None:
-            operator = self.window_factory(scheduler)
-            late = sink_function(_resolve(self.late_target or f"{source.name}.late", source))
-            operator.late.subscribe(late)
-            windowed = messages.pipe(operator, _guard(active))
-        flow = windowed.pipe(envelop, *(make(failure, source) for make in self.stages))
-        return flow.pipe(_commit(source, consumer, self.trim_acked, self.after_ack))
+        windowed: Observable[Any]
+        if group is not None:
+            windowed = group.observable().pipe(guard(active))
+        else:
+            windowed = source.observe(consumer, scheduler).pipe(guard(active))
+            if self.window_factory is not None:
+                operator = self.window_factory(scheduler)
+                late = sink_function(_resolve(self.late_target or f"{source.name}.late", source))
+                operator.late.subscribe(late)
+                windowed = windowed.pipe(operator, guard(active))
+        flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in self.stages))
+        return flow.pipe(commit(self._acknowledger(consumer, group), self.retry_policy.outage_timeout,
+                                self.after_ack))
 
-    def start(self, consumer: str = "default",
-              scheduler: abc.SchedulerBase | None = None,
-              max_windows: int | None = None) -> PipelineHandle:
+    def _acknowledger(self, consumer: str | None, group: GroupFeed | None) -> Callable[[int], None]:
+        source, retention = self.source, self.retention_policy
+        last_expiry = [0.0]
+
+        def acknowledge(seq: int) -> None:
+            if group is not None:
+                group.complete(seq)
+            elif consumer is not None:
+                source.commit(consumer, seq)
+            if retention.acknowledged_only:
+                source.trim_acknowledged()
+            if retention.max_age is not None and time.monotonic() - last_expiry[0] >= EXPIRY_EVERY:
+                source.expire(retention.max_age)
+                last_expiry[0] = time.monotonic()
+
+        return acknowledge
+
+    def start(self, consumer: str = "default", scheduler: abc.SchedulerBase | None = None,
+              max_windows: int | None = None, *, group: str | None = None,
+              lease_timeout: Interval = 30.0) -> PipelineHandle:
         """Run in the background; returns a handle with ``stop()`` and ``join()``.
 
         ``consumer`` names the position kept in the store: pipelines with
-        different consumer names each see every message.
+        different consumer names each see every message. With ``group``,
+        this process joins a consumer group instead: every member (in any
+        process) runs the same pipeline with the same group name, and each
+        window goes to one member. A member that stops completing its
+        window for ``lease_timeout`` loses it to another member. Groups take
+        count windows (``count_window(n, timeout)``).
         """
+        feed = self._group_feed(group, lease_timeout) if group is not None else None
         handle = PipelineHandle(max_windows)
-        flow = replace(self, after_ack=handle._on_ack)._envelopes(
-            consumer, scheduler, active=lambda: handle.running
+        flow = replace(self, after_ack=handle._on_ack)._flow(
+            consumer, feed, scheduler, active=lambda: handle.running
         )
         handle._subscribe(flow)
         return handle
 
+    def _group_feed(self, group: str, lease_timeout: Interval) -> GroupFeed:
+        check_stream_name(group)
+        if self.group_size is None:
+            raise InvalidArgumentError(
+                f"group {group!r} needs a count window: consumer groups share count_window(n) windows; "
+                "time-based windows need a single consumer per group"
+            )
+        ttl = to_seconds(lease_timeout, "lease_timeout")
+        return GroupFeed(self.source.store, self.source.name, group, self.group_size,
+                         self.group_timeout, ttl)
+
     def run(self, consumer: str = "default", max_windows: int | None = None,
-            duration: Interval | None = None) -> PipelineHandle:
+            duration: Interval | None = None, *, group: str | None = None,
+            lease_timeout: Interval = 30.0) -> PipelineHandle:
         """Run until stopped (Ctrl-C), until ``max_windows`` windows are
-        processed, or for ``duration``; re-raises a pipeline error."""
+        processed, or for ``duration``; re-raises a pipeline error. See
+        :meth:`start` for ``consumer``, ``group`` and ``lease_timeout``."""
         seconds = None if duration is None else to_seconds(duration, "duration")
-        handle = self.start(consumer, max_windows=max_windows)
+        handle = self.start(consumer, max_windows=max_windows, group=group, lease_timeout=lease_timeout)
         try:
             handle.join(seconds)
         finally:
@@ -259,132 +327,9 @@ def _expanding(fn: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]
     return call
 
 
-def _guard(active: Callable[[], bool] | None) -> Callable[[Observable[Any]], Observable[Any]]:
-    """Pass values on while ``active()`` (always, if ``None``), and turn an
-    exception raised downstream into ``on_error``.
-
-    Windows emitted by a timer (a count window's timeout, a time window's
-    end) are processed in the scheduler's thread; without this, a failure
-    there (say, the dead-letter append) would be lost in that thread while
-    the pipeline looked healthy.
-    """
-
-    def operator(source: Observable[Any]) -> Observable[Any]:
-        def subscribe(observer: abc.ObserverBase[Any],
-                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            stopped = threading.Event()
-
-            def on_next(value: Any) -> None:
-                if stopped.is_set() or (active is not None and not active()):
-                    return
-                try:
-                    observer.on_next(value)
-                except Exception as exc:
-                    on_error(exc)
-
-            def on_error(error: Exception) -> None:
-                if not stopped.is_set():
-                    stopped.set()
-                    observer.on_error(error)
-
-            return source.subscribe(on_next, on_error, observer.on_completed, scheduler=scheduler)
-
-        return reactivex.create(subscribe)
-
-    return operator
-
-
 def _resolve(target: SinkTarget, source: Stream) -> Stream | Callable[[Any], Any]:
     if isinstance(target, str):
         return Stream.get_or_create(target, store=source.store)
     return target
 
-
-def _only_items() -> Callable[[Observable[Envelope]], Observable[Any]]:
-    def operator(source: Observable[Envelope]) -> Observable[Any]:
-        def subscribe(observer: abc.ObserverBase[Any],
-                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            def on_next(envelope: Envelope) -> None:
-                if isinstance(envelope, Item):
-                    observer.on_next(envelope.value)
-
-            return source.subscribe(on_next, observer.on_error, observer.on_completed,
-                                    scheduler=scheduler)
-
-        return reactivex.create(subscribe)
-
-    return operator
-
-
-def _commit(source: Stream, consumer: str | None, trim: bool,
-            after_ack: Callable[[int], None] | None) -> Stage:
-    def operator(flow: Observable[Envelope]) -> Observable[Envelope]:
-        def subscribe(observer: abc.ObserverBase[Envelope],
-                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            def on_next(envelope: Envelope) -> None:
-                if isinstance(envelope, Ack):
-                    if consumer is not None:
-                        source.commit(consumer, envelope.seq)
-                    if trim:
-                        source.trim(envelope.seq)
-                    if after_ack is not None:
-                        after_ack(envelope.seq)
-                observer.on_next(envelope)
-
-            return flow.subscribe(on_next, observer.on_error, observer.on_completed,
-                                  scheduler=scheduler)
-
-        return reactivex.create(subscribe)
-
-    return operator
-
-
-class PipelineHandle:
-    """A running pipeline: :meth:`stop` it, :meth:`join` it, read its counters."""
-
-    def __init__(self, max_windows: int | None) -> None:
-        if max_windows is not None and max_windows <= 0:
-            raise InvalidArgumentError(f"max_windows must be > 0, got {max_windows}")
-        self.max_windows = max_windows
-        self.windows = 0
-        self.position = 0
-        self.error: BaseException | None = None
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._subscription: abc.DisposableBase | None = None
-
-    def _subscribe(self, flow: Observable[Envelope]) -> None:
-        subscription = flow.subscribe(on_error=self._on_error)
-        with self._lock:
-            if not self._done.is_set():
-                self._subscription = subscription
-                return
-        subscription.dispose()  # finished while subscribing (synchronous catch-up)
-
-    def _on_ack(self, seq: int) -> None:
-        self.windows += 1
-        self.position = seq
-        if self.max_windows is not None and self.windows >= self.max_windows:
-            self.stop()
-
-    def _on_error(self, error: Exception) -> None:
-        self.error = error
-        self._done.set()
-
-    @property
-    def running(self) -> bool:
-        """True until the pipeline is stopped, fails, or reaches ``max_windows``."""
-        return not self._done.is_set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until the pipeline is done; False if ``timeout`` passed first."""
-        return self._done.wait(timeout)
-
-    def stop(self) -> None:
-        """Stop the pipeline and its background work. Idempotent."""
-        self._done.set()
-        with self._lock:
-            subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            subscription.dispose()
 

@@ -20,6 +20,7 @@ from reactivex import Observable, abc
 from reactivex.scheduler import VirtualTimeScheduler
 from reactivex.subject import Subject
 
+from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.stream import Stream
 from minibatch_rx.window import Window
@@ -57,6 +58,8 @@ class RetryPolicy:
     max_retries: int = 3
     backoff: float = 0.1
     max_backoff: float = 5.0
+    outage_timeout: float = 300.0
+    """How long a store outage is waited out before the pipeline fails."""
 
 
 class Failure:
@@ -76,20 +79,36 @@ class Failure:
             time.sleep(seconds)
 
     def call(self, stage: str, fn: Callable[[Any], Any], item: Item) -> tuple[bool, Any]:
-        """``(True, fn(value))``, or ``(False, None)`` once the item is dead-lettered."""
-        for attempt in range(self.policy.max_retries + 1):
+        """``(True, fn(value))``, or ``(False, None)`` once the item is dead-lettered.
+
+        A store outage is not the window's fault: it is waited out (logged,
+        with back-off) for up to ``outage_timeout`` seconds without using up
+        the retry budget, then raised so the pipeline stops with the error.
+        """
+        attempt = 0
+        outage_since: float | None = None
+        while True:
             try:
                 return True, fn(item.value)
+            except (StoreUnavailableError, StoreBusyError) as exc:
+                now = time.monotonic()
+                outage_since = now if outage_since is None else outage_since
+                if now - outage_since > self.policy.outage_timeout:
+                    raise
+                log.warning("%s on %s: %s; retrying until the store is back", stage,
+                            _describe(item.origin), exc)
+                time.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)))
+                attempt += 1
             except Exception as exc:
-                if attempt == self.policy.max_retries:
-                    self.bury(stage, item.origin, exc, attempt + 1)
+                attempt += 1
+                if attempt > self.policy.max_retries:
+                    self.bury(stage, item.origin, exc, attempt)
                     return False, None
-                delay = min(self.policy.backoff * 2**attempt, self.policy.max_backoff)
+                delay = min(self.policy.backoff * 2 ** (attempt - 1), self.policy.max_backoff)
                 log.warning("%s failed on %s (attempt %d of %d): %r; retrying in %.3gs",
-                            stage, _describe(item.origin), attempt + 1,
+                            stage, _describe(item.origin), attempt,
                             self.policy.max_retries + 1, exc, delay)
                 self.sleep(delay)
-        raise AssertionError("unreachable")
 
     def bury(self, stage: str, origin: Window | Message, error: BaseException, attempts: int) -> None:
         """Append the failed window to the dead-letter stream, and log it."""
@@ -198,27 +217,65 @@ def rx_stage(operators: tuple[Callable[[Observable[Any]], Observable[Any]], ...]
 
 
 def sink_function(target: Stream | Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A callable that delivers one value to ``target``.
-
-    A stream target takes a dict (one message), a list of dicts (one batch)
-    or a Window (its payloads). Anything else is an error, which the retry
-    policy then handles like any other failure.
-    """
+    """A callable that delivers one value to ``target`` (a callable, or a
+    stream, appended to without idempotency keys)."""
     if not isinstance(target, Stream):
         return target
+    return lambda value: _to_stream(target, value, None)
 
-    def to_stream(value: Any) -> Any:
-        if isinstance(value, Window):
-            return target.extend(value.data)
-        if isinstance(value, Message):
-            return target.append(value.data)
-        if isinstance(value, dict):
-            return target.append(value)
-        if isinstance(value, (list, tuple)):
-            return target.extend(value)
-        raise TypeError(
-            f"cannot sink a {type(value).__name__} into stream {target.name!r}: "
-            "map windows to a dict or a list of dicts first"
-        )
 
-    return to_stream
+def _to_stream(target: Stream, value: Any, key: str | None) -> Any:
+    """Append ``value`` to ``target``: a dict is one message, a list of dicts or
+    a Window a batch. With ``key``, messages are keyed ``key``, ``key.0``...
+    so a second delivery of the same value stores nothing."""
+    if isinstance(value, (Window, Message)):
+        value = value.data
+    if isinstance(value, dict):
+        return target.append(value, key=key)
+    if isinstance(value, (list, tuple)):
+        keys = None if key is None else [f"{key}.{j}" for j in range(len(value))]
+        return target.extend(value, keys=keys)
+    raise TypeError(
+        f"cannot sink a {type(value).__name__} into stream {target.name!r}: "
+        "map windows to a dict or a list of dicts first"
+    )
+
+
+def origin_key(origin: Window | Message) -> str:
+    """Identifies the source messages a value came from: ``stream:first-last``."""
+    if isinstance(origin, Message):
+        return f"{origin.stream}:{origin.seq}"
+    seqs = [m.seq for m in origin.messages]
+    span = f"{min(seqs)}-{max(seqs)}" if seqs else "empty"
+    # Overlapping time windows may hold the same messages: their start tells them apart.
+    start = f"@{origin.start.timestamp()}" if origin.start else ""
+    return f"{origin.stream}:{span}{start}"
+
+
+def stream_sink_stage(target: Stream, failure: Failure, owner: str) -> Stage:
+    """Sink into a stream idempotently: each value is keyed by ``owner`` (the
+    consumer or group), the seq range it came from and its rank among that
+    range's outputs, so a window processed again after a crash adds nothing."""
+
+    def stage(source: Observable[Envelope]) -> Observable[Envelope]:
+        def subscribe(observer: abc.ObserverBase[Envelope],
+                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            last: list[Any] = [None, 0]  # origin of the previous item, rank within it
+
+            def on_next(envelope: Envelope) -> None:
+                if isinstance(envelope, Ack):
+                    observer.on_next(envelope)
+                    return
+                rank = last[1] + 1 if envelope.origin is last[0] else 0
+                last[:] = [envelope.origin, rank]
+                key = f"{owner}|{origin_key(envelope.origin)}|{rank}"
+                ok, _ = failure.call("sink", lambda value: _to_stream(target, value, key), envelope)
+                if ok:
+                    observer.on_next(envelope)
+
+            return source.subscribe(on_next, observer.on_error, observer.on_completed,
+                                    scheduler=scheduler)
+
+        return reactivex.create(subscribe)
+
+    return stage
