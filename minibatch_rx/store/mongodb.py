@@ -2,8 +2,11 @@
 
 Layout, in the database named by the URL path (default ``minibatch``):
 
-* ``mb_messages``: ``{s: stream, q: seq, t: ingest time, d: payload, k: key}``,
-  with unique indexes on ``(s, q)`` and (where a key is given) ``(s, k)``;
+* ``mb_messages``: ``{_id, s: stream, q: seq, t: ingest time, d: payload}``,
+  with a unique index on ``(s, q)``; a keyed message's ``_id`` is
+  ``"<stream>/<key>"``, so the always-present ``_id`` index both finds keys
+  and keeps them unique (a partial index would do too, but not every server
+  speaking the protocol uses one for lookups);
 * ``mb_streams``: one document per registered stream;
 * ``mb_positions``: ``{_id: "stream/consumer", s, c, q}``;
 * ``mb_leases`` and ``mb_groups``: consumer-group leases and lease cursors.
@@ -54,6 +57,10 @@ _SCAN_LIMIT = 1000  # a forward scan longer than this falls back to a reverse in
 _MAX_ATTEMPTS = 1000
 
 
+def _key_id(stream: str, key: str | None) -> str:
+    return f"{stream}/{key}"
+
+
 class MongoStore:
     """A :class:`~minibatch_rx.store.base.Store` on a MongoDB deployment."""
 
@@ -86,9 +93,6 @@ class MongoStore:
 
     def _create_indexes(self) -> None:
         self._messages.create_index([("s", 1), ("q", 1)], unique=True)
-        self._messages.create_index(
-            [("s", 1), ("k", 1)], unique=True, partialFilterExpression={"k": {"$exists": True}}
-        )
         self._leases.create_index([("s", 1), ("g", 1), ("start", 1)], unique=True)
 
     def _guard(self, operation: Callable[[], Any]) -> Any:
@@ -113,11 +117,11 @@ class MongoStore:
 
     def _append(self, stream: str, payloads: list[Mapping[str, Any]], keys: list[str | None],
                 ts: datetime) -> list[int]:
-        wanted = [k for k in keys if k is not None]
+        wanted = {_key_id(stream, k): k for k in keys if k is not None}
         existing: dict[str, int] = {}
         if wanted:
-            found = self._messages.find({"s": stream, "k": {"$in": wanted}}, {"k": 1, "q": 1, "_id": 0})
-            existing = {d["k"]: d["q"] for d in found}
+            found = self._messages.find({"_id": {"$in": list(wanted)}}, {"q": 1})
+            existing = {wanted[d["_id"]]: d["q"] for d in found}
         pending = fresh_indexes(keys, existing)
         fresh: list[int] = []
         seqs: list[int] = []
@@ -130,7 +134,7 @@ class MongoStore:
             for n, index in enumerate(pending, 1):
                 doc = {"s": stream, "q": last + n, "t": ts, "d": payloads[index]}
                 if keys[index] is not None:
-                    doc["k"] = keys[index]
+                    doc["_id"] = _key_id(stream, keys[index])
                 docs.append(doc)
             try:
                 self._messages.insert_many(docs, ordered=True)
@@ -145,10 +149,10 @@ class MongoStore:
                 if not errors or any(e.get("code") != 11000 for e in errors):
                     raise
                 failed, pending = pending[inserted], pending[inserted + 1:]
-                if "k" in (errors[0].get("keyPattern") or {}):
+                if "_id" in (errors[0].get("keyPattern") or {}) or "_id_" in errors[0].get("errmsg", ""):
                     # Another producer stored the same key meanwhile: reuse its seq.
                     key = str(keys[failed])
-                    found_doc = self._messages.find_one({"s": stream, "k": key}, {"q": 1})
+                    found_doc = self._messages.find_one({"_id": _key_id(stream, key)}, {"q": 1})
                     existing[key] = int(found_doc["q"]) if found_doc else last
                     last = docs[inserted - 1]["q"] if inserted else last
                 else:
@@ -231,7 +235,7 @@ class MongoStore:
         removed = self._messages.delete_many({"s": stream, "q": {"$lt": top["q"]}, **condition}).deleted_count
         if not top.get("gone") and top_matches(top):
             self._messages.update_one(
-                {"_id": top["_id"]}, {"$set": {"gone": True}, "$unset": {"d": "", "k": ""}}
+                {"_id": top["_id"]}, {"$set": {"gone": True}, "$unset": {"d": ""}}
             )
             removed += 1
         return int(removed)
