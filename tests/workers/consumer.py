@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10)
     parser.add_argument("--work", type=float, default=0.0, help="CPU seconds burnt per window")
     parser.add_argument("--lease-timeout", type=float, default=2.0)
+    parser.add_argument("--timeout", type=float, default=None, help="flush partial windows after this")
+    parser.add_argument("--plain", action="store_true", help="non-idempotent sink: duplicates would show")
     args = parser.parse_args()
     pid = os.getpid()
 
@@ -37,7 +39,8 @@ def main() -> None:
         return [{"src": m.seq, "producer": m.data.get("producer"), "i": m.data.get("i"), "pid": pid}
                 for m in window.messages]
 
-    pipeline = stream(args.source, args.url).count_window(args.size).map(process).sink(args.sink)
+    pipeline = (stream(args.source, args.url).count_window(args.size, args.timeout).map(process)
+                .sink(args.sink, idempotent=not args.plain))
     print("ready", flush=True)
     if args.group:
         pipeline.run(group=args.group, lease_timeout=args.lease_timeout)
