@@ -7,9 +7,11 @@ or :meth:`Pipeline.to_observable` builds it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Literal
 
 from reactivex import Observable, abc
@@ -18,7 +20,7 @@ from minibatch_rx import windows
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
-from minibatch_rx.running import PipelineHandle, commit, guard, only_items
+from minibatch_rx.running import PipelineHandle, commit, guard, only_items, until_reachable
 from minibatch_rx.stages import (
     Envelope,
     Failure,
@@ -33,6 +35,7 @@ from minibatch_rx.stages import (
 from minibatch_rx.stream import Stream
 from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import WindowOperator
+from minibatch_rx.windows._engine import scheduler_seconds
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
 StageFactory = Callable[[Failure, Stream, str], Stage]
@@ -226,12 +229,22 @@ class Pipeline:
                 operator.late.subscribe(late)
                 windowed = windowed.pipe(operator, guard(active))
         flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in self.stages))
-        return flow.pipe(commit(self._acknowledger(consumer, group), self.retry_policy.outage_timeout,
+        return flow.pipe(commit(self._acknowledger(consumer, group, scheduler),
+                                self.retry_policy.outage_timeout,
                                 self.after_ack))
 
-    def _acknowledger(self, consumer: str | None, group: GroupFeed | None) -> Callable[[int], None]:
+    def _acknowledger(self, consumer: str | None, group: GroupFeed | None,
+                      scheduler: abc.SchedulerBase | None) -> Callable[[int], None]:
         source, retention = self.source, self.retention_policy
-        last_expiry = [0.0]
+        clock: Callable[[], float] = time.monotonic
+        if scheduler is not None:
+            clock = partial(scheduler_seconds, scheduler)
+        last_expiry = [-math.inf]
+        # Register before the first ack, so retention never trims what this
+        # consumer (or group) has not seen yet.
+        name = group.group if group is not None else consumer
+        if name is not None:
+            until_reachable(lambda: source.commit(name, 0), self.retry_policy.outage_timeout)
 
         def acknowledge(seq: int) -> None:
             if group is not None:
@@ -240,9 +253,9 @@ class Pipeline:
                 source.commit(consumer, seq)
             if retention.acknowledged_only:
                 source.trim_acknowledged()
-            if retention.max_age is not None and time.monotonic() - last_expiry[0] >= EXPIRY_EVERY:
+            if retention.max_age is not None and clock() - last_expiry[0] >= EXPIRY_EVERY:
                 source.expire(retention.max_age)
-                last_expiry[0] = time.monotonic()
+                last_expiry[0] = clock()
 
         return acknowledge
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -238,7 +237,7 @@ class Stream:
         from minibatch_rx.durations import to_seconds
 
         seconds = to_seconds(max_age, "max_age", allow_zero=True)
-        return self.store.expire(self.name, time.time() - seconds)
+        return self.store.expire(self.name, seconds)
 
     def delete(self) -> None:
         """Remove the stream with its messages and consumer positions."""

@@ -118,8 +118,9 @@ class Store(Protocol):
         """Every registered consumer (or group) of the stream, with its position."""
         ...
 
-    def expire(self, stream: str, before: float) -> int:
-        """Remove messages ingested before ``before`` (epoch seconds); return how many."""
+    def expire(self, stream: str, max_age: float) -> int:
+        """Remove messages ingested more than ``max_age`` seconds ago, by the
+        store's own clock; return how many."""
         ...
 
     def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,

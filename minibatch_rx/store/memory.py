@@ -152,7 +152,8 @@ class MemoryStore:
         with self._cond:
             return {c: seq for (s, c), seq in self._positions.items() if s == stream}
 
-    def expire(self, stream: str, before: float) -> int:
+    def expire(self, stream: str, max_age: float) -> int:
+        before = self.clock().timestamp() - max_age
         with self._cond:
             log = self._logs.get(stream)
             if log is None:

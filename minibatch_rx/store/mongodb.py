@@ -38,7 +38,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -218,25 +218,40 @@ class MongoStore:
             after = docs[-1]["q"]
 
     def count(self, stream: str) -> int:
-        return int(self._guard(
-            lambda: self._messages.count_documents({"s": stream, "gone": {"$exists": False}})
-        ))
+        def count() -> int:
+            meta = self._streams.find_one({"_id": stream}, {"tomb": 1}) or {}
+            tomb = meta.get("tomb")
+            total = self._messages.count_documents({"s": stream})
+            gone = tomb is not None and self._messages.find_one({"s": stream, "q": tomb}, {"_id": 1})
+            return total - (1 if gone else 0)
+
+        return int(self._guard(count))
 
     def last_seq(self, stream: str) -> int:
         return int(self._guard(lambda: self._top(stream)))
 
-    def _remove(self, stream: str, condition: dict[str, Any], top_matches: Callable[[dict[str, Any]], bool]
-                ) -> int:
-        """Delete the stream's messages matching ``condition``; the highest one,
-        if it matches too, becomes a tombstone so the numbering survives."""
+    def _remove(self, stream: str, upto: int | None = None, before: datetime | None = None) -> int:
+        """Delete the stream's messages with ``seq <= upto`` and ingested
+        ``before`` (each bound optional); the highest message, if it matches
+        too, becomes a tombstone so the numbering survives."""
         top = self._messages.find_one({"s": stream}, {"q": 1, "t": 1, "gone": 1}, sort=[("q", -1)])
         if top is None:
             return 0
-        removed = self._messages.delete_many({"s": stream, "q": {"$lt": top["q"]}, **condition}).deleted_count
-        if not top.get("gone") and top_matches(top):
+        below_top = top["q"] - 1 if upto is None else min(upto, top["q"] - 1)
+        condition: dict[str, Any] = {"s": stream, "q": {"$lte": below_top}}
+        if before is not None:
+            condition["t"] = {"$lt": before}
+        # The stream document remembers the tombstone, so it is not counted as removed.
+        meta = self._streams.find_one({"_id": stream}, {"tomb": 1}) or {}
+        removed = self._messages.delete_many(condition).deleted_count
+        if meta.get("tomb") is not None and meta["tomb"] <= below_top and removed:
+            removed -= 1
+        top_matches = (upto is None or top["q"] <= upto) and (before is None or top["t"] < before)
+        if not top.get("gone") and top_matches:
             self._messages.update_one(
                 {"_id": top["_id"]}, {"$set": {"gone": True}, "$unset": {"d": ""}}
             )
+            self._streams.update_one({"_id": stream}, {"$set": {"tomb": top["q"]}}, upsert=True)
             removed += 1
         return int(removed)
 
@@ -253,11 +268,11 @@ class MongoStore:
         return sorted(self._guard(lambda: self._streams.distinct("_id")))
 
     def clear(self, stream: str) -> None:
-        self._guard(lambda: self._remove(stream, {}, lambda top: True))
+        self._guard(lambda: self._remove(stream))
 
     def trim(self, stream: str, upto: int) -> int:
         removed: int = self._guard(
-            lambda: self._remove(stream, {"q": {"$lte": upto}}, lambda top: bool(top["q"] <= upto))
+            lambda: self._remove(stream, upto=upto)
         )
         return removed
 
@@ -291,10 +306,10 @@ class MongoStore:
         docs = self._guard(lambda: list(self._positions.find({"s": stream}, {"c": 1, "q": 1})))
         return {d["c"]: int(d["q"]) for d in docs}
 
-    def expire(self, stream: str, before: float) -> int:
-        cutoff = datetime.fromtimestamp(before, UTC)
+    def expire(self, stream: str, max_age: float) -> int:
+        cutoff = datetime.now(UTC) - timedelta(seconds=max_age)
         removed: int = self._guard(
-            lambda: self._remove(stream, {"t": {"$lt": cutoff}}, lambda top: bool(top["t"] < cutoff))
+            lambda: self._remove(stream, before=cutoff)
         )
         return removed
 

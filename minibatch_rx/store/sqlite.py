@@ -308,7 +308,8 @@ class SqliteStore:
             rows = conn.execute("SELECT consumer, seq FROM mb_positions WHERE stream = ?", (stream,))
             return dict(rows.fetchall())
 
-    def expire(self, stream: str, before: float) -> int:
+    def expire(self, stream: str, max_age: float) -> int:
+        before = time.time() - max_age
         with self._write() as conn:
             cursor = conn.execute("DELETE FROM mb_messages WHERE stream = ? AND ts < ?", (stream, before))
         return int(cursor.rowcount)
