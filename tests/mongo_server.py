@@ -33,6 +33,7 @@ class MongoTestServer:
     def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
         self.port = port or free_port()
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="minibatch-mongo-"))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
 

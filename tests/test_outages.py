@@ -1,0 +1,100 @@
+"""Outages: a locked SQLite file and a MongoDB server stopped mid-run.
+
+Producers either succeed within a documented bound or raise a clear error;
+consumers resume once the store is back; nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mongo_server import MongoTestServer
+
+from minibatch_rx import StoreBusyError, StoreUnavailableError, stream
+from minibatch_rx.store.sqlite import _BUSY_RETRIES
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def test_sqlite_locked_past_the_bound_raises_store_busy(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    s = stream("busy", f"sqlite://{path}?timeout=0.2")
+    s.append({"before": True})
+    blocker = hold_write_lock(path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreBusyError, match="stayed locked") as failure:
+            s.append({"during": True})
+        elapsed = time.monotonic() - started
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert str(path) in str(failure.value)
+    # (retries + 1) waits of the 0.2 s busy timeout, plus short pauses between them
+    assert 0.2 * (_BUSY_RETRIES + 1) <= elapsed < 0.2 * (_BUSY_RETRIES + 1) + 2.0
+    assert [m.data for m in s.read()] == [{"before": True}]
+    assert s.append({"after": True}) == 2
+
+
+def test_sqlite_lock_released_within_the_bound_is_waited_out(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    s = stream("busy", f"sqlite://{path}?timeout=0.2")
+    blocker = hold_write_lock(path)
+    release = threading.Timer(0.3, blocker.rollback)
+    release.start()
+    try:
+        assert s.append({"during": True}) == 1
+    finally:
+        release.join()
+        blocker.close()
+    assert s.count() == 1
+
+
+@pytest.mark.slow
+def test_mongodb_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
+    server = MongoTestServer(data_dir=str(tmp_path / "mongo")).start()
+    url = f"mongodb://127.0.0.1:{server.port}/outage?serverSelectionTimeoutMS=1000"
+    try:
+        s = stream("outage.in", url)
+        s.extend({"i": i} for i in range(50))
+        seen: list[int] = []
+        got = threading.Condition()
+
+        def collect(window: object) -> None:
+            with got:
+                seen.extend(m.seq for m in window.messages)  # type: ignore[attr-defined]
+                got.notify_all()
+
+        def wait_for(n: int, timeout: float = 60) -> None:
+            with got:
+                assert got.wait_for(lambda: len(set(seen)) >= n, timeout), f"consumer saw {len(set(seen))}"
+
+        handle = s.count_window(10).sink(collect).start(consumer="c")
+        wait_for(50)
+
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as failure:
+            s.append({"i": "while down"})
+        assert time.monotonic() - started < 15, "an append must fail within its documented bound"
+        assert "unreachable" in str(failure.value)
+
+        server.start()
+        acknowledged = s.extend({"i": i} for i in range(50, 100))
+        assert acknowledged == list(range(51, 101))
+        wait_for(100)
+        assert handle.running and handle.error is None
+        handle.stop()
+        assert sorted(set(seen)) == list(range(1, 101))
+        assert s.position("c") == 100
+        assert [m.data["i"] for m in s.read()] == list(range(100))
+    finally:
+        server.stop()
