@@ -74,6 +74,7 @@ class Pipeline:
     retention_policy: Retention = field(default_factory=lambda: Retention())
     group_size: int | None = None
     group_timeout: float | None = None
+    prefetch: int = 500
     after_ack: Callable[[int], None] | None = None
 
     # -- windows ---------------------------------------------------------------
@@ -189,6 +190,16 @@ class Pipeline:
         seconds = to_seconds(max_age, "max_age")
         return replace(self, retention_policy=replace(self.retention_policy, max_age=seconds))
 
+    def with_prefetch(self, messages: int) -> Pipeline:
+        """Read at most ``messages`` from the store at a time (default 500).
+
+        Windows are processed one at a time, so this bounds what a consumer
+        holds in memory beyond its open windows, whatever the backlog.
+        """
+        if isinstance(messages, bool) or not isinstance(messages, int) or messages <= 0:
+            raise InvalidArgumentError(f"prefetch must be an int > 0, got {messages!r}")
+        return replace(self, prefetch=messages)
+
     def with_retries(self, max_retries: int = 3, backoff: Interval = 0.1,
                      max_backoff: Interval = 5.0) -> Pipeline:
         """Retry failing functions ``max_retries`` times with exponential back-off,
@@ -222,7 +233,7 @@ class Pipeline:
         if group is not None:
             windowed = group.observable().pipe(guard(active))
         else:
-            windowed = source.observe(consumer, scheduler).pipe(guard(active))
+            windowed = source.observe(consumer, scheduler, batch_size=self.prefetch).pipe(guard(active))
             if self.window_factory is not None:
                 operator = self.window_factory(scheduler)
                 late = sink_function(_resolve(self.late_target or f"{source.name}.late", source))

@@ -202,6 +202,14 @@ class Stream:
         """Start a window-less pipeline keeping Messages where ``predicate`` is true."""
         return self.pipeline().filter(predicate)
 
+    def flat_map(self, fn: Any) -> Pipeline:
+        """Start a window-less pipeline: ``fn`` turns each Message into many values."""
+        return self.pipeline().flat_map(fn)
+
+    def pipe(self, *operators: Any) -> Pipeline:
+        """Start a window-less pipeline applying reactivex operators to Messages."""
+        return self.pipeline().pipe(*operators)
+
     def sink(self, target: SinkTarget) -> Pipeline:
         """Start a window-less pipeline delivering each Message to ``target``."""
         return self.pipeline().sink(target)
