@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import make_url
+from pipeline_helpers import failing_dead_letters, seeded, values
 
 from minibatch_rx import Pipeline, Stream, Window, stream
 from minibatch_rx import store as store_module
@@ -23,16 +24,6 @@ WAIT = 10.0  # seconds: safety net so a lost message fails the test instead of h
 def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh URL on a backend that outlives the process."""
     return make_url(str(request.param), tmp_path, request)
-
-
-def values(s: Stream) -> list[dict[str, Any]]:
-    return [m.data for m in s.read()]
-
-
-def seeded(url: str, n: int) -> Stream:
-    s = stream("in", url)
-    s.extend([{"v": i} for i in range(1, n + 1)])
-    return s
 
 
 def as_record(window: Window) -> dict[str, Any]:
@@ -158,16 +149,7 @@ def test_trim_processed_keeps_the_messages_of_a_failed_window_until_it_is_handle
     acknowledged, so nothing of it is trimmed."""
     url = f"sqlite://{tmp_path / 'trim.db'}"
     src = seeded(url, 4)
-    store = src.store
-    real_append = store.append
-
-    def append(name: str, payloads: Any, *args: Any, **kwargs: Any) -> list[int]:
-        if name.endswith(".dead"):
-            raise OSError("dead-letter store is full")
-        return list(real_append(name, payloads, *args, **kwargs))
-
-    store.append = append  # type: ignore[method-assign]
-    try:
+    with failing_dead_letters(src.store):
         def poison(window: Window) -> Window:
             if window.first_seq == 3:
                 raise ValueError("poison")
@@ -176,7 +158,5 @@ def test_trim_processed_keeps_the_messages_of_a_failed_window_until_it_is_handle
         with pytest.raises(OSError, match="full"):
             (src.count_window(2).map(poison).with_retries(0).sink("out").trim_processed()
              .run(consumer="job", max_windows=2, duration=WAIT))
-    finally:
-        store.append = real_append  # type: ignore[method-assign]
     assert src.position("job") == 2
     assert [m.seq for m in src.read()] == [3, 4]

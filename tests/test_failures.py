@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import reactivex.operators as ops
 from conftest import make_url
+from pipeline_helpers import failing_dead_letters, seeded, values
 
 from minibatch_rx import Stream, Window, stream
 from minibatch_rx.store import Store, open_store
@@ -26,16 +27,6 @@ WAIT = 10.0  # seconds: safety net for real-time runs
 @pytest.fixture(params=["memory", "sqlite"])
 def fast_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return make_url(str(request.param), tmp_path, request)
-
-
-def values(s: Stream) -> list[dict[str, Any]]:
-    return [m.data for m in s.read()]
-
-
-def seeded(url: str, n: int) -> Stream:
-    s = stream("in", url)
-    s.extend([{"v": i} for i in range(1, n + 1)])
-    return s
 
 
 def vs(window: Window) -> list[int]:
@@ -61,19 +52,8 @@ class Flaky:
 @pytest.fixture
 def broken_dead_letters(fast_url: str) -> Iterator[Store]:
     """The store of ``fast_url``, failing every append to a ``*.dead`` stream."""
-    store = open_store(fast_url)
-    real_append = store.append
-
-    def append(name: str, payloads: Any, *args: Any, **kwargs: Any) -> list[int]:
-        if name.endswith(".dead"):
-            raise OSError("dead-letter store is full")
-        return list(real_append(name, payloads, *args, **kwargs))
-
-    store.append = append  # type: ignore[method-assign]
-    try:
+    with failing_dead_letters(open_store(fast_url)) as store:
         yield store
-    finally:
-        store.append = real_append  # type: ignore[method-assign]
 
 
 # -- retries -----------------------------------------------------------------------------

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from reactivex.testing import ReactiveTest, TestScheduler
-from reactivex.testing.mockobserver import MockObserver
 
-from minibatch_rx import InvalidArgumentError, Message, Window, count_window
-from minibatch_rx.testing import Emission, VirtualTime, seconds
-
-on_next = ReactiveTest.on_next
-on_completed = ReactiveTest.on_completed
-
-
-def msg(seq: int, ts: float) -> Message:
-    return Message("s", seq, datetime.fromtimestamp(ts, UTC), {"n": seq})
-
-
-def arrive(time: float, seq: int) -> Any:
-    """``on_next`` of message ``seq`` at virtual ``time``, stamped with that time."""
-    return on_next(time, msg(seq, time))
-
-
-def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
-    """Each notification as ``(time, seqs, start, end, ack)`` or ``(time, 'completed')``."""
-    out: list[tuple[Any, ...]] = []
-    for record in observer.messages:
-        note = record.value
-        if note.kind == "N":
-            w = note.value
-            out.append((record.time, [m.seq for m in w.messages], seconds(w.start), seconds(w.end), w.ack))
-        elif note.kind == "C":
-            out.append((record.time, "completed"))
-        else:
-            out.append((record.time, "error", note.exception))
-    return out
+from minibatch_rx import InvalidArgumentError, Window, count_window
+from minibatch_rx.testing import Emission, VirtualTime
+from windows.marbles import arrive, emitted, on_completed
 
 
 def test_count_window_emits_every_n_messages_when_the_nth_arrives() -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing import TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
 from minibatch_rx import Message, Window, WindowEmitter
 from minibatch_rx.testing import Emission, VirtualTime
-
-on_next = ReactiveTest.on_next
-on_completed = ReactiveTest.on_completed
+from windows.marbles import msg, notifications, on_completed, on_next
 
 
 class SortedWindow(WindowEmitter):
@@ -53,27 +50,18 @@ class NotMessages(WindowEmitter):
         return [m.data for m in self.buffer]
 
 
-def msg(seq: int, ts: float, value: int) -> Message:
-    return Message("s", seq, datetime.fromtimestamp(ts, UTC), {"value": value})
-
-
 def feed(*values: tuple[float, int]) -> list[Any]:
     """``on_next`` notifications: message i (from 1) with ``value`` at virtual ``time``."""
-    return [on_next(t, msg(seq, t, v)) for seq, (t, v) in enumerate(values, start=1)]
+    return [on_next(t, msg(seq, t, {"value": v})) for seq, (t, v) in enumerate(values, start=1)]
+
+
+def values_and_ack(window: Window) -> tuple[Any, ...]:
+    return [d["value"] for d in window.data], window.ack
 
 
 def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
     """Each notification as ``(time, values, ack)`` or ``(time, 'completed')``."""
-    out: list[tuple[Any, ...]] = []
-    for record in observer.messages:
-        note = record.value
-        if note.kind == "N":
-            out.append((record.time, [d["value"] for d in note.value.data], note.value.ack))
-        elif note.kind == "C":
-            out.append((record.time, "completed"))
-        else:
-            out.append((record.time, "error", note.exception))
-    return out
+    return notifications(observer, values_and_ack)
 
 
 def test_sorted_window_emits_pairs_of_even_values_as_they_become_available() -> None:

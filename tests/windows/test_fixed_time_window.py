@@ -6,45 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from reactivex.testing import ReactiveTest, TestScheduler
-from reactivex.testing.mockobserver import MockObserver
+from reactivex.testing import TestScheduler
 
-from minibatch_rx import InvalidArgumentError, Message, Stream, Window, fixed_time_window
+from minibatch_rx import InvalidArgumentError, Message, Window, fixed_time_window
 from minibatch_rx.testing import Emission, VirtualTime, seconds
-
-on_next = ReactiveTest.on_next
-on_completed = ReactiveTest.on_completed
-
-
-def msg(seq: int, ts: float) -> Message:
-    return Message("s", seq, datetime.fromtimestamp(ts, UTC), {"n": seq})
-
-
-def arrive(time: float, seq: int, ts: float | None = None) -> Any:
-    """``on_next`` at virtual ``time`` of message ``seq`` stamped ``ts`` (default: ``time``)."""
-    return on_next(time, msg(seq, time if ts is None else ts))
-
-
-def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
-    """Each notification as ``(time, seqs, start, end, ack)`` or ``(time, 'completed')``."""
-    out: list[tuple[Any, ...]] = []
-    for record in observer.messages:
-        note = record.value
-        if note.kind == "N":
-            w = note.value
-            out.append((record.time, [m.seq for m in w.messages], seconds(w.start), seconds(w.end), w.ack))
-        elif note.kind == "C":
-            out.append((record.time, "completed"))
-        else:
-            out.append((record.time, "error", note.exception))
-    return out
-
-
-def late_log(scheduler: TestScheduler, op: Any) -> list[tuple[float, int]]:
-    """``(time, seq)`` of each message the operator reports late."""
-    log: list[tuple[float, int]] = []
-    op.late.subscribe(lambda m: log.append((scheduler.clock, m.seq)))
-    return log
+from windows.marbles import append_stamped, arrive, emitted, late_log, on_completed, values
 
 
 def test_fixed_windows_are_emitted_when_the_clock_reaches_their_end() -> None:
@@ -261,25 +227,6 @@ def test_fixed_window_completion_does_not_invent_empty_windows() -> None:
 
 
 # -- through the DSL -------------------------------------------------------------
-
-
-def append_stamped(vt: VirtualTime, at: float, stream: Stream, ts: float, payload: dict[str, Any]) -> None:
-    """At virtual time ``at``, append ``payload`` stamped ``ts``: a producer whose
-    clock lags behind (the store stamps messages with the writer's clock)."""
-
-    def action(*_: Any) -> None:
-        clock = vt.store.clock
-        vt.store.clock = lambda: datetime.fromtimestamp(ts, UTC)
-        try:
-            stream.append(payload)
-        finally:
-            vt.store.clock = clock
-
-    vt.scheduler.schedule_absolute(float(at), action)
-
-
-def values(window: Window) -> list[Any]:
-    return [d["v"] for d in window.data]
 
 
 def test_dsl_fixed_time_window_emits_at_each_window_end() -> None:

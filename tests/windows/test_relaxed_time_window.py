@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from reactivex.testing import ReactiveTest, TestScheduler
-from reactivex.testing.mockobserver import MockObserver
+from reactivex.testing import TestScheduler
 
-from minibatch_rx import InvalidArgumentError, Message, Window, relaxed_time_window
+from minibatch_rx import InvalidArgumentError, Message, relaxed_time_window
 from minibatch_rx.testing import Emission, VirtualTime, seconds
-
-on_next = ReactiveTest.on_next
-on_completed = ReactiveTest.on_completed
-
-
-def msg(seq: int, ts: float) -> Message:
-    return Message("s", seq, datetime.fromtimestamp(ts, UTC), {"n": seq})
-
-
-def arrive(time: float, seq: int, ts: float | None = None) -> Any:
-    """``on_next`` at virtual ``time`` of message ``seq`` stamped ``ts`` (default: ``time``)."""
-    return on_next(time, msg(seq, time if ts is None else ts))
-
-
-def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
-    """Each notification as ``(time, seqs, start, end, ack)`` or ``(time, 'completed')``."""
-    out: list[tuple[Any, ...]] = []
-    for record in observer.messages:
-        note = record.value
-        if note.kind == "N":
-            w = note.value
-            out.append((record.time, [m.seq for m in w.messages], seconds(w.start), seconds(w.end), w.ack))
-        elif note.kind == "C":
-            out.append((record.time, "completed"))
-        else:
-            out.append((record.time, "error", note.exception))
-    return out
+from windows.marbles import arrive, emitted, on_completed
 
 
 def test_relaxed_windows_hold_what_arrived_in_each_interval() -> None:

@@ -2,49 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from reactivex.testing import ReactiveTest, TestScheduler
-from reactivex.testing.mockobserver import MockObserver
+from reactivex.testing import TestScheduler
 
-from minibatch_rx import InvalidArgumentError, Message, Stream, Window, session_window
+from minibatch_rx import InvalidArgumentError, Message, Window, session_window
 from minibatch_rx.testing import Emission, VirtualTime, seconds
-
-on_next = ReactiveTest.on_next
-on_completed = ReactiveTest.on_completed
-
-
-def msg(seq: int, ts: float) -> Message:
-    return Message("s", seq, datetime.fromtimestamp(ts, UTC), {"n": seq})
-
-
-def arrive(time: float, seq: int, ts: float | None = None) -> Any:
-    """``on_next`` at virtual ``time`` of message ``seq`` stamped ``ts`` (default: ``time``)."""
-    return on_next(time, msg(seq, time if ts is None else ts))
-
-
-def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
-    """Each notification as ``(time, seqs, start, end, ack)`` or ``(time, 'completed')``."""
-    out: list[tuple[Any, ...]] = []
-    for record in observer.messages:
-        note = record.value
-        if note.kind == "N":
-            w = note.value
-            out.append((record.time, [m.seq for m in w.messages], seconds(w.start), seconds(w.end), w.ack))
-        elif note.kind == "C":
-            out.append((record.time, "completed"))
-        else:
-            out.append((record.time, "error", note.exception))
-    return out
-
-
-def late_log(scheduler: TestScheduler, op: Any) -> list[tuple[float, int]]:
-    """``(time, seq)`` of each message the operator reports late."""
-    log: list[tuple[float, int]] = []
-    op.late.subscribe(lambda m: log.append((scheduler.clock, m.seq)))
-    return log
+from windows.marbles import append_stamped, arrive, emitted, late_log, on_completed
 
 
 def test_session_closes_when_the_clock_passes_last_message_plus_gap() -> None:
@@ -182,20 +148,6 @@ def test_session_without_messages_emits_nothing() -> None:
 
 
 # -- through the DSL -------------------------------------------------------------
-
-
-def append_stamped(vt: VirtualTime, at: float, stream: Stream, ts: float, payload: dict[str, Any]) -> None:
-    """At virtual time ``at``, append ``payload`` stamped ``ts`` (a lagging producer's clock)."""
-
-    def action(*_: Any) -> None:
-        clock = vt.store.clock
-        vt.store.clock = lambda: datetime.fromtimestamp(ts, UTC)
-        try:
-            stream.append(payload)
-        finally:
-            vt.store.clock = clock
-
-    vt.scheduler.schedule_absolute(float(at), action)
 
 
 def summary(window: Window) -> tuple[Any, ...]:

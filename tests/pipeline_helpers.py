@@ -1,0 +1,39 @@
+"""Helpers shared by the pipeline tests (acknowledgement/resumption, failures)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from minibatch_rx import Stream, stream
+from minibatch_rx.store import Store
+
+
+def values(s: Stream) -> list[dict[str, Any]]:
+    """The payloads of every message in ``s``, in order."""
+    return [m.data for m in s.read()]
+
+
+def seeded(url: str, n: int) -> Stream:
+    """Stream ``in`` at ``url`` holding ``{"v": 1}`` .. ``{"v": n}``."""
+    s = stream("in", url)
+    s.extend([{"v": i} for i in range(1, n + 1)])
+    return s
+
+
+@contextmanager
+def failing_dead_letters(store: Store) -> Iterator[Store]:
+    """While open, every append of ``store`` to a ``*.dead`` stream raises ``OSError``."""
+    real_append = store.append
+
+    def append(name: str, payloads: Any, *args: Any, **kwargs: Any) -> list[int]:
+        if name.endswith(".dead"):
+            raise OSError("dead-letter store is full")
+        return list(real_append(name, payloads, *args, **kwargs))
+
+    store.append = append  # type: ignore[method-assign]
+    try:
+        yield store
+    finally:
+        store.append = real_append  # type: ignore[method-assign]
