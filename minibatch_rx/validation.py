@@ -18,6 +18,7 @@ MAX_STREAM_NAME = 200
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:\-]*")
 _INT64 = (-(2**63), 2**63 - 1)
 _SCALARS = (str, bool, type(None))
+_finite = math.isfinite
 
 
 def check_stream_name(name: object) -> str:
@@ -64,7 +65,11 @@ def check_payload(payload: object) -> dict[str, Any]:
         raise InvalidPayloadError(
             f"payload must be a dict, got {type(payload).__name__}"
         )
-    _check_mapping(payload, "payload")
+    try:
+        _check_mapping(payload)
+    except _Invalid as invalid:
+        path = "payload" + "".join(reversed(invalid.path))
+        raise InvalidPayloadError(f"{path}: {invalid.problem}") from None
     return payload  # type: ignore[return-value]
 
 
@@ -80,37 +85,57 @@ def json_default(value: object) -> dict[str, Any]:
     raise TypeError(f"{type(value).__name__} is not JSON-compatible")
 
 
-def _check_mapping(value: Mapping[Any, Any], path: str) -> None:
+class _Invalid(Exception):
+    """Raised deep inside a payload; each level adds its key on the way out,
+    so the path is only built for the error, never for valid data."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.path: list[str] = []
+
+
+def _check_mapping(value: Mapping[Any, Any]) -> None:
     for key, item in value.items():
-        if not isinstance(key, str):
-            raise InvalidPayloadError(
-                f"{path}: key {key!r} is a {type(key).__name__}; keys must be str"
-            )
-        if key.startswith("$") or "\x00" in key:
-            raise InvalidPayloadError(
-                f"{path}: key {key!r} may not start with '$' or contain NUL"
-            )
-        _check_value(item, f"{path}[{key!r}]")
+        if type(key) is not str and not isinstance(key, str):
+            raise _Invalid(f"key {key!r} is a {type(key).__name__}; keys must be str")
+        if key[:1] == "$" or "\x00" in key:
+            raise _Invalid(f"key {key!r} may not start with '$' or contain NUL")
+        kind = type(item)
+        # The common cases, checked without a call.
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is float and _finite(item):
+            continue
+        if kind is int and _INT64[0] <= item <= _INT64[1]:
+            continue
+        try:
+            _check_value(item)
+        except _Invalid as invalid:
+            invalid.path.append(f"[{key!r}]")
+            raise
 
 
-def _check_value(value: object, path: str) -> None:
+def _check_value(value: object) -> None:
     if isinstance(value, _SCALARS):
         return
     if isinstance(value, int):
         if not _INT64[0] <= value <= _INT64[1]:
-            raise InvalidPayloadError(f"{path}: int {value} does not fit in 64 bits")
+            raise _Invalid(f"int {value} does not fit in 64 bits")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidPayloadError(f"{path}: float {value} is not finite")
+            raise _Invalid(f"float {value} is not finite")
         return
     if isinstance(value, Mapping):
-        _check_mapping(value, path)
+        _check_mapping(value)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_value(item, f"{path}[{index}]")
+            try:
+                _check_value(item)
+            except _Invalid as invalid:
+                invalid.path.append(f"[{index}]")
+                raise
         return
-    raise InvalidPayloadError(
-        f"{path}: {type(value).__name__} is not JSON/BSON-compatible"
-    )
+    raise _Invalid(f"{type(value).__name__} is not JSON/BSON-compatible")
