@@ -7,6 +7,7 @@ the intersection of JSON and BSON: ``None``, ``bool``, 64-bit ``int``, finite
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -73,6 +74,11 @@ def check_payload(payload: object) -> dict[str, Any]:
     return payload  # type: ignore[return-value]
 
 
+def encode_json(payload: Mapping[str, Any]) -> str:
+    """A checked payload as compact JSON (one shared encoder: no set-up per call)."""
+    return _ENCODER.encode(payload)
+
+
 def json_default(value: object) -> dict[str, Any]:
     """``json.dumps`` hook: encode any accepted ``Mapping`` (not only ``dict``) as an object.
 
@@ -132,6 +138,9 @@ def _check_value(value: object) -> None:
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str or kind is bool or item is None or (kind is float and _finite(item)):
+                continue
             try:
                 _check_value(item)
             except _Invalid as invalid:
@@ -139,3 +148,6 @@ def _check_value(value: object) -> None:
                 raise
         return
     raise _Invalid(f"{type(value).__name__} is not JSON/BSON-compatible")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)

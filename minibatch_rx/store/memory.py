@@ -18,7 +18,7 @@ from typing import Any
 
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Lease, Listener, advance, fresh_indexes, merge_seqs
-from minibatch_rx.validation import json_default
+from minibatch_rx.validation import encode_json
 
 Clock = Callable[[], datetime]
 
@@ -71,7 +71,7 @@ class MemoryStore:
 
     def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
                keys: Sequence[str | None] | None = None) -> list[int]:
-        copies = [json.loads(json.dumps(p, default=json_default)) for p in payloads]
+        copies = [json.loads(encode_json(p)) for p in payloads]
         keys = [None] * len(copies) if keys is None else list(keys)
         with self._cond:
             log = self._log(stream)

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 from minibatch_rx.errors import InvalidURLError, StoreBusyError
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
-from minibatch_rx.validation import json_default
+from minibatch_rx.validation import encode_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mb_streams (
@@ -189,7 +189,7 @@ class SqliteStore:
                keys: Sequence[str | None] | None = None) -> list[int]:
         if keys is not None and any(k is not None for k in keys):
             return self._append_keyed(stream, payloads, keys)
-        encoded = [json.dumps(p, separators=(",", ":"), default=json_default) for p in payloads]
+        encoded = [encode_json(p) for p in payloads]
         ts = time.time()
         with self._write() as conn:
             row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
@@ -230,7 +230,7 @@ class SqliteStore:
             conn.executemany(
                 "INSERT INTO mb_messages (stream, seq, ts, data, key) VALUES (?, ?, ?, ?, ?)",
                 [(stream, last + n, ts,
-                  json.dumps(payloads[i], separators=(",", ":"), default=json_default), keys[i])
+                  encode_json(payloads[i]), keys[i])
                  for n, i in enumerate(fresh, 1)],
             )
             conn.execute("UPDATE mb_streams SET last_seq = ? WHERE name = ?", (last + len(fresh), stream))
