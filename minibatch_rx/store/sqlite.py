@@ -73,10 +73,6 @@ _BUSY_RETRIES = 3
 _POOL_SIZE = 8
 
 
-def _row_to_message(stream: str, row: tuple[int, float, str]) -> Message:
-    return Message(stream, row[0], datetime.fromtimestamp(row[1], UTC), json.loads(row[2]))
-
-
 def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
     """Split ``sqlite://PATH?opts`` into the file path and its options."""
     rest = url.split("://", 1)[1]
@@ -389,7 +385,14 @@ def _select(conn: sqlite3.Connection, stream: str, after: int, limit: int | None
         rows = conn.execute(_SELECT, (stream, after)).fetchall()
     else:
         rows = conn.execute(_SELECT + " LIMIT ?", (stream, after, limit)).fetchall()
-    return [_row_to_message(stream, row) for row in rows]
+    messages = []
+    stamp, moment = None, None
+    loads = json.loads
+    for seq, ts, data in rows:
+        if ts != stamp:  # a batch shares one ingest time: convert it once
+            stamp, moment = ts, datetime.fromtimestamp(ts, UTC)
+        messages.append(Message(stream, seq, moment, loads(data)))  # type: ignore[arg-type]
+    return messages
 
 
 class SqliteReader:
