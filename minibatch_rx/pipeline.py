@@ -75,6 +75,7 @@ class Pipeline:
     group_size: int | None = None
     group_timeout: float | None = None
     prefetch: int = 500
+    commit_interval: float = 0.05
     after_ack: Callable[[int], None] | None = None
 
     # -- windows ---------------------------------------------------------------
@@ -200,6 +201,14 @@ class Pipeline:
             raise InvalidArgumentError(f"prefetch must be an int > 0, got {messages!r}")
         return replace(self, prefetch=messages)
 
+    def with_commit_interval(self, interval: Interval) -> Pipeline:
+        """Write the consumer position at most once per ``interval`` (default
+        50 ms; 0 writes after every window). The latest acknowledged window
+        always wins and is written when the pipeline stops; after a crash, at
+        most ``interval`` worth of windows is delivered again."""
+        seconds = to_seconds(interval, "commit interval", allow_zero=True)
+        return replace(self, commit_interval=seconds)
+
     def with_retries(self, max_retries: int = 3, backoff: Interval = 0.1,
                      max_backoff: Interval = 5.0) -> Pipeline:
         """Retry failing functions ``max_retries`` times with exponential back-off,
@@ -218,11 +227,11 @@ class Pipeline:
         Sinks run and, with a ``consumer``, positions are committed as the
         observable is consumed.
         """
-        return self._flow(consumer, None, scheduler).pipe(only_items())
+        return self._flow(consumer, None, scheduler, coalesce=False).pipe(only_items())
 
     def _flow(self, consumer: str | None, group: GroupFeed | None,
               scheduler: abc.SchedulerBase | None,
-              active: Callable[[], bool] | None = None) -> Observable[Envelope]:
+              active: Callable[[], bool] | None = None, coalesce: bool = True) -> Observable[Envelope]:
         """The whole flow up to the commits. ``active()`` turning false stops
         new messages and windows from entering it at once, even while a
         synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
@@ -240,9 +249,13 @@ class Pipeline:
                 operator.late.subscribe(late)
                 windowed = windowed.pipe(operator, guard(active))
         flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in self.stages))
+        # Coalescing needs a real clock, a single position and a handle that
+        # flushes on stop: not in virtual time, not for groups (each lease is
+        # completed on its own), not for plain Rx interop.
+        plain = scheduler is not None or group is not None or not coalesce
+        interval = 0.0 if plain else self.commit_interval
         return flow.pipe(commit(self._acknowledger(consumer, group, scheduler),
-                                self.retry_policy.outage_timeout,
-                                self.after_ack))
+                                self.retry_policy.outage_timeout, self.after_ack, interval))
 
     def _acknowledger(self, consumer: str | None, group: GroupFeed | None,
                       scheduler: abc.SchedulerBase | None) -> Callable[[int], None]:

@@ -8,6 +8,7 @@ stages are done; :class:`PipelineHandle` is what ``start()`` returns.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 import reactivex
 from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
 
 from minibatch_rx.errors import InvalidArgumentError, StoreBusyError, StoreUnavailableError
 from minibatch_rx.stages import Ack, Envelope, Item, Stage
@@ -74,26 +76,97 @@ def only_items() -> Callable[[Observable[Envelope]], Observable[Any]]:
 
 
 def commit(acknowledge: Callable[[int], None], outage_timeout: float,
-           after_ack: Callable[[int], None] | None) -> Stage:
-    """Call ``acknowledge(seq)`` for every Ack, riding out a store outage of
-    up to ``outage_timeout`` seconds (an Ack must not be skipped)."""
+           after_ack: Callable[[int], None] | None, interval: float = 0.0) -> Stage:
+    """Call ``acknowledge(seq)`` for the Acks, riding out a store outage of up
+    to ``outage_timeout`` seconds (an Ack must not be skipped).
+
+    With ``interval`` > 0, acknowledgements are coalesced: at most one store
+    write per ``interval`` seconds, the latest seq winning; a pending one is
+    written when the interval ends and when the pipeline stops. A crash may
+    then redeliver up to ``interval`` seconds of windows (at-least-once).
+    """
 
     def operator(flow: Observable[Envelope]) -> Observable[Envelope]:
         def subscribe(observer: abc.ObserverBase[Envelope],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            pending = _PendingAck(acknowledge, outage_timeout, interval)
+
             def on_next(envelope: Envelope) -> None:
                 if isinstance(envelope, Ack):
-                    until_reachable(lambda: acknowledge(envelope.seq), outage_timeout)
+                    pending.ack(envelope.seq)
                     if after_ack is not None:
                         after_ack(envelope.seq)
                 observer.on_next(envelope)
 
-            return flow.subscribe(on_next, observer.on_error, observer.on_completed,
-                                  scheduler=scheduler)
+            subscription = flow.subscribe(on_next, observer.on_error, observer.on_completed,
+                                          scheduler=scheduler)
+            # Stop the flow first, then write what is still pending.
+            return CompositeDisposable(subscription, Disposable(pending.flush_on_stop))
 
         return reactivex.create(subscribe)
 
     return operator
+
+
+class _PendingAck:
+    """The latest acknowledged seq not yet written, and when to write it."""
+
+    def __init__(self, acknowledge: Callable[[int], None], outage_timeout: float,
+                 interval: float) -> None:
+        self.acknowledge, self.outage_timeout, self.interval = acknowledge, outage_timeout, interval
+        self.lock = threading.RLock()
+        self.seq: int | None = None
+        self.written_at = -math.inf
+        self.timer: threading.Timer | None = None
+
+    def ack(self, seq: int) -> None:
+        with self.lock:
+            self.seq = seq
+            if time.monotonic() - self.written_at >= self.interval:
+                self.write()
+            elif self.timer is None:
+                self.timer = threading.Timer(self.interval, self.flush_later)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def write(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.seq is None:
+            return
+        seq = self.seq
+        until_reachable(lambda: self.acknowledge(seq), self.outage_timeout)
+        self.seq = None
+        self.written_at = time.monotonic()
+
+    def flush(self) -> None:
+        """Write the pending acknowledgement now."""
+        with self.lock:
+            self.write()
+
+    def flush_on_stop(self) -> None:
+        """Write the pending acknowledgement once, as the pipeline stops. If the
+        store is unreachable now, the windows since the last write will be
+        delivered again: logged, as at-least-once allows."""
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if self.seq is None:
+                return
+            seq, self.seq = self.seq, None
+            try:
+                self.acknowledge(seq)
+            except (StoreUnavailableError, StoreBusyError) as exc:
+                log.warning("could not commit position %d on stop (%s); those windows will be "
+                            "delivered again", seq, exc)
+
+    def flush_later(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # in a timer thread: report it; the next ack or stop retries
+            log.exception("could not commit the consumer position; will retry")
 
 
 def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:
@@ -123,16 +196,18 @@ class PipelineHandle:
         self.position = 0
         self.error: BaseException | None = None
         self._done = threading.Event()
+        self._stopping = False
         self._lock = threading.Lock()
         self._subscription: abc.DisposableBase | None = None
 
     def _subscribe(self, flow: Observable[Envelope]) -> None:
         subscription = flow.subscribe(on_error=self._on_error)
         with self._lock:
-            if not self._done.is_set():
+            if not (self._stopping or self._done.is_set()):
                 self._subscription = subscription
                 return
         subscription.dispose()  # finished while subscribing (synchronous catch-up)
+        self._done.set()
 
     def _on_ack(self, seq: int) -> None:
         self.windows += 1
@@ -147,17 +222,21 @@ class PipelineHandle:
     @property
     def running(self) -> bool:
         """True until the pipeline is stopped, fails, or reaches ``max_windows``."""
-        return not self._done.is_set()
+        return not (self._stopping or self._done.is_set())
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the pipeline is done; False if ``timeout`` passed first."""
         return self._done.wait(timeout)
 
     def stop(self) -> None:
-        """Stop the pipeline and its background work. Idempotent."""
-        self._done.set()
+        """Stop the pipeline and its background work (writing the last
+        acknowledged position), then release :meth:`join`. Idempotent."""
         with self._lock:
+            self._stopping = True
             subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            subscription.dispose()
+        try:
+            if subscription is not None:
+                subscription.dispose()
+        finally:
+            self._done.set()
 

@@ -47,7 +47,8 @@ def test_position_is_committed_only_after_the_sink_succeeded(store_url: str) -> 
     def sink(window: Window) -> None:
         seen.append((window.last_seq, src.position("job")))
 
-    handle = src.count_window(2).sink(sink).run(consumer="job", max_windows=3, duration=WAIT)
+    pipeline = src.count_window(2).sink(sink).with_commit_interval(0)  # write after every window
+    handle = pipeline.run(consumer="job", max_windows=3, duration=WAIT)
     # While a window is being sunk, the committed position is the previous window's.
     assert seen == [(2, 0), (4, 2), (6, 4)]
     assert src.position("job") == handle.position == 6

@@ -87,7 +87,10 @@ def test_sigkilled_consumer_loses_and_duplicates_nothing(
 
     worker = start_worker(url, "--size", str(size), "--work", str(work))
     try:
-        finished = wait_until(lambda: sink.count() >= MESSAGES, 300, worker)
+        # Every output stored, and the last position written (within the commit interval).
+        finished = wait_until(
+            lambda: sink.count() >= MESSAGES and source.position("crash-test") == MESSAGES, 300, worker
+        )
     finally:
         worker.kill()
         worker.wait(10)
