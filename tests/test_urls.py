@@ -296,3 +296,13 @@ def test_open_mongodb_store_is_shared(mongo_url: str) -> None:
     first = open_store(mongo_url)
     assert open_store(mongo_url) is first
     assert Stream.get_or_create("m", url=mongo_url).store is first
+
+
+@pytest.mark.parametrize("url", ["mongodb://", "mongodb://bob:s3cret@host:notaport/db"])
+def test_malformed_mongodb_url_is_an_invalid_url(url: str) -> None:
+    from minibatch_rx import InvalidURLError
+    from minibatch_rx.store import open_store
+
+    with pytest.raises(InvalidURLError, match="malformed MongoDB URL") as failure:
+        open_store(url)
+    assert "s3cret" not in str(failure.value)

@@ -46,7 +46,7 @@ import pymongo
 from pymongo import errors as mongo_errors
 from pymongo.collection import Collection
 
-from minibatch_rx.errors import StoreUnavailableError
+from minibatch_rx.errors import InvalidURLError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
 from minibatch_rx.store.url import redact
@@ -73,8 +73,10 @@ class MongoStore:
             options["serverSelectionTimeoutMS"] = DEFAULT_TIMEOUT_MS
         try:
             self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url, **options)
-        except mongo_errors.ConfigurationError as exc:
-            raise StoreUnavailableError(f"cannot use MongoDB URL {self.url!r}: {exc}") from None
+        except (mongo_errors.InvalidURI, ValueError) as exc:  # pymongo raises both for bad URLs
+            raise InvalidURLError(f"malformed MongoDB URL {self.url!r}: {redact(str(exc))}") from None
+        except mongo_errors.ConfigurationError as exc:  # e.g. an SRV record that does not resolve
+            raise StoreUnavailableError(f"cannot use MongoDB URL {self.url!r}: {redact(str(exc))}") from None
         db = self._client.get_default_database(DEFAULT_DATABASE)
         self._messages: Collection[dict[str, Any]] = db["mb_messages"]
         self._streams: Collection[dict[str, Any]] = db["mb_streams"]

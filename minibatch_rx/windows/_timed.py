@@ -85,6 +85,11 @@ class TimeGridCore(WindowCore):
     def start(self, now: float) -> list[Window]:
         if self.emit_empty:
             self.closed_upto = self.first_open_after(now - self.grace)
+        # Subscribing counts as activity: a replayed backlog is about to arrive,
+        # so no window closes by the clock alone until the stream has been
+        # quiet for ``quiet`` (else a boundary right after subscribing could
+        # emit an empty window and send the backlog to the late output).
+        self.last_arrival = now
         return []
 
     def on_message(self, message: Message, now: float) -> list[Window]:

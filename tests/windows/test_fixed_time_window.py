@@ -355,3 +355,20 @@ def test_fixed_time_window_rejects_bad_arguments(kwargs: dict[str, Any], hint: s
 def test_dsl_fixed_time_window_validates_when_the_pipeline_is_built() -> None:
     with pytest.raises(InvalidArgumentError, match="interval must be > 0"):
         VirtualTime().stream("s").fixed_time_window(-5)
+
+
+def test_a_backlog_replayed_right_after_subscribing_is_not_declared_late() -> None:
+    """Subscribed just before a boundary; the replayed message (stamped before
+    the boundary) arrives just after it. The empty-window timer must not close
+    its window first: subscribing counts as activity for the quiet rule."""
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(arrive(210.05, 1, ts=205))
+    op = fixed_time_window(10, emit_empty=True, scheduler=scheduler)
+    late = late_log(scheduler, op)
+
+    results = scheduler.start(lambda: xs.pipe(op), subscribed=209.9, disposed=225)
+
+    assert late == []
+    first = emitted(results)[0]
+    assert first[1:4] == ([1], 200.0, 210.0)
+    assert first[0] == pytest.approx(210.3)
