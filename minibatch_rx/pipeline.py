@@ -20,7 +20,7 @@ from minibatch_rx import windows
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
-from minibatch_rx.running import PipelineHandle, commit, guard, only_items, until_reachable
+from minibatch_rx.running import PipelineHandle, commit, guard, only_items
 from minibatch_rx.stages import (
     Envelope,
     Failure,
@@ -31,6 +31,7 @@ from minibatch_rx.stages import (
     rx_stage,
     sink_function,
     stream_sink_stage,
+    until_reachable,
 )
 from minibatch_rx.stream import Stream
 from minibatch_rx.validation import check_stream_name

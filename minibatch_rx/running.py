@@ -19,7 +19,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from minibatch_rx.errors import InvalidArgumentError, StoreBusyError, StoreUnavailableError
-from minibatch_rx.stages import Ack, Envelope, Item, Stage
+from minibatch_rx.stages import Ack, Envelope, Item, Stage, until_reachable
 
 log = logging.getLogger("minibatch_rx")
 
@@ -129,10 +129,13 @@ class _PendingAck:
                 self.timer.daemon = True
                 self.timer.start()
 
-    def write(self) -> None:
+    def cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def write(self) -> None:
+        self.cancel_timer()
         if self.seq is None:
             return
         seq = self.seq
@@ -150,9 +153,7 @@ class _PendingAck:
         store is unreachable now, the windows since the last write will be
         delivered again: logged, as at-least-once allows."""
         with self.lock:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            self.cancel_timer()
             if self.seq is None:
                 return
             seq, self.seq = self.seq, None
@@ -167,22 +168,6 @@ class _PendingAck:
             self.flush()
         except Exception:  # in a timer thread: report it; the next ack or stop retries
             log.exception("could not commit the consumer position; will retry")
-
-
-def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:
-    """Run a store call, retrying with back-off while the store is unreachable
-    or locked, for up to ``timeout`` seconds; then the error is raised."""
-    started = time.monotonic()
-    delay = 0.05
-    while True:
-        try:
-            return operation()
-        except (StoreUnavailableError, StoreBusyError) as exc:
-            if time.monotonic() - started > timeout:
-                raise
-            log.warning("store call failed: %s; retrying in %.2gs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 class PipelineHandle:

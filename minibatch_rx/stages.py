@@ -86,19 +86,11 @@ class Failure:
         the retry budget, then raised so the pipeline stops with the error.
         """
         attempt = 0
-        outage_since: float | None = None
         while True:
             try:
-                return True, fn(item.value)
-            except (StoreUnavailableError, StoreBusyError) as exc:
-                now = time.monotonic()
-                outage_since = now if outage_since is None else outage_since
-                if now - outage_since > self.policy.outage_timeout:
-                    raise
-                log.warning("%s on %s: %s; retrying until the store is back", stage,
-                            _describe(item.origin), exc)
-                time.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)))
-                attempt += 1
+                return True, until_reachable(lambda: fn(item.value), self.policy.outage_timeout)
+            except (StoreUnavailableError, StoreBusyError):
+                raise  # outlasted the outage bound: not this window's fault
             except Exception as exc:
                 attempt += 1
                 if attempt > self.policy.max_retries:
@@ -126,6 +118,22 @@ class Failure:
         self.dead += 1
         log.error("%s failed on %s after %d attempts: %r; sent to dead-letter stream %r",
                   stage, _describe(origin), attempts, error, self.dead_letter.name)
+
+
+def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:
+    """Run a store call, retrying with back-off while the store is unreachable
+    or locked, for up to ``timeout`` seconds; then the error is raised."""
+    started = time.monotonic()
+    delay = 0.05
+    while True:
+        try:
+            return operation()
+        except (StoreUnavailableError, StoreBusyError) as exc:
+            if time.monotonic() - started > timeout:
+                raise
+            log.warning("store call failed: %s; retrying in %.2gs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def _describe(origin: Window | Message) -> str:
