@@ -7,6 +7,7 @@ is using.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -150,6 +151,35 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""
         ...
+
+
+class Listeners:
+    """In-process callbacks per stream, called after each append made
+    through the store object that holds this registry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: dict[str, list[Listener]] = {}
+
+    def add(self, stream: str, callback: Listener) -> Callable[[], None]:
+        """Register ``callback``; returns a function that removes it."""
+        with self._lock:
+            self._callbacks.setdefault(stream, []).append(callback)
+
+        def remove() -> None:
+            with self._lock:
+                callbacks = self._callbacks.get(stream, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+
+        return remove
+
+    def notify(self, stream: str) -> None:
+        """Call the stream's callbacks (outside the lock, so they may append)."""
+        with self._lock:
+            callbacks = list(self._callbacks.get(stream, ()))
+        for callback in callbacks:
+            callback()
 
 
 class Backoff:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Lease, Listener, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
 from minibatch_rx.validation import encode_json
 
 Clock = Callable[[], datetime]
@@ -58,7 +58,7 @@ class MemoryStore:
         self._cond = threading.Condition()
         self._logs: dict[str, _Log] = {}
         self._positions: dict[tuple[str, str], int] = {}
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners = Listeners()
 
     def __repr__(self) -> str:
         return f"MemoryStore({self.url!r})"
@@ -88,10 +88,8 @@ class MemoryStore:
                     log.keys[key] = seq
             log.last_seq += len(fresh)
             self._cond.notify_all()
-            listeners = list(self._listeners.get(stream, ()))
         if fresh:
-            for listener in listeners:
-                listener()
+            self._listeners.notify(stream)
         return merge_seqs(keys, existing, fresh, seqs)
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
@@ -204,16 +202,7 @@ class MemoryStore:
         return _MemoryReader(self, stream)
 
     def listen(self, stream: str, callback: Listener) -> Callable[[], None]:
-        with self._cond:
-            self._listeners.setdefault(stream, []).append(callback)
-
-        def remove() -> None:
-            with self._cond:
-                callbacks = self._listeners.get(stream, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
-
-        return remove
+        return self._listeners.add(stream, callback)
 
     def close(self) -> None:
         with self._cond:

@@ -48,7 +48,7 @@ from pymongo.collection import Collection
 
 from minibatch_rx.errors import InvalidURLError, StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import Backoff, Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
 from minibatch_rx.store.url import redact
 
 DEFAULT_DATABASE = "minibatch"
@@ -81,8 +81,7 @@ class MongoStore:
         self._messages: Collection[dict[str, Any]] = db["mb_messages"]
         self._streams: Collection[dict[str, Any]] = db["mb_streams"]
         self._positions: Collection[dict[str, Any]] = db["mb_positions"]
-        self._listeners: dict[str, list[Listener]] = {}
-        self._lock = threading.Lock()
+        self._listeners = Listeners()
         self._change_streams: bool | None = None
         self._ends: dict[str, int] = {}  # the end of each stream as last seen here
         self._registered: set[str] = set()
@@ -168,10 +167,7 @@ class MongoStore:
             )
         if seqs:
             self._ends[stream] = seqs[-1]
-            with self._lock:
-                listeners = list(self._listeners.get(stream, ()))
-            for listener in listeners:
-                listener()
+            self._listeners.notify(stream)
         return merge_seqs(keys, existing, fresh, seqs)
 
     def _register(self, stream: str, ts: datetime) -> None:
@@ -382,16 +378,7 @@ class MongoStore:
         return MongoReader(self, stream)
 
     def listen(self, stream: str, callback: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.setdefault(stream, []).append(callback)
-
-        def remove() -> None:
-            with self._lock:
-                callbacks = self._listeners.get(stream, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
-
-        return remove
+        return self._listeners.add(stream, callback)
 
     def close(self) -> None:
         self._client.close()

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs
 
 from minibatch_rx.errors import InvalidURLError, StoreBusyError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Lease, Listener, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import Backoff, Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
 from minibatch_rx.validation import encode_json
 
 _SCHEMA = """
@@ -117,7 +117,7 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._appended = threading.Condition()
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners = Listeners()
         self._closed = False
         with self._connection() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -249,9 +249,7 @@ class SqliteStore:
     def _notify(self, stream: str) -> None:
         with self._appended:
             self._appended.notify_all()
-            listeners = list(self._listeners.get(stream, ()))
-        for listener in listeners:
-            listener()
+        self._listeners.notify(stream)
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
         with self._connection() as conn:
@@ -371,16 +369,7 @@ class SqliteStore:
         return SqliteReader(self, stream)
 
     def listen(self, stream: str, callback: Listener) -> Callable[[], None]:
-        with self._appended:
-            self._listeners.setdefault(stream, []).append(callback)
-
-        def remove() -> None:
-            with self._appended:
-                callbacks = self._listeners.get(stream, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
-
-        return remove
+        return self._listeners.add(stream, callback)
 
     def close(self) -> None:
         self._closed = True
