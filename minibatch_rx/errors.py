@@ -44,3 +44,34 @@ class StoreBusyError(MinibatchError, TimeoutError):
 
 class PipelineStoppedError(MinibatchError, RuntimeError):
     """A pipeline was used after it was stopped."""
+
+
+class PayloadTooLargeError(InvalidPayloadError):
+    """A payload (or a batch) is larger than the store accepts, e.g. MongoDB's
+    16 MB document limit. Raised before anything is stored."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """The store's disk (or quota) is full. Nothing of the failed write was
+    stored; running consumers wait it out like any outage."""
+
+
+class StoreOpenError(MinibatchError, OSError):
+    """The store cannot be opened: the file is not a database (or is corrupt),
+    the path is a directory, or its folder does not exist."""
+
+
+class ReadOnlyStoreError(MinibatchError, PermissionError):
+    """A write was attempted on a store opened read-only."""
+
+
+class StoreAuthenticationError(MinibatchError, PermissionError):
+    """The store refused the credentials in the URL (not retried: it cannot
+    succeed until the URL or the server's users change)."""
+
+
+class StageTimeoutError(MinibatchError, TimeoutError):
+    """A user function ran longer than the pipeline's ``with_timeout`` limit.
+
+    The call counts as failed (retried, then dead-lettered); its thread is
+    abandoned, since Python cannot stop a running thread."""

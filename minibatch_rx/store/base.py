@@ -119,6 +119,11 @@ class Store(Protocol):
         """Every registered consumer (or group) of the stream, with its position."""
         ...
 
+    def remove_position(self, stream: str, consumer: str) -> bool:
+        """Unregister ``consumer`` (or a group, with its leases) from the stream,
+        so it no longer holds back ``trim_acknowledged``. False if it was unknown."""
+        ...
+
     def expire(self, stream: str, max_age: float) -> int:
         """Remove messages ingested more than ``max_age`` seconds ago, by the
         store's own clock; return how many."""

@@ -150,6 +150,15 @@ class MemoryStore:
         with self._cond:
             return {c: seq for (s, c), seq in self._positions.items() if s == stream}
 
+    def remove_position(self, stream: str, consumer: str) -> bool:
+        with self._cond:
+            known = self._positions.pop((stream, consumer), None) is not None
+            log = self._logs.get(stream)
+            if log is not None:
+                for key in [k for k in log.leases if k[0] == consumer]:
+                    del log.leases[key]
+            return known
+
     def expire(self, stream: str, max_age: float) -> int:
         before = self.clock().timestamp() - max_age
         with self._cond:
