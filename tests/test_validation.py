@@ -11,7 +11,21 @@ from typing import Any
 import pytest
 
 from minibatch_rx import InvalidPayloadError, InvalidStreamNameError, MinibatchError, Stream, list_streams
-from minibatch_rx.validation import MAX_STREAM_NAME, check_payload, check_stream_name
+from minibatch_rx.validation import MAX_DEPTH, MAX_STREAM_NAME, check_payload, check_stream_name
+
+
+def nested(levels: int, leaf: Any = 1) -> dict[str, Any]:
+    """A payload ``levels`` deep: dicts and lists alternating (the payload is level 1)."""
+    value: Any = leaf
+    for level in range(levels, 0, -1):
+        value = {"d": value} if level % 2 else [value]
+    return value  # type: ignore[no-any-return]
+
+
+def cyclic() -> dict[str, Any]:
+    payload: dict[str, Any] = {"a": []}
+    payload["a"].append(payload)
+    return payload
 
 BAD_PAYLOADS: list[tuple[str, Any, str]] = [
     # (id, payload, text the error message must contain)
@@ -39,6 +53,13 @@ BAD_PAYLOADS: list[tuple[str, Any, str]] = [
     ("dollar-key", {"$set": 1}, "payload: key '$set' may not start with '$'"),
     ("nested-dollar-key", {"a": {"$gt": 1}}, "payload['a']: key '$gt' may not start with '$'"),
     ("nul-key", {"a\x00b": 1}, "contain NUL"),
+    ("deep-500", nested(500), f"nested deeper than {MAX_DEPTH} levels"),
+    ("deep-limit+1", nested(MAX_DEPTH + 1), "payload['d'][0]['d'][0]"),
+    ("cycle", cyclic(), "payload['a'][0]['a'][0]['a'][0]['a'][0]['a'][0]['a'][0]['a'][0]['a'][0]"),
+    ("surrogate-value", {"s": "ok\ud800"}, "payload['s']: str 'ok\\ud800' contains a lone surrogate"),
+    ("surrogate-key", {"a": {"k\udfff": 1}}, "payload['a']: key 'k\\udfff' contains a lone surrogate"),
+    ("surrogate-in-list", {"a": ["é", "\udc80"]}, "payload['a'][1]: str '\\udc80' contains a lone surrogate"),
+    ("surrogate-pair-as-two", {"a": "\ud83d\ude00"}, "payload['a']: str"),
 ]
 
 
@@ -60,6 +81,8 @@ GOOD_PAYLOADS: list[dict[str, Any]] = [
     {"big": 2**63 - 1, "small": -(2**63)},
     {"list": [1, [2, [3]]], "tuple": (1, 2), "nested": {"a": {"b": {"c": []}}}},
     {"price$": 1, "a.b": 2, "": 3},  # '$' only matters at the start of a key
+    {"ünï": "ç😀", "list": ["日本", {"ключ": "значение"}]},  # non-ASCII without surrogates
+    nested(MAX_DEPTH),  # exactly at the depth limit
 ]
 
 
@@ -162,3 +185,24 @@ def test_legal_stream_names_work_on_every_backend(name: str, store_url: str) -> 
     assert [(m.stream, m.seq) for m in s.read()] == [(name, 1)]
     assert s.position("c") == 1
     assert list_streams(store_url) == [name]
+
+
+def test_depth_limit_counts_every_dict_and_list_level() -> None:
+    """The payload is level 1; a 500-deep payload raises our error, not RecursionError."""
+    check_payload(nested(MAX_DEPTH))
+    for levels in (MAX_DEPTH + 1, 500, 5000):
+        with pytest.raises(InvalidPayloadError, match=f"deeper than {MAX_DEPTH} levels") as info:
+            check_payload(nested(levels))
+        path = str(info.value).split(":", 1)[0]
+        # the path leads to the first container beyond the limit
+        assert path.count("[") == MAX_DEPTH
+
+
+def test_deep_or_surrogate_payload_is_refused_by_every_store(store_url: str) -> None:
+    s = Stream.get_or_create("deep", url=store_url)
+    s.append(nested(MAX_DEPTH, leaf="ünï"))
+    for bad in (nested(500), {"text": "x\ud800"}, {"\ud800": 1}):
+        with pytest.raises(InvalidPayloadError):
+            s.extend([{"fine": 1}, bad])
+    assert s.count() == 1
+    assert [m.data for m in s.read()] == [nested(MAX_DEPTH, leaf="ünï")]
