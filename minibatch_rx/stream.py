@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from reactivex import Observable, abc
@@ -14,6 +17,7 @@ from minibatch_rx.store import Store, open_store
 from minibatch_rx.validation import check_payload, check_stream_name
 
 if TYPE_CHECKING:
+    from minibatch_rx.compat import QueryResult
     from minibatch_rx.durations import Interval
     from minibatch_rx.pipeline import Pipeline, SinkTarget
 
@@ -21,6 +25,18 @@ _PAGE = 1000
 # Keyword arguments of the original package's Stream.get_or_create that have
 # no meaning here (polling intervals, batch sizes of its emitter loop).
 _LEGACY_IGNORED = frozenset({"interval", "batchsize", "max_delay", "stream_id", "ttl"})
+
+
+@dataclass(frozen=True)
+class ConsumerInfo:
+    """A registered consumer or group of a stream (see :meth:`Stream.consumers`).
+
+    ``lag`` is how many seqs it is behind: ``last_seq - position``.
+    """
+
+    name: str
+    position: int
+    lag: int
 
 
 class Stream:
@@ -43,6 +59,7 @@ class Stream:
     def __init__(self, name: str, url: str | None = None, *, store: Store | None = None) -> None:
         self.name = check_stream_name(name)
         self.store: Store = store if store is not None else open_store(url)
+        self._sources: list[tuple[Any, threading.Thread]] = []
 
     @classmethod
     def get_or_create(
@@ -217,6 +234,92 @@ class Stream:
     def positions(self) -> dict[str, int]:
         """Every registered consumer or group of this stream, with its position."""
         return self.store.positions(self.name)
+
+    def consumers(self) -> list[ConsumerInfo]:
+        """Every registered consumer or group, by name, with its position and lag.
+
+        >>> s = stream('doc-consumers', url='memory://doc')
+        >>> _ = s.extend([{'n': 1}, {'n': 2}, {'n': 3}])
+        >>> s.commit('reporter', 1)
+        >>> s.consumers()
+        [ConsumerInfo(name='reporter', position=1, lag=2)]
+        """
+        last = self.last_seq()
+        return [ConsumerInfo(name, seq, max(0, last - seq))
+                for name, seq in sorted(self.positions().items())]
+
+    def forget(self, consumer: str) -> bool:
+        """Unregister ``consumer`` (or a group, with its leases): its position is
+        deleted, so it no longer holds back ``trim_acknowledged`` and
+        ``keep=False``. False if it was not registered. A pipeline still
+        running under that name registers again at its next acknowledgement
+        (from its old position: stop it first)."""
+        if not isinstance(consumer, str) or not consumer:
+            raise InvalidArgumentError(f"consumer must be a non-empty str, got {consumer!r}")
+        return self.store.remove_position(self.name, consumer)
+
+    # -- the original package's Stream methods ----------------------------------
+    def attach(self, source: Any, background: bool = True) -> Any:
+        """Let ``source`` append to this stream (the original's connectors):
+        ``source.stream(self)`` runs in a daemon thread until :meth:`stop`
+        calls ``source.cancel()``; with ``background=False`` it runs here and
+        its result is returned."""
+        run = getattr(source, "stream", None)
+        if not callable(run):
+            raise InvalidArgumentError(f"a source needs a .stream(stream) method, got {source!r}")
+        if not background:
+            return run(self)
+        thread = threading.Thread(target=run, args=(self,), name=f"minibatch-source-{self.name}",
+                                  daemon=True)
+        self._sources.append((source, thread))
+        thread.start()
+        return None
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Cancel the attached sources (``source.cancel()``) and wait up to
+        ``timeout`` seconds for their threads; False if one is still running."""
+        sources, self._sources = self._sources, []
+        for source, _thread in sources:
+            cancel = getattr(source, "cancel", None)
+            if callable(cancel):
+                cancel()
+        deadline = time.monotonic() + timeout
+        for _source, thread in sources:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for _source, thread in sources)
+
+    def buffer(self, **filters: Any) -> QueryResult:
+        """The stored messages (the original's buffer documents), with
+        ``count()`` and ``filter()``. ``processed=True`` / ``False`` select
+        messages acknowledged / not yet acknowledged by every registered
+        consumer and group (with none registered, nothing is processed)."""
+        from minibatch_rx.compat import QueryResult
+
+        positions = self.positions().values()
+        done = min(positions) if positions else 0
+        return QueryResult(self.read(), lambda m: m.seq <= done).filter(**filters)
+
+    def window(self, factory: Any = None, /, **filters: Any) -> Pipeline:
+        """With a window operator factory, start a pipeline windowed by it
+        (``Pipeline.window``). The original's ``window(**filters)`` queried
+        stored windows, which are not kept: it raises ``CompatibilityError``."""
+        if factory is None or filters:
+            from minibatch_rx.compat import CompatibilityError
+
+            raise CompatibilityError(
+                "windows are not stored: send each window's result to a stream with "
+                "@streaming(..., sink='name') or Pipeline.sink('name'), then read that stream"
+            )
+        return self.pipeline().window(factory)
+
+    def flush(self) -> None:
+        """Nothing to do: every append is stored when it returns (the original batched)."""
+
+    def streaming(self, fn: Any = None, **kwargs: Any) -> Any:
+        """``minibatch_rx.streaming`` on this stream and store."""
+        from minibatch_rx.compat import streaming
+
+        return streaming(self.name, fn, url=self.store.url, **kwargs)
 
     # -- housekeeping --------------------------------------------------------
     def clear(self) -> None:

@@ -74,9 +74,10 @@ def test_sorted_window_emits_pairs_of_even_values_as_they_become_available() -> 
     results = scheduler.start(lambda: xs.pipe(emitter.operator(scheduler)))
 
     # Windows hold the messages in query()'s order (sorted by value). The odd
-    # values stay buffered forever, so the ack never passes message 1 (value 7).
-    assert emitted(results) == [(204, [4, 8], 0), (206, [2, 6], 0)]
-    assert [m.data["value"] for m in emitter.buffer] == [7, 3, 5]
+    # values older than a window's newest message (7 and 3) are skipped and
+    # acknowledged with it; 5 is newer than every window, so it stays pending.
+    assert emitted(results) == [(204, [4, 8], 4), (206, [2, 6], 6)]
+    assert [m.data["value"] for m in emitter.buffer] == [5]
 
 
 def test_sorted_window_picks_the_smallest_even_values_on_each_poll() -> None:
@@ -88,10 +89,12 @@ def test_sorted_window_picks_the_smallest_even_values_on_each_poll() -> None:
 
     results = scheduler.start(lambda: xs.pipe(emitter.operator(scheduler)))
 
-    # Tick 210: evens 8, 6, 4 pending; the two smallest go. Tick 220: 8, 10, 2 -> 2, 8.
-    # Once 8 (message 1) is taken, only message 2 (odd) and 5 (10) remain: ack 1.
-    assert emitted(results) == [(210, [4, 6], 0), (220, [2, 8], 1)]
-    assert [m.data["value"] for m in emitter.buffer] == [1, 10]
+    # Tick 210: evens 8, 6, 4 pending; the two smallest go. 8 (message 1) is
+    # older than the window's newest message (4, message 4), so the skipping
+    # rule drops it with 1: the window is acknowledged up to message 4.
+    # Tick 220: 10 and 2 pending -> 2, 10.
+    assert emitted(results) == [(210, [4, 6], 4), (220, [2, 10], 6)]
+    assert emitter.buffer == []
 
 
 def test_default_window_emitter_emits_each_message_at_arrival() -> None:
@@ -157,7 +160,7 @@ def test_dsl_sorted_window() -> None:
     out = vt.run(pipeline.map(lambda w: [d["value"] for d in w.data]), until=20)
 
     assert out == [Emission(4.0, [4, 8]), Emission(6.0, [2, 6])]
-    assert s.position("default") == 0  # message 1 (odd) is never taken, so never acknowledged
+    assert s.position("default") == 6  # the odd 7 and 3 were skipped: nothing is held back
 
 
 def test_dsl_query_returning_non_messages_fails_the_run_with_type_error() -> None:
