@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,10 +27,12 @@ def failing_dead_letters(store: Store) -> Iterator[Store]:
     """While open, every append of ``store`` to a ``*.dead`` stream raises ``OSError``."""
     real_append = store.append
 
-    def append(name: str, payloads: Any, *args: Any, **kwargs: Any) -> list[int]:
-        if name.endswith(".dead"):
+    def append(
+        stream: str, payloads: Sequence[Mapping[str, Any]], keys: Sequence[str | None] | None = None
+    ) -> list[int]:
+        if stream.endswith(".dead"):
             raise OSError("dead-letter store is full")
-        return list(real_append(name, payloads, *args, **kwargs))
+        return real_append(stream, payloads, keys)
 
     store.append = append  # type: ignore[method-assign]
     try:

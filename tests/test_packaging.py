@@ -5,6 +5,7 @@ that ``pip install .`` builds (typed, licensed, built without deprecation warnin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -13,8 +14,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.slow
 
 USER_CODE = """\
 from minibatch_rx import Message, stream
@@ -42,6 +41,19 @@ def checked(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
 
 
+def test_the_readme_set_up_commands_use_separate_ignored_virtualenvs() -> None:
+    first_screen = (REPO / "README.md").read_text().split("## Contents")[0]
+    commands = re.findall(r"```bash\n(.*?)```", first_screen, flags=re.S)
+    venvs = [re.search(r"python3 -m venv (\S+) && \. \1/bin/activate", c) for c in commands]
+
+    names = [match.group(1) for match in venvs if match]
+    assert len(commands) == len(names) == 2, commands  # the quickstart's and the tests'
+    assert len(set(names)) == 2, f"both set-up commands create {names[0]}: the second replaces the first"
+    for name in names:
+        ignored = run(["git", "check-ignore", "--quiet", "--no-index", f"{name}/"], cwd=REPO)
+        assert ignored.returncode == 0, f"{name}/ is not in .gitignore"
+
+
 @pytest.fixture(scope="module")
 def editable_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv holding the README's editable install of this repository."""
@@ -64,6 +76,7 @@ def mypy_strict(python: Path, code: str, where: Path) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_users_strict_type_check_finds_the_editable_install(editable_venv: Path, tmp_path: Path) -> None:
     result = mypy_strict(editable_venv, USER_CODE, tmp_path / "project")
 
@@ -73,6 +86,7 @@ def test_users_strict_type_check_finds_the_editable_install(editable_venv: Path,
     assert checked(run([str(editable_venv), "app.py"], cwd=tmp_path / "project")) == "1 {'temp': 21}\n"
 
 
+@pytest.mark.slow
 def test_users_type_check_sees_the_real_types_not_any(editable_venv: Path, tmp_path: Path) -> None:
     result = mypy_strict(editable_venv, USER_TYPE_ERROR, tmp_path / "project")
 
@@ -83,6 +97,7 @@ def test_users_type_check_sees_the_real_types_not_any(editable_venv: Path, tmp_p
     assert "import-not-found" not in result.stdout
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_py_typed_with_an_spdx_license_and_builds_without_warnings(tmp_path: Path) -> None:
     output = checked(run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", str(REPO), "-w", str(tmp_path)],
