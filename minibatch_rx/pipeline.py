@@ -20,7 +20,10 @@ from minibatch_rx import windows
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
+from minibatch_rx.journal import StreamJournal
+from minibatch_rx.message import Message
 from minibatch_rx.running import PipelineHandle, commit, guard, only_items
+from minibatch_rx.source import store_source
 from minibatch_rx.stages import (
     Envelope,
     Failure,
@@ -28,6 +31,7 @@ from minibatch_rx.stages import (
     Stage,
     envelop,
     item_stage,
+    late_sink,
     rx_stage,
     sink_function,
     stream_sink_stage,
@@ -35,7 +39,7 @@ from minibatch_rx.stages import (
 )
 from minibatch_rx.stream import Stream
 from minibatch_rx.validation import check_stream_name
-from minibatch_rx.windows import WindowOperator
+from minibatch_rx.windows import ReadProgress, WindowOperator
 from minibatch_rx.windows._engine import scheduler_seconds
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
@@ -77,7 +81,7 @@ class Pipeline:
     group_timeout: float | None = None
     prefetch: int = 500
     commit_interval: float = 0.05
-    after_ack: Callable[[int], None] | None = None
+    after_ack: Callable[[int | None], None] | None = None
 
     # -- windows ---------------------------------------------------------------
     def window(self, factory: WindowFactory) -> Pipeline:
@@ -239,15 +243,22 @@ class Pipeline:
         source = self.source
         owner = group.group if group is not None else (consumer or "default")
         failure = Failure(self.retry_policy, Stream(f"{source.name}.dead", store=source.store), scheduler)
+        journal: StreamJournal | None = None
         windowed: Observable[Any]
         if group is not None:
             windowed = group.observable().pipe(guard(active))
         else:
-            windowed = source.observe(consumer, scheduler, batch_size=self.prefetch).pipe(guard(active))
+            progress = ReadProgress()
+            windowed = store_source(source.store, source.name, None, consumer, scheduler,
+                                    self.prefetch, progress).pipe(guard(active))
             if self.window_factory is not None:
                 operator = self.window_factory(scheduler)
-                late = sink_function(_resolve(self.late_target or f"{source.name}.late", source))
-                operator.late.subscribe(late)
+                operator.progress = progress
+                if consumer is not None and operator.clocked:
+                    journal = StreamJournal(source.store, source.name, consumer,
+                                            self.retry_policy.outage_timeout)
+                    operator.journal, operator.resume = journal, journal.load
+                operator.late.subscribe(self._late_sink(owner))
                 windowed = windowed.pipe(operator, guard(active))
         flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in self.stages))
         # Coalescing needs a real clock, a single position and a handle that
@@ -255,11 +266,25 @@ class Pipeline:
         # completed on its own), not for plain Rx interop.
         plain = scheduler is not None or group is not None or not coalesce
         interval = 0.0 if plain else self.commit_interval
-        return flow.pipe(commit(self._acknowledger(consumer, group, scheduler),
+        return flow.pipe(commit(self._acknowledger(consumer, group, scheduler, journal),
                                 self.retry_policy.outage_timeout, self.after_ack, interval))
 
+    def _late_sink(self, owner: str) -> Callable[[Message], Any]:
+        """Where late messages go; the default stream ``<name>.late`` is created
+        only when a message is late."""
+        resolved: list[Callable[[Message], Any]] = []
+
+        def deliver(message: Message) -> Any:
+            if not resolved:
+                target = _resolve(self.late_target or f"{self.source.name}.late", self.source)
+                resolved.append(late_sink(target, owner))
+            return resolved[0](message)
+
+        return deliver
+
     def _acknowledger(self, consumer: str | None, group: GroupFeed | None,
-                      scheduler: abc.SchedulerBase | None) -> Callable[[int], None]:
+                      scheduler: abc.SchedulerBase | None,
+                      journal: StreamJournal | None) -> Callable[[int, Any], None]:
         source, retention = self.source, self.retention_policy
         clock: Callable[[], float] = time.monotonic
         if scheduler is not None:
@@ -271,11 +296,15 @@ class Pipeline:
         if name is not None:
             until_reachable(lambda: source.commit(name, 0), self.retry_policy.outage_timeout)
 
-        def acknowledge(seq: int) -> None:
+        def acknowledge(seq: int, checkpoint: Any) -> None:
             if group is not None:
                 group.complete(seq)
             elif consumer is not None:
+                if journal is not None and checkpoint is not None:
+                    journal.checkpoint(checkpoint)  # first: the state must never lag the position
                 source.commit(consumer, seq)
+                if journal is not None:
+                    journal.prune()
             if retention.acknowledged_only:
                 source.trim_acknowledged()
             if retention.max_age is not None and clock() - last_expiry[0] >= EXPIRY_EVERY:

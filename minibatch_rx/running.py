@@ -75,8 +75,12 @@ def only_items() -> Callable[[Observable[Envelope]], Observable[Any]]:
     return operator
 
 
-def commit(acknowledge: Callable[[int], None], outage_timeout: float,
-           after_ack: Callable[[int], None] | None, interval: float = 0.0) -> Stage:
+Acknowledge = Callable[[int, Any], None]
+"""``acknowledge(seq, checkpoint)``: commit a position (with the window state to keep)."""
+
+
+def commit(acknowledge: Acknowledge, outage_timeout: float,
+           after_ack: Callable[[int | None], None] | None, interval: float = 0.0) -> Stage:
     """Call ``acknowledge(seq)`` for the Acks, riding out a store outage of up
     to ``outage_timeout`` seconds (an Ack must not be skipped).
 
@@ -93,7 +97,8 @@ def commit(acknowledge: Callable[[int], None], outage_timeout: float,
 
             def on_next(envelope: Envelope) -> None:
                 if isinstance(envelope, Ack):
-                    pending.ack(envelope.seq)
+                    if envelope.seq is not None:
+                        pending.ack(envelope.seq, envelope.checkpoint)
                     if after_ack is not None:
                         after_ack(envelope.seq)
                 observer.on_next(envelope)
@@ -111,17 +116,19 @@ def commit(acknowledge: Callable[[int], None], outage_timeout: float,
 class _PendingAck:
     """The latest acknowledged seq not yet written, and when to write it."""
 
-    def __init__(self, acknowledge: Callable[[int], None], outage_timeout: float,
-                 interval: float) -> None:
+    def __init__(self, acknowledge: Acknowledge, outage_timeout: float, interval: float) -> None:
         self.acknowledge, self.outage_timeout, self.interval = acknowledge, outage_timeout, interval
         self.lock = threading.RLock()
         self.seq: int | None = None
+        self.checkpoint: Any = None
         self.written_at = -math.inf
         self.timer: threading.Timer | None = None
 
-    def ack(self, seq: int) -> None:
+    def ack(self, seq: int, checkpoint: Any = None) -> None:
         with self.lock:
             self.seq = seq
+            if checkpoint is not None:
+                self.checkpoint = checkpoint
             if time.monotonic() - self.written_at >= self.interval:
                 self.write()
             elif self.timer is None:
@@ -138,8 +145,8 @@ class _PendingAck:
         self.cancel_timer()
         if self.seq is None:
             return
-        seq = self.seq
-        until_reachable(lambda: self.acknowledge(seq), self.outage_timeout)
+        seq, checkpoint = self.seq, self.checkpoint
+        until_reachable(lambda: self.acknowledge(seq, checkpoint), self.outage_timeout)
         self.seq = None
         self.written_at = time.monotonic()
 
@@ -158,7 +165,7 @@ class _PendingAck:
                 return
             seq, self.seq = self.seq, None
             try:
-                self.acknowledge(seq)
+                self.acknowledge(seq, self.checkpoint)
             except (StoreUnavailableError, StoreBusyError) as exc:
                 log.warning("could not commit position %d on stop (%s); those windows will be "
                             "delivered again", seq, exc)
@@ -194,9 +201,10 @@ class PipelineHandle:
         subscription.dispose()  # finished while subscribing (synchronous catch-up)
         self._done.set()
 
-    def _on_ack(self, seq: int) -> None:
+    def _on_ack(self, seq: int | None) -> None:
         self.windows += 1
-        self.position = seq
+        if seq is not None:
+            self.position = seq
         if self.max_windows is not None and self.windows >= self.max_windows:
             self.stop()
 

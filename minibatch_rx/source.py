@@ -16,6 +16,7 @@ from reactivex.disposable import Disposable
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Backoff, Reader, Store
+from minibatch_rx.windows import ReadProgress
 
 WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
 JOIN_TIMEOUT = 5.0
@@ -45,9 +46,13 @@ def store_source(
     consumer: str | None,
     scheduler: abc.SchedulerBase | None,
     batch_size: int,
+    progress: ReadProgress | None = None,
 ) -> Observable[Message]:
     """An observable of ``stream``'s messages after ``start`` (or after the
-    consumer's committed position), in seq order, never completing."""
+    consumer's committed position), in seq order, never completing.
+    ``progress.behind`` says, while messages are handed on, whether more were
+    already stored behind them (a backlog is being replayed)."""
+    progress = progress or ReadProgress()
 
     def subscribe(
         observer: abc.ObserverBase[Message], default: abc.SchedulerBase | None = None
@@ -58,8 +63,9 @@ def store_source(
             return store.get_position(stream, consumer) if consumer else 0
 
         if store.push:
-            return _PushFeed(store, stream, observer, first_position, scheduler, batch_size).start()
-        return _PullFeed(store, stream, observer, first_position, batch_size).start()
+            return _PushFeed(store, stream, observer, first_position, scheduler, batch_size,
+                             progress).start()
+        return _PullFeed(store, stream, observer, first_position, batch_size, progress).start()
 
     return reactivex.create(subscribe)
 
@@ -69,8 +75,9 @@ class _PushFeed:
     the appender's thread, at the appender's (possibly virtual) time."""
 
     def __init__(self, store: Store, stream: str, observer: abc.ObserverBase[Message],
-                 first_position: Any, scheduler: abc.SchedulerBase | None, batch_size: int) -> None:
-        self.store, self.stream, self.observer = store, stream, observer
+                 first_position: Any, scheduler: abc.SchedulerBase | None, batch_size: int,
+                 progress: ReadProgress) -> None:
+        self.store, self.stream, self.observer, self.progress = store, stream, observer, progress
         self.first_position, self.scheduler, self.batch_size = first_position, scheduler, batch_size
         self.position = 0
         self.lock = threading.RLock()
@@ -104,11 +111,13 @@ class _PushFeed:
                     batch = self.store.read(self.stream, self.position, self.batch_size)
                     if not batch:
                         break
+                    self.progress.behind = True
                     for message in batch:
                         if self.disposed:
                             break
                         self.position = message.seq
                         self.observer.on_next(message)
+                    self.progress.behind = len(batch) == self.batch_size
             except Exception as exc:
                 self.disposed = True
                 self.observer.on_error(exc)
@@ -126,8 +135,8 @@ class _PullFeed:
     blocks on the store's change signal between reads."""
 
     def __init__(self, store: Store, stream: str, observer: abc.ObserverBase[Message],
-                 first_position: Any, batch_size: int) -> None:
-        self.store, self.stream, self.observer = store, stream, observer
+                 first_position: Any, batch_size: int, progress: ReadProgress) -> None:
+        self.store, self.stream, self.observer, self.progress = store, stream, observer, progress
         self.first_position, self.batch_size = first_position, batch_size
         self.stop = threading.Event()
         self.reader: Reader = _ClosedReader()
@@ -146,13 +155,17 @@ class _PullFeed:
             while not self.stop.is_set():
                 batch = self.survive_outage(partial(self.read_batch, position))
                 if not batch:
+                    self.progress.behind = False
                     self.survive_outage(partial(self.wait_for_more, position))
                     continue
+                self.progress.behind = True
                 for message in batch:
                     if self.stop.is_set():
                         return
                     position = message.seq
                     self.observer.on_next(message)
+                # A short batch reached the end of the stream as it was then.
+                self.progress.behind = len(batch) == self.batch_size
         except Exception as exc:
             if not self.stop.is_set():
                 self.observer.on_error(exc)

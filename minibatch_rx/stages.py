@@ -38,9 +38,15 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Everything up to ``seq`` is handled once this reaches the end."""
+    """Everything up to ``seq`` is handled once this reaches the end.
 
-    seq: int
+    ``seq`` is ``None`` for a window whose position is committed with a later
+    one (windows closed together); ``checkpoint`` is the window operator's
+    state to save with the position (see :mod:`minibatch_rx.journal`).
+    """
+
+    seq: int | None
+    checkpoint: Any = None
 
 
 Envelope = Item | Ack
@@ -150,9 +156,10 @@ def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
                   scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
         def on_next(value: Window | Message) -> None:
             observer.on_next(Item(value, value))
-            ack = value.ack if isinstance(value, Window) else value.seq
-            if ack is not None:
-                observer.on_next(Ack(ack))
+            if isinstance(value, Window):
+                observer.on_next(Ack(value.ack, value.checkpoint))
+            else:
+                observer.on_next(Ack(value.seq))
 
         return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
 
@@ -255,9 +262,23 @@ def origin_key(origin: Window | Message) -> str:
         return f"{origin.stream}:{origin.seq}"
     seqs = [m.seq for m in origin.messages]
     span = f"{min(seqs)}-{max(seqs)}" if seqs else "empty"
-    # Overlapping time windows may hold the same messages: their start tells them apart.
-    start = f"@{origin.start.timestamp()}" if origin.start else ""
-    return f"{origin.stream}:{span}{start}"
+    # Overlapping or empty windows: the strategy's key tells them apart. Never a
+    # clock reading: a window replayed after a restart must get the same key.
+    tag = f"@{origin.key}" if origin.key else ""
+    return f"{origin.stream}:{span}{tag}"
+
+
+def late_sink(target: Stream | Callable[[Any], Any], owner: str) -> Callable[[Message], Any]:
+    """Deliver a late message to ``target``. Into a stream it is keyed by
+    ``owner`` and its seq, so a restart that finds it late again stores nothing twice."""
+    if not isinstance(target, Stream):
+        return target
+
+    def deliver(message: Message) -> Any:
+        key = f"{owner}|late|{message.stream}:{message.seq}"
+        return until_reachable(lambda: target.append(message.data, key=key), RetryPolicy.outage_timeout)
+
+    return deliver
 
 
 def stream_sink_stage(target: Stream, failure: Failure, owner: str) -> Stage:

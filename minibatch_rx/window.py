@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,13 @@ class Window:
         end: exclusive upper time bound, for strategies that have one.
         ack: the seq up to which every message is fully handled once this
             window (and those before it) is processed; pipelines commit it as
-            the consumer position. ``None`` outside pipelines.
+            the consumer position. ``None`` outside pipelines, and for all but
+            the last of several windows closed at once (those commit together).
+        checkpoint: the window operator's decisions up to this window (which
+            windows are closed, where), saved with the consumer position so a
+            restarted pipeline re-emits exactly the same windows. Opaque.
+        key: tells apart windows of the same messages (overlapping sliding
+            windows, empty windows); part of stream sinks' idempotency keys.
 
     >>> from datetime import datetime, timezone
     >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -35,6 +41,8 @@ class Window:
     start: datetime | None = None
     end: datetime | None = None
     ack: int | None = None
+    checkpoint: Any = field(default=None, compare=False, repr=False)
+    key: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def data(self) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ returns a :class:`WindowOperator`, usable in ``observable.pipe(...)``; time
 windows also expose a ``late`` observable of messages that missed their window.
 """
 
-from minibatch_rx.windows._engine import WindowCore, WindowOperator
+from minibatch_rx.windows._engine import Journal, ReadProgress, Resume, WindowCore, WindowOperator
 from minibatch_rx.windows.count import count_window
 from minibatch_rx.windows.fixed_time import fixed_time_window
 from minibatch_rx.windows.relaxed_time import relaxed_time_window
@@ -14,6 +14,9 @@ from minibatch_rx.windows.session import session_window
 from minibatch_rx.windows.sliding import sliding_window
 
 __all__ = [
+    "Journal",
+    "ReadProgress",
+    "Resume",
     "WindowCore",
     "WindowOperator",
     "count_window",

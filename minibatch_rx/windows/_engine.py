@@ -6,16 +6,28 @@ touches threads or schedulers. :class:`WindowOperator` drives a core as a
 reactivex operator: it serialises messages and timer callbacks under one lock,
 keeps exactly one timer armed at the core's next deadline (on the scheduler,
 so virtual time works), and stamps each window with its ``ack`` seq.
+
+**Same windows after a restart.** A core decides from two inputs: the
+messages, in seq order, and the clock. Replaying the messages after a crash
+reproduces every decision the messages made; the clock's decisions (a window
+closed because the stream went quiet, a partial count window flushed on its
+timeout) cannot be reproduced, so the operator writes each one to a
+:class:`Journal` *before* acting on it, and a restarted operator applies them
+again at the same point of the replay instead of consulting the clock. The
+core's own state (which windows are already out) travels as the checkpoint of
+the window whose ack is committed. While replaying, and while the reader is
+behind the end of the stream, the clock decides nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import reactivex
 from reactivex import Observable, abc
@@ -25,6 +37,9 @@ from reactivex.subject import Subject
 
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
+
+EPS = 1e-6  # clock values pass through datetime (microseconds); compare with slack
+RECHECK = 0.05  # seconds between clock checks while the reader is behind
 
 
 def to_datetime(seconds: float) -> datetime:
@@ -45,9 +60,14 @@ class WindowCore(ABC):
 
     Times are epoch seconds: ``now`` from the scheduler, message times from
     ``Message.ts``. Each method returns the windows to emit, in order.
+    ``on_message`` must decide from the messages alone; everything the
+    clock decides goes through ``on_timer``, so it can be journaled.
     """
 
     stream: str | None = None
+    clocked: bool = False
+    """True if ``on_timer`` can emit or close windows: its decisions are
+    journaled so that a restart reproduces them."""
 
     def start(self, now: float) -> list[Window]:
         """Called once at subscription."""
@@ -57,13 +77,22 @@ class WindowCore(ABC):
     def on_message(self, message: Message, now: float) -> list[Window]:
         """A message arrived."""
 
-    def on_timer(self, now: float) -> list[Window]:
-        """The clock reached (or passed) :meth:`deadline`."""
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        """The clock reached (or passed) :meth:`deadline`. ``forced``: a clock
+        decision journaled by an earlier run, replayed; apply it without
+        re-checking the conditions that made it (they depended on arrival times)."""
         return []
 
     def deadline(self) -> float | None:
         """When :meth:`on_timer` must run next, or ``None`` for never."""
         return None
+
+    def clock_due(self, now: float) -> bool:
+        """Whether the clock, at ``now``, would close something; asked before
+        each message, so what the clock closed while no timer ran (say, an
+        empty window on an idle stream) is settled before the message is placed."""
+        deadline = self.deadline()
+        return deadline is not None and now >= deadline - EPS
 
     def on_complete(self, now: float) -> list[Window]:
         """The source completed: flush what should not be lost."""
@@ -77,12 +106,54 @@ class WindowCore(ABC):
         """Messages found late since the last call (then forgotten)."""
         return []
 
+    def snapshot(self) -> Any:
+        """JSON-compatible state that replaying messages cannot rebuild (which
+        windows are already out); ``None`` if there is none."""
+        return None
+
+    def restore(self, state: Any) -> None:  # noqa: B027 - optional hook, nothing to restore by default
+        """Continue from a :meth:`snapshot` taken by an earlier run."""
+
+
+class Journal(Protocol):
+    """Where an operator keeps its clock decisions (see the module docstring)."""
+
+    def record_clock(self, event: int, after: int, at: float) -> None:
+        """Durably note: at step ``event``, after seq ``after``, the clock read ``at``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a restarted operator continues from."""
+
+    state: Any = None
+    """The core snapshot saved with the committed position."""
+    clock: tuple[tuple[int, int, float], ...] = ()
+    """Clock decisions ``(event, after_seq, at)`` made after that snapshot, in order."""
+    next_event: int = 1
+    position: int = 0
+    """The seq the source resumes after."""
+
+
+class ReadProgress:
+    """Whether the reader feeding an operator is behind the end of the stream.
+
+    A backlog being replayed arrives faster than the clock; letting the clock
+    close windows meanwhile would cut them differently from the first run.
+    """
+
+    def __init__(self) -> None:
+        self.behind = False
+
 
 class WindowOperator:
     """A reactivex operator ``Observable[Message] -> Observable[Window]``.
 
     Call it on an observable (or pass it to ``pipe``). Its :attr:`late`
     observable carries messages that arrived after their window was emitted.
+    Pipelines also give it a :class:`ReadProgress`, a :class:`Journal` and a
+    :class:`Resume`, so a restarted consumer emits the same windows.
     """
 
     def __init__(
@@ -91,13 +162,22 @@ class WindowOperator:
         self._make_core = make_core
         self._scheduler = scheduler
         self.late: Subject[Message] = Subject()
+        self.progress: ReadProgress | None = None
+        self.journal: Journal | None = None
+        self.resume: Callable[[], Resume] | None = None
+
+    @property
+    def clocked(self) -> bool:
+        """True if the strategy's clock decisions need a journal to survive restarts."""
+        return self._make_core().clocked
 
     def __call__(self, source: Observable[Message]) -> Observable[Window]:
         def subscribe(
             observer: abc.ObserverBase[Window], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             scheduler = self._scheduler or scheduler_ or TimeoutScheduler.singleton()
-            return _Run(self, self._make_core(), scheduler, observer).subscribe(source, scheduler_)
+            resume = self.resume() if self.resume is not None else Resume()
+            return _Run(self, self._make_core(), scheduler, observer, resume).subscribe(source, scheduler_)
 
         return reactivex.create(subscribe)
 
@@ -105,18 +185,25 @@ class WindowOperator:
 class _Run:
     """One subscription of a :class:`WindowOperator`."""
 
-    def __init__(self, operator: WindowOperator, core: WindowCore,
-                 scheduler: abc.SchedulerBase, observer: abc.ObserverBase[Window]) -> None:
+    def __init__(self, operator: WindowOperator, core: WindowCore, scheduler: abc.SchedulerBase,
+                 observer: abc.ObserverBase[Window], resume: Resume) -> None:
         self.operator, self.core, self.scheduler, self.observer = operator, core, scheduler, observer
         self.lock = threading.RLock()
         self.timer = SerialDisposable()
         self.armed: float | None = None
-        self.last_seen = 0
+        self.last_seen = resume.position
+        self.last_ack: int | None = None
+        self.event = resume.next_event - 1
+        self.replay: deque[tuple[int, int, float]] = deque(resume.clock)
+        self.journal = operator.journal if core.clocked else None
         self.done = False
+        if resume.state is not None:
+            core.restore(resume.state)
 
     def subscribe(self, source: Observable[Message], scheduler_: Any) -> abc.DisposableBase:
         with self.lock:
             self.step(self.core.start)
+            self.apply_journaled(self.last_seen + 1)
         subscription = source.subscribe(
             self.on_next, self.on_error, self.on_completed, scheduler=scheduler_
         )
@@ -130,6 +217,10 @@ class _Run:
         with self.lock:
             if self.done:
                 return
+            self.apply_journaled(message.seq)
+            now = scheduler_seconds(self.scheduler)
+            if self.core.clock_due(now) and self.clock_may_decide():
+                self.clock_step(now)
             self.last_seen = max(self.last_seen, message.seq)
             self.step(lambda now: self.core.on_message(message, now))
 
@@ -139,21 +230,6 @@ class _Run:
                 self.done = True
                 self.timer.dispose()
                 self.observer.on_error(error)
-
-    def step(self, call: Callable[[float], list[Window]]) -> bool:
-        """Run one core method and emit its windows; False if it failed.
-
-        A strategy may run user code (a ``WindowEmitter``); its exception ends
-        the subscription with ``on_error`` instead of escaping into the
-        producer, or into a timer thread where it would be lost.
-        """
-        try:
-            windows = call(scheduler_seconds(self.scheduler))
-        except Exception as error:
-            self.on_error(error)
-            return False
-        self.emit(windows)
-        return True
 
     def on_completed(self) -> None:
         with self.lock:
@@ -166,39 +242,97 @@ class _Run:
     def on_timer(self, _scheduler: abc.SchedulerBase, _state: Any = None) -> None:
         with self.lock:
             self.armed = None
-            if not self.done:
-                self.step(self.core.on_timer)
+            if self.done:
+                return
+            if self.replay and not self.behind():
+                # Caught up, yet journaled decisions remain: the messages they
+                # followed are gone (trimmed); apply them now.
+                self.apply_journaled(None)
+            if self.clock_may_decide():
+                self.clock_step(scheduler_seconds(self.scheduler))
+            else:
+                self.arm(scheduler_seconds(self.scheduler) + RECHECK)
+
+    # -- the clock -------------------------------------------------------------
+    def behind(self) -> bool:
+        progress = self.operator.progress
+        return progress is not None and progress.behind
+
+    def clock_may_decide(self) -> bool:
+        return not self.replay and not self.behind()
+
+    def clock_step(self, now: float) -> None:
+        """Let the clock close windows, journaling the decision first if it changes anything."""
+        if self.journal is None:
+            self.step(lambda at: self.core.on_timer(at))
+            return
+        before = self.core.snapshot()
+        try:
+            windows = self.core.on_timer(now)
+        except Exception as error:
+            self.on_error(error)
+            return
+        if any(w.messages for w in windows) or self.core.snapshot() != before:
+            self.event += 1
+            self.journal.record_clock(self.event, self.last_seen, now)
+        self.emit(windows)
+
+    def apply_journaled(self, next_seq: int | None) -> None:
+        """Replay the journaled clock decisions made before message ``next_seq``."""
+        while self.replay and (next_seq is None or self.replay[0][1] < next_seq):
+            event, _after, at = self.replay.popleft()
+            self.event = max(self.event, event)
+            try:
+                windows = self.core.on_timer(at, forced=True)
+            except Exception as error:
+                self.on_error(error)
+                return
+            self.emit(windows)
+
+    # -- emitting --------------------------------------------------------------
+    def step(self, call: Callable[[float], list[Window]]) -> bool:
+        """Run one core method and emit its windows; False if it failed.
+
+        A strategy may run user code (a ``WindowEmitter``); its exception ends
+        the subscription with ``on_error`` instead of escaping into the
+        producer, or into a timer thread where it would be lost.
+        """
+        try:
+            windows = call(scheduler_seconds(self.scheduler))
+        except Exception as error:
+            self.on_error(error)
+            return False
+        if windows:
+            self.event += 1
+        self.emit(windows)
+        return True
 
     def emit(self, windows: list[Window]) -> None:
-        """Hand windows downstream (under the lock), then re-arm the timer."""
+        """Hand windows downstream (under the lock), then re-arm the timer.
+
+        Windows closed in one step share one checkpoint, the core's state after
+        the step, so only the last of them carries the step's ack: the earlier
+        ones repeat the previous ack. A crash in the middle of a step then
+        replays the whole step, which emits the same windows again (same
+        contents, same idempotency keys).
+        """
         for message in self.core.late():
             self.operator.late.on_next(message)
         if windows:
-            for window, ack in zip(windows, self.acks(windows), strict=True):
-                self.observer.on_next(replace(window, ack=ack))
+            held = self.core.held_min_seq()
+            ack = self.last_seen if held is None else held - 1
+            checkpoint = None
+            if self.journal is not None:
+                checkpoint = {"event": self.event, "state": self.core.snapshot()}
+            for window in windows[:-1]:
+                self.observer.on_next(replace(window, ack=self.last_ack))
+            self.observer.on_next(replace(windows[-1], ack=ack, checkpoint=checkpoint))
+            self.last_ack = ack
         if not self.done:
             self.arm()
 
-    def acks(self, windows: list[Window]) -> list[int]:
-        """The ack of each window of one batch.
-
-        Once window ``i`` is processed, what is not yet handled is what the core
-        still holds plus the messages of the windows after ``i`` in the batch:
-        stamping every window with the batch's final ack would commit those
-        later windows before they are processed (lost on a crash).
-        """
-        pending = self.core.held_min_seq()
-        acks: list[int] = []
-        for window in reversed(windows):
-            acks.append(self.last_seen if pending is None else pending - 1)
-            if window.messages:
-                low = min(m.seq for m in window.messages)
-                pending = low if pending is None else min(pending, low)
-        acks.reverse()
-        return acks
-
-    def arm(self) -> None:
-        deadline = self.core.deadline()
+    def arm(self, at: float | None = None) -> None:
+        deadline = self.core.deadline() if at is None else at
         if deadline is None or deadline == self.armed:
             return
         self.armed = deadline

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import WindowCore
+from minibatch_rx.windows._engine import EPS, WindowCore
 
 DEFAULT_QUIET = 0.25
-EPS = 1e-6  # clock values pass through datetime (microseconds); compare with slack
+MAX_CLOSURES = 256  # closing steps remembered for replayed messages of windows already out
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -36,6 +37,8 @@ def _micros(seconds: float) -> int:
 class TimeGridCore(WindowCore):
     """Shared core of ``fixed_time_window`` and the time-based ``sliding_window``."""
 
+    clocked = True
+
     def __init__(self, size: float, step: float, grace: float, quiet: float,
                  emit_empty: bool, origin: float = 0.0) -> None:
         self.size, self.step, self.grace, self.quiet = size, step, grace, quiet
@@ -48,7 +51,11 @@ class TimeGridCore(WindowCore):
         self.origin_us = _micros(origin)
         self.open: dict[int, list[Message]] = {}
         self.closed_upto: int | None = None  # windows below this index are emitted
-        self.emitted_any = False
+        self.tentative = False  # closed_upto only guessed from the subscription time
+        self.seen = 0  # highest seq seen
+        # (closed_upto after a closing step, highest seq seen then): which replayed
+        # messages were members of windows already out, and which were late.
+        self.closures: list[tuple[int, int]] = []
         self.max_ts = -math.inf
         self.last_arrival = -math.inf
         self.late_messages: list[Message] = []
@@ -79,12 +86,16 @@ class TimeGridCore(WindowCore):
     def window(self, k: int, messages: list[Message]) -> Window:
         start = _EPOCH + self.start_us(k) * _MICROSECOND
         messages.sort(key=lambda m: m.seq)
-        return Window(tuple(messages), self.stream, start, start + self.size_us * _MICROSECOND)
+        # Overlapping windows may hold the same messages, and empty ones none:
+        # their grid position tells them apart.
+        key = f"{self.start_us(k)}us" if self.step_us < self.size_us or not messages else None
+        return Window(tuple(messages), self.stream, start, start + self.size_us * _MICROSECOND, key=key)
 
     # -- the trigger ---------------------------------------------------------
     def start(self, now: float) -> list[Window]:
-        if self.emit_empty:
+        if self.emit_empty and self.closed_upto is None:
             self.closed_upto = self.first_open_after(now - self.grace)
+            self.tentative = True
         # Subscribing counts as activity: a replayed backlog is about to arrive,
         # so no window closes by the clock alone until the stream has been
         # quiet for ``quiet`` (else a boundary right after subscribing could
@@ -94,26 +105,33 @@ class TimeGridCore(WindowCore):
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         self.stream = message.stream
-        # First close what the clock has closed since the last event (no timer
-        # runs for a stretch without open windows), so whether a message is late
-        # depends on its window's trigger, not on whether a timer happened to run.
-        out = self.close(now)
+        self.seen = max(self.seen, message.seq)
         t = message.ts.timestamp()
         ks = self.indexes(message.ts)
-        if ks and (self.closed_upto is None or (not self.emitted_any and ks[0] < self.closed_upto)):
+        if ks and (self.closed_upto is None or (self.tentative and ks[0] < self.closed_upto)):
             self.closed_upto = ks[0]
+        if ks:
+            self.tentative = False
         late = False
         for k in ks:
             assert self.closed_upto is not None
-            if k < self.closed_upto:
-                late = True
-            else:
+            if k >= self.closed_upto:
                 self.open.setdefault(k, []).append(message)
+            elif message.seq > self.closed_after(k):
+                late = True
+            # else: a replayed member of a window already emitted before a restart
         if late:
             self.late_messages.append(message)
         self.max_ts = max(self.max_ts, t)
         self.last_arrival = now
-        return out + self.close(now)
+        return self.close(now)
+
+    def closed_after(self, k: int) -> int:
+        """The last seq seen when window ``k`` closed: messages up to it were its members."""
+        for upto, seq in self.closures:
+            if k < upto:
+                return seq
+        return self.seen
 
     def closable_until(self, now: float) -> float:
         """Windows whose ``end + grace`` is at or below this may be emitted."""
@@ -121,21 +139,30 @@ class TimeGridCore(WindowCore):
             return now
         return min(now, self.max_ts)
 
-    def close(self, now: float) -> list[Window]:
+    def close(self, now: float, forced: bool = False) -> list[Window]:
         if self.closed_upto is None:
-            return []
-        bound = self.closable_until(now) - self.grace + EPS
+            if not forced:
+                return []
+            self.closed_upto = self.first_open_after(now - self.grace)  # replayed decision, fresh core
+        bound = (now if forced else self.closable_until(now)) - self.grace + EPS
         out: list[Window] = []
+        before = self.closed_upto
         while self.end(self.closed_upto) <= bound:
             k = self.closed_upto
             messages = self.open.pop(k, None)
             if messages or self.emit_empty:
                 out.append(self.window(k, messages or []))
-                self.emitted_any = True
             self.closed_upto = k + 1
             if not self.emit_empty:  # skip the empty stretch at once
                 target = min([self.first_open_after(bound), *self.open])
                 self.closed_upto = max(self.closed_upto, target)
+        if self.closed_upto != before:
+            self.tentative = False
+            if self.closures and self.closures[-1][1] == self.seen:
+                self.closures[-1] = (self.closed_upto, self.seen)
+            else:
+                self.closures.append((self.closed_upto, self.seen))
+                del self.closures[:-MAX_CLOSURES]
         return out
 
     def deadline(self) -> float | None:
@@ -147,8 +174,13 @@ class TimeGridCore(WindowCore):
             due = max(due, self.last_arrival + self.quiet)
         return due
 
-    def on_timer(self, now: float) -> list[Window]:
-        return self.close(now)
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        return self.close(now, forced)
+
+    def clock_due(self, now: float) -> bool:
+        if self.closed_upto is None:
+            return False
+        return self.end(self.closed_upto) + self.grace <= self.closable_until(now) + EPS
 
     def on_complete(self, now: float) -> list[Window]:
         out = [self.window(k, self.open.pop(k)) for k in sorted(self.open)]
@@ -161,3 +193,14 @@ class TimeGridCore(WindowCore):
     def late(self) -> list[Message]:
         late, self.late_messages = self.late_messages, []
         return late
+
+    def snapshot(self) -> Any:
+        if self.closed_upto is None or self.tentative:
+            return None
+        return {"closed_upto": self.closed_upto, "closures": [list(c) for c in self.closures]}
+
+    def restore(self, state: Any) -> None:
+        self.closed_upto = int(state["closed_upto"])
+        self.closures = [(int(upto), int(seq)) for upto, seq in state["closures"]]
+        self.seen = max((seq for _, seq in self.closures), default=0)
+        self.tentative = False

@@ -7,14 +7,14 @@ from reactivex import abc
 from minibatch_rx.durations import Interval, positive_int, to_seconds
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import WindowCore, WindowOperator
-from minibatch_rx.windows._timed import EPS
+from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator
 
 
 class _CountCore(WindowCore):
     def __init__(self, size: int, timeout: float | None) -> None:
         self.size = size
         self.timeout = timeout
+        self.clocked = timeout is not None  # a flush on timeout is the clock's decision
         self.buffer: list[Message] = []
         self.opened_at = 0.0
 
@@ -36,7 +36,9 @@ class _CountCore(WindowCore):
             return None
         return self.opened_at + self.timeout
 
-    def on_timer(self, now: float) -> list[Window]:
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        if forced:  # replaying a flush an earlier run made on its timeout
+            return [self._flush()] if self.buffer else []
         deadline = self.deadline()
         # The timer fires at the deadline rounded to a microsecond (datetime), which
         # can be a hair before the float deadline: compare with slack, or the window

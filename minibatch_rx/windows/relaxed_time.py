@@ -7,10 +7,12 @@ from reactivex import abc
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import WindowCore, WindowOperator, to_datetime
+from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator, to_datetime
 
 
 class _RelaxedCore(WindowCore):
+    clocked = True
+
     def __init__(self, interval: float, emit_empty: bool) -> None:
         self.interval = interval
         self.emit_empty = emit_empty
@@ -29,11 +31,14 @@ class _RelaxedCore(WindowCore):
     def deadline(self) -> float | None:
         return self.started + self.interval
 
-    def on_timer(self, now: float) -> list[Window]:
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
         end = self.started + self.interval
-        if now < end - 1e-6:
+        if forced:  # replaying an emission an earlier run made at `now`
+            end = now
+        elif now < end - EPS:
             return []
-        window = Window(tuple(self.buffer), self.stream, to_datetime(self.started), to_datetime(end))
+        window = Window(tuple(self.buffer), self.stream, to_datetime(self.started), to_datetime(end),
+                        key=None if self.buffer else f"{to_datetime(self.started).isoformat()}")
         self.buffer = []
         # Step from the previous boundary, not from `now`, so windows do not drift.
         self.started = max(end, now - self.interval)

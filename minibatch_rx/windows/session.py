@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import WindowCore, WindowOperator, to_datetime
-from minibatch_rx.windows._timed import DEFAULT_QUIET, EPS
+from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator, to_datetime
+from minibatch_rx.windows._timed import DEFAULT_QUIET
 
 
 class _SessionCore(WindowCore):
+    clocked = True
+
     def __init__(self, gap: float, quiet: float) -> None:
         self.gap = gap
         self.quiet = quiet
         self.session: list[Message] = []
         self.first_ts = self.last_ts = 0.0
         self.closed_end = -math.inf
+        self.closed_after = 0  # highest seq seen when the last session closed
+        self.seen = 0
         self.last_arrival = -math.inf
         self.late_messages: list[Message] = []
 
@@ -27,15 +32,18 @@ class _SessionCore(WindowCore):
         self.stream = message.stream
         t = message.ts.timestamp()
         self.last_arrival = now
+        self.seen = max(self.seen, message.seq)
         out: list[Window] = []
         if t < self.closed_end:
-            self.late_messages.append(message)
+            if message.seq > self.closed_after:
+                self.late_messages.append(message)
+            # else: a replayed member of the session emitted before a restart
             return out
         if self.session and t + self.gap <= self.first_ts:
             # Older than the open session by a full gap: a session of its own, and
             # already over (a message `gap` after it has been seen). Merging it
             # would make one session across a silence longer than `gap`.
-            self.closed_end = t + self.gap
+            self.closed_end, self.closed_after = t + self.gap, self.seen
             return [Window((message,), self.stream, to_datetime(t), to_datetime(self.closed_end))]
         if self.session and t >= self.last_ts + self.gap:
             out.append(self._close())
@@ -50,7 +58,7 @@ class _SessionCore(WindowCore):
         end = self.last_ts + self.gap
         messages = sorted(self.session, key=lambda m: m.seq)
         window = Window(tuple(messages), self.stream, to_datetime(self.first_ts), to_datetime(end))
-        self.closed_end = end
+        self.closed_end, self.closed_after = end, self.seen
         self.session = []
         return window
 
@@ -59,8 +67,10 @@ class _SessionCore(WindowCore):
             return None
         return max(self.last_ts + self.gap, self.last_arrival + self.quiet)
 
-    def on_timer(self, now: float) -> list[Window]:
-        due = self.deadline()
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        if not self.session:
+            return []
+        due = self.last_ts + self.gap if forced else self.deadline()
         return [self._close()] if due is not None and now >= due - EPS else []
 
     def on_complete(self, now: float) -> list[Window]:
@@ -72,6 +82,15 @@ class _SessionCore(WindowCore):
     def late(self) -> list[Message]:
         late, self.late_messages = self.late_messages, []
         return late
+
+    def snapshot(self) -> Any:
+        if self.closed_end == -math.inf:
+            return None
+        return {"closed_end": self.closed_end, "closed_after": self.closed_after}
+
+    def restore(self, state: Any) -> None:
+        self.closed_end = float(state["closed_end"])
+        self.closed_after = self.seen = int(state["closed_after"])
 
 
 def session_window(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from reactivex import abc
 
@@ -15,24 +15,44 @@ from minibatch_rx.windows._timed import DEFAULT_QUIET, TimeGridCore
 
 
 class _SlidingCountCore(WindowCore):
+    """Windows of ``size`` consecutive messages, one starting every ``step``.
+
+    Window starts are kept as seqs (``anchor + j*step``), not as a count of
+    messages seen, so a consumer restarted from its position starts its
+    windows where the first run did; ``done`` is the start of the last window
+    emitted, so a window already out is not rebuilt from a partial replay.
+    """
+
+    clocked = True  # nothing here reads the clock, but the alignment is state to keep
+
     def __init__(self, size: int, step: int) -> None:
         self.size = size
         self.step = step
-        self.seen = 0
+        self.anchor: int | None = None
+        self.done = 0
         self.pending: list[list[Message]] = []
 
     def on_message(self, message: Message, now: float) -> list[Window]:
-        if self.seen % self.step == 0:
+        if self.anchor is None:
+            self.anchor = message.seq
+        if (message.seq - self.anchor) % self.step == 0 and message.seq > self.done:
             self.pending.append([])
-        self.seen += 1
         for window in self.pending:
             window.append(message)
         out = [Window(tuple(w), message.stream) for w in self.pending if len(w) == self.size]
+        if out:
+            self.done = out[-1].messages[0].seq
         self.pending = [w for w in self.pending if len(w) < self.size]
         return out
 
     def held_min_seq(self) -> int | None:
         return min((w[0].seq for w in self.pending if w), default=None)
+
+    def snapshot(self) -> Any:
+        return None if self.anchor is None else {"anchor": self.anchor, "done": self.done}
+
+    def restore(self, state: Any) -> None:
+        self.anchor, self.done = int(state["anchor"]), int(state["done"])
 
 
 def sliding_window(

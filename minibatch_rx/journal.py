@@ -1,0 +1,93 @@
+"""The window journal: what a consumer's window operator decided, kept durably.
+
+A restarted pipeline must cut exactly the windows the crashed one cut (see
+``minibatch_rx.windows._engine``). Two kinds of records go into a small
+stream of the same store, one per consumer and source stream:
+
+* ``clock``: the clock closed something (``event``, ``after`` seq, ``at``),
+  written before any window or late message that decision produced;
+* ``checkpoint``: the operator's state after the step that emitted the
+  window being committed, written just before the consumer position.
+
+On restart the newest checkpoint is restored and the clock records after it
+are replayed at their seqs. Records older than the newest checkpoint are
+trimmed as positions are committed, so the journal stays a few records long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from minibatch_rx.errors import InvalidStreamNameError
+from minibatch_rx.stages import until_reachable
+from minibatch_rx.store.base import Store
+from minibatch_rx.validation import check_stream_name
+from minibatch_rx.windows import Resume
+
+PREFIX = "_mb.windows."
+
+
+def journal_name(stream: str, owner: str) -> str:
+    """The journal stream of ``owner`` (a consumer or group) reading ``stream``."""
+    try:
+        return check_stream_name(f"{PREFIX}{owner}.{stream}")
+    except InvalidStreamNameError:  # an owner name with characters streams may not use
+        digest = hashlib.sha1(f"{owner}\0{stream}".encode()).hexdigest()[:20]
+        return f"{PREFIX}{digest}"
+
+
+class StreamJournal:
+    """A :class:`~minibatch_rx.windows.Journal` in a stream of the source's store."""
+
+    def __init__(self, store: Store, stream: str, owner: str, outage_timeout: float) -> None:
+        self.store, self.stream, self.owner = store, stream, owner
+        self.name = journal_name(stream, owner)
+        self.outage_timeout = outage_timeout
+        self.checkpoint_seq = 0  # journal seq of the newest checkpoint written
+        self.trimmed = 0
+        self.written_event: int | None = None
+
+    def _append(self, record: Mapping[str, Any]) -> int:
+        seqs: list[int] = until_reachable(lambda: self.store.append(self.name, [record]),
+                                          self.outage_timeout)
+        return seqs[0]
+
+    def load(self) -> Resume:
+        """What the operator resumes from: the newest checkpoint, the clock
+        decisions after it, and the consumer's position."""
+        records = until_reachable(lambda: self.store.read(self.name, 0), self.outage_timeout)
+        position = until_reachable(lambda: self.store.get_position(self.stream, self.owner),
+                                   self.outage_timeout)
+        state, base, top = None, 0, 0
+        for record in records:
+            data = record.data
+            top = max(top, int(data["event"]))
+            if data["kind"] == "checkpoint" and int(data["event"]) >= base:
+                state, base = data["state"], int(data["event"])
+                self.checkpoint_seq = record.seq
+        clock = sorted((int(d["event"]), int(d["after"]), float(d["at"]))
+                       for d in (r.data for r in records)
+                       if d["kind"] == "clock" and int(d["event"]) > base)
+        return Resume(state, tuple(clock), top + 1, position)
+
+    def record_clock(self, event: int, after: int, at: float) -> None:
+        """Note a clock decision before anything it produced leaves the operator."""
+        self._append({"kind": "clock", "event": event, "after": after, "at": at})
+
+    def checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        """Save the operator state that goes with the position about to be committed."""
+        event = int(checkpoint["event"])
+        if event == self.written_event:
+            return
+        self.checkpoint_seq = self._append(
+            {"kind": "checkpoint", "event": event, "state": checkpoint["state"]})
+        self.written_event = event
+
+    def prune(self) -> None:
+        """Drop the records the newest checkpoint (now committed) made obsolete."""
+        upto = self.checkpoint_seq - 1
+        if upto > self.trimmed:
+            until_reachable(lambda: self.store.trim(self.name, upto), self.outage_timeout)
+            self.trimmed = upto

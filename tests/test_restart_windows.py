@@ -1,0 +1,150 @@
+"""Every window strategy cuts the same windows after a restart, in virtual time.
+
+Each scenario runs a pipeline once without interruption, and once with a
+crash (an exception no stage catches, right after the k-th window was sunk
+and before its position was committed) followed by a restart under the same
+consumer name. The sink stream and the late stream must come out identical,
+and a window that was acknowledged must never reach a sink again.
+The cross-process SIGKILL version of this is tests/test_crash_windows.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from minibatch_rx import Pipeline, Stream, Window
+from minibatch_rx.testing import VirtualTime
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: no stage catches it, so nothing after it runs."""
+
+
+Schedule = list[tuple[float, float | None]]  # (append time, ts when the producer's clock lags)
+Build = Callable[[Stream], Pipeline]
+
+STEADY: Schedule = [(t, None) for t in (1, 2, 5, 9, 11, 12, 17, 25, 26, 27, 33, 41, 42, 55, 61)]
+
+STRATEGIES: dict[str, tuple[Build, Schedule]] = {
+    "fixed": (lambda s: s.fixed_time_window(10), STEADY),
+    "fixed-grace-empty": (lambda s: s.fixed_time_window(10, grace=2, emit_empty=True), STEADY),
+    "sliding-time": (lambda s: s.sliding_window(10, 5, by="time"), STEADY),
+    "sliding-count": (lambda s: s.sliding_window(3, 2), STEADY),
+    "session": (lambda s: s.session_window(4), STEADY),
+    "count-timeout": (lambda s: s.count_window(3, timeout=4), STEADY),
+    "relaxed": (lambda s: s.relaxed_time_window(10), STEADY),
+    # Messages stamped by a producer whose clock lags: some arrive after their
+    # window was closed by the clock, and go to the late stream.
+    "fixed-late": (lambda s: s.fixed_time_window(10),
+                   [(1, None), (3, None), (12, 9.5), (14, None), (31, 29.0), (32, 28.0), (44, None)]),
+    "session-late": (lambda s: s.session_window(4),
+                     [(1, None), (2, None), (9, 2.5), (10, None), (20, None), (27, 21.0), (40, None)]),
+}
+END = 80.0
+
+
+def describe(window: Window) -> dict[str, Any]:
+    return {"seqs": [m.seq for m in window.messages],
+            "start": window.start.timestamp() if window.start else None}
+
+
+def schedule(vt: VirtualTime, s: Stream, plan: Schedule) -> None:
+    for i, (at, ts) in enumerate(plan):
+        if ts is None:
+            vt.append_at(at, s, {"i": i})
+        else:
+            stamp_at(vt, at, s, ts, {"i": i})
+
+
+def stamp_at(vt: VirtualTime, at: float, s: Stream, ts: float, payload: dict[str, Any]) -> None:
+    from datetime import UTC, datetime
+
+    def action(*_: Any) -> None:
+        clock = vt.store.clock
+        vt.store.clock = lambda: datetime.fromtimestamp(ts, UTC)
+        try:
+            s.append(payload)
+        finally:
+            vt.store.clock = clock
+
+    vt.scheduler.schedule_absolute(at, action)
+
+
+def run(build: Build, plan: Schedule, crash_after: int | None) -> tuple[list[Any], list[Any], list[Any]]:
+    """Sink stream, late stream and every window a callable saw, for one run
+    (crashing after the ``crash_after``-th sunk window, then restarting)."""
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, plan)
+    seen: list[Any] = []
+    sunk = [0]
+
+    def maybe_crash(value: Any) -> Any:
+        seen.append(value)
+        sunk[0] += 1
+        if crash_after is not None and sunk[0] == crash_after:
+            raise Crash
+        return value
+
+    pipeline = build(s).map(describe).sink("out").map(maybe_crash)
+    try:
+        vt.run(pipeline, until=END)
+    except Crash:
+        vt.scheduler.stop()  # the crash left the scheduler mid-advance
+        vt.run(pipeline, until=END)  # restart: same consumer, same store
+    out = [m.data for m in vt.stream("out").read()]
+    late = [m.data for m in vt.stream("in.late").read()] if "in.late" in vt.store.streams() else []
+    return out, late, seen
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_restart_after_a_crash_cuts_the_same_windows(name: str) -> None:
+    build, plan = STRATEGIES[name]
+    expected, expected_late, _ = run(build, plan, None)
+    assert len(expected) >= 3, "the scenario must produce several windows"
+    for crash_after in range(1, len(expected) + 1):
+        out, late, _ = run(build, plan, crash_after)
+        assert out == expected, f"crash after window {crash_after}"
+        assert late == expected_late, f"crash after window {crash_after}"
+
+
+def test_late_scenarios_really_produce_late_messages() -> None:
+    for name in ("fixed-late", "session-late"):
+        build, plan = STRATEGIES[name]
+        _, late, _ = run(build, plan, None)
+        assert late, name
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_stop_and_start_never_hands_an_acknowledged_window_to_a_sink_again(name: str) -> None:
+    build, plan = STRATEGIES[name]
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, plan)
+    seen: list[Any] = []
+    pipeline = build(s).map(describe).sink(seen.append)
+    for stop_at in (7.5, 15.5, 28.5, 43.5):  # plain stop() and start() again, four times
+        vt.run(pipeline, until=stop_at)
+    vt.run(pipeline, until=END)
+    uninterrupted: list[Any] = []
+    vt2 = VirtualTime()
+    s2 = vt2.stream("in")
+    schedule(vt2, s2, plan)
+    vt2.run(build(s2).map(describe).sink(uninterrupted.append), until=END)
+    keys = [(w["start"], tuple(w["seqs"])) for w in seen]
+    assert len(keys) == len(set(keys)), f"a window reached the sink twice: {seen}"
+    if name != "relaxed":  # relaxed windows are cut by the clock at each start, by design
+        assert seen == uninterrupted
+
+
+def test_late_messages_are_written_once_and_never_also_windowed() -> None:
+    build, plan = STRATEGIES["fixed-late"]
+    for crash_after in range(1, 6):
+        out, late, _ = run(build, plan, crash_after)
+        windowed = {seq for w in out for seq in w["seqs"]}
+        late_ids = [d["i"] for d in late]
+        assert len(late_ids) == len(set(late_ids))
+        assert not windowed & {i + 1 for i in late_ids}  # seq = i + 1 in this stream
