@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     aggregates, late, alerts = (stream(f"{prefix}.{n}", args.url) for n in ("aggregates", "late", "alerts"))
 
     def counted() -> int:
-        return sum(m.data["count"] for m in aggregates.read()) + late.count()
+        return sum(int(m.data["count"]) for m in aggregates.read()) + late.count()
 
     ok = wait_for(lambda: counted() == args.readings, args.timeout)
     expected_alerts = sum(1 for m in aggregates.read() if m.data["max"] > THRESHOLD)
