@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -49,9 +50,9 @@ def test_the_readme_set_up_commands_use_separate_ignored_virtualenvs() -> None:
     names = [match.group(1) for match in venvs if match]
     assert len(commands) == len(names) == 2, commands  # the quickstart's and the tests'
     assert len(set(names)) == 2, f"both set-up commands create {names[0]}: the second replaces the first"
+    patterns = [line.strip().rstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()]
     for name in names:
-        ignored = run(["git", "check-ignore", "--quiet", "--no-index", f"{name}/"], cwd=REPO)
-        assert ignored.returncode == 0, f"{name}/ is not in .gitignore"
+        assert any(fnmatch(name, pattern) for pattern in patterns if pattern), f"{name}/ is not in .gitignore"
 
 
 @pytest.fixture(scope="module")
