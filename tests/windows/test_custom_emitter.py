@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from reactivex.testing import TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
-from minibatch_rx import Message, Window, WindowEmitter
+from minibatch_rx import InvalidArgumentError, Message, Window, WindowEmitter
 from minibatch_rx.testing import Emission, VirtualTime
 from windows.marbles import msg, notifications, on_completed, on_next
 
@@ -170,3 +170,67 @@ def test_dsl_query_returning_non_messages_fails_the_run_with_type_error() -> Non
 
     with pytest.raises(TypeError, match=r"query\(\) must return Messages"):
         vt.run(s.pipeline().window(NotMessages("numbers").operator).map(len), until=10)
+
+
+# -- emit_empty, the original Buffer, and query() safety ---------------------------
+
+
+class Nothing(WindowEmitter):
+    """Always ready, never returns a message."""
+
+    def window_ready(self) -> tuple[bool, tuple[Any, ...]]:
+        return True, ()
+
+    def query(self, *args: Any) -> Iterable[Message]:
+        return []
+
+
+def test_an_empty_query_makes_no_window_unless_emit_empty() -> None:
+    """As in the original: ``if qs or self.emit_empty: emit``."""
+    def run(emit_empty: bool) -> list[tuple[Any, ...]]:
+        scheduler = TestScheduler()
+        xs = scheduler.create_hot_observable(on_completed(225))
+        emitter = Nothing("s", interval=10, emit_empty=emit_empty)
+        return emitted(scheduler.start(lambda: xs.pipe(emitter.operator(scheduler))))
+
+    assert run(emit_empty=False) == [(225, "completed")]
+    assert run(emit_empty=True) == [(210, [], 0), (220, [], 0), (225, "completed")]
+
+
+def test_the_original_buffer_query_sees_the_pending_messages() -> None:
+    from minibatch_rx.compat import Buffer
+
+    seen: list[list[int]] = []
+
+    class Peek(WindowEmitter):
+        def window_ready(self) -> tuple[bool, tuple[Any, ...]]:
+            qs = Buffer.objects.no_cache().filter(processed=False)
+            seen.append([m.data["value"] for m in qs])
+            return qs.count() == 2, ()
+
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(feed((201, 5), (202, 6), (203, 7)))
+    results = scheduler.start(lambda: xs.pipe(Peek("s", interval=100).operator(scheduler)))
+
+    assert emitted(results) == [(202, [5, 6], 2)]
+    # Asked again right after emitting (nothing pending), then at 7's arrival.
+    assert seen[:4] == [[5], [5, 6], [], [7]]
+
+
+def test_query_returning_an_already_emitted_message_is_refused() -> None:
+    class Again(WindowEmitter):
+        first: ClassVar[list[Message]] = []
+
+        def query(self, *args: Any) -> Iterable[Message]:
+            if not self.first:
+                self.first.extend(self.buffer)
+            return list(self.first)
+
+    scheduler = TestScheduler()
+    xs = scheduler.create_hot_observable(feed((201, 1), (202, 2)))
+    results = scheduler.start(lambda: xs.pipe(Again("s").operator(scheduler)))
+
+    assert emitted(results)[0] == (201, [1], 1)
+    error = results.messages[1].value.exception
+    assert isinstance(error, InvalidArgumentError)
+    assert "message 1, which is not pending" in str(error)
