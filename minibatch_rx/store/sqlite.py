@@ -10,30 +10,41 @@ Design notes:
   data_version`` (one cheap call that changes when another connection
   commits) with an adaptive back-off, and is woken at once by appends made in
   its own process.
+* The ingest time ``ts`` is read inside the write transaction and never goes
+  below the stream's last message's, so ``ts`` never decreases along ``seq``.
+* SQLite errors surface as :class:`~minibatch_rx.errors.MinibatchError`
+  subclasses (see :func:`_translate`); a failed write stores nothing.
 
 URL: ``sqlite:///absolute/path.db`` or ``sqlite://relative/path.db``, with
 optional query parameters ``timeout`` (seconds to wait for the write lock,
-default 10) and ``synchronous`` (``full``, the default, or ``normal``).
+default 10), ``synchronous`` (``full``, the default, or ``normal``) and
+``mode=ro`` (read-only; also chosen when the file is not writable).
 """
 
 from __future__ import annotations
 
-import json
-import math
+import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import quote
 
-from minibatch_rx.errors import InvalidURLError, StoreBusyError
+from minibatch_rx.errors import (
+    MinibatchError,
+    ReadOnlyStoreError,
+    StoreBusyError,
+    StoreFullError,
+    StoreOpenError,
+    StoreUnavailableError,
+)
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.sqlite_reader import SqliteReader, select
+from minibatch_rx.store.url import parse_sqlite_url, prepare_sqlite_file
 from minibatch_rx.validation import encode_json
 
 _SCHEMA = """
@@ -68,30 +79,35 @@ CREATE TABLE IF NOT EXISTS mb_positions (
     PRIMARY KEY (stream, consumer)
 ) WITHOUT ROWID;
 """
-_SELECT = "SELECT seq, ts, data FROM mb_messages WHERE stream = ? AND seq > ? ORDER BY seq"
 _BUSY_RETRIES = 3
 _POOL_SIZE = 8
 
 
-def parse_sqlite_url(url: str) -> tuple[Path, dict[str, str]]:
-    """Split ``sqlite://PATH?opts`` into the file path and its options."""
-    rest = url.split("://", 1)[1]
-    path, _, query = rest.partition("?")
-    if not path:
-        raise InvalidURLError(f"sqlite URL {url!r} names no file; use sqlite:///path/to/file.db")
-    options = {k: v[-1] for k, v in parse_qs(query).items()}
-    unknown = set(options) - {"timeout", "synchronous"}
-    if unknown:
-        raise InvalidURLError(f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}")
-    if options.get("synchronous", "full").lower() not in ("full", "normal"):
-        raise InvalidURLError(f"sqlite synchronous must be 'full' or 'normal' in {url!r}")
-    try:
-        timeout = float(options.get("timeout", 10))
-    except ValueError:
-        timeout = math.nan
-    if not (math.isfinite(timeout) and timeout >= 0):
-        raise InvalidURLError(f"sqlite timeout must be a number of seconds >= 0 in {url!r}")
-    return Path(path), options
+# The stream's counter, and the ingest time of its last message (if still held).
+_LAST = ("SELECT s.last_seq, m.ts FROM mb_streams s LEFT JOIN mb_messages m "
+         "ON m.stream = s.name AND m.seq = s.last_seq WHERE s.name = ?")
+__all__ = ["SqliteReader", "SqliteStore", "parse_sqlite_url"]
+
+
+def _translate(exc: sqlite3.Error, store: SqliteStore) -> MinibatchError | None:
+    """The library's error for a SQLite error, or None for one it does not know."""
+    code = getattr(exc, "sqlite_errorcode", -1) & 0xFF
+    text = str(exc)
+    where = f"SQLite database {store.path}"
+    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return StoreFullError(f"{where}: database or disk is full; nothing of this write was stored")
+    if code == sqlite3.SQLITE_READONLY or "readonly database" in text:
+        return ReadOnlyStoreError(f"{where} cannot be written: {text}")
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return StoreOpenError(f"{where} is not a SQLite database or is corrupt ({text})")
+    if code == sqlite3.SQLITE_CANTOPEN:
+        hint = " (read-only: its folder must be writable, or its -wal and -shm files exist)"
+        return StoreOpenError(f"cannot open {where}: {text}{hint if store.read_only else ''}")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusyError(f"{where} is locked: {text}")
+    if code == sqlite3.SQLITE_IOERR:
+        return StoreUnavailableError(f"{where}: disk I/O error ({text})")
+    return None
 
 
 class SqliteStore:
@@ -112,27 +128,54 @@ class SqliteStore:
         self.path = path
         self._timeout = float(options.get("timeout", 10))
         self._synchronous = options.get("synchronous", "full").upper()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only: str | None = (
+            "with ?mode=ro" if options.get("mode") == "ro"
+            else "because the file is not writable" if path.exists() and not os.access(path, os.W_OK)
+            else None)
+        """Why the store was opened read-only, or None if it may write."""
+        prepare_sqlite_file(path, bool(self.read_only))
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._appended = threading.Condition()
         self._listeners = Listeners()
         self._closed = False
-        with self._connection() as conn:
+        try:
+            with self._connection() as conn:
+                self._retry_busy(lambda: self._prepare(conn))
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, or (read-only) check that it is there."""
+        if not self.read_only:
             conn.execute("PRAGMA journal_mode=WAL")
-            self._retry_busy(lambda: conn.executescript(_SCHEMA))
+            conn.executescript(_SCHEMA)
+            return
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"mb_streams", "mb_messages", "mb_positions", "mb_leases"} <= tables:
+            raise StoreOpenError(f"SQLite database {self.path} holds no minibatch_rx streams, and it "
+                                 f"was opened read-only ({self.read_only}), so they cannot be created")
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.url!r})"
 
+    def translate(self, exc: sqlite3.Error) -> Exception:
+        """The :class:`~minibatch_rx.errors.MinibatchError` to raise for a SQLite
+        error (``exc`` itself if it is not one the library knows)."""
+        return _translate(exc, self) or exc
+
     # -- connections -------------------------------------------------------
     def connect(self) -> sqlite3.Connection:
         """A new connection configured for this store (caller closes it)."""
-        conn = sqlite3.connect(
-            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        target = f"file:{quote(str(self.path))}?mode=ro" if self.read_only else str(self.path)
+        try:
+            conn = sqlite3.connect(target, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False, uri=bool(self.read_only))
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
         return conn
 
     @contextmanager
@@ -145,6 +188,11 @@ class SqliteStore:
                 self._all.append(conn)
         try:
             yield conn
+        except sqlite3.Error as exc:
+            error = self.translate(exc)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             if conn.in_transaction:
                 conn.rollback()
@@ -157,21 +205,27 @@ class SqliteStore:
                 self._pool.put(conn)
 
     def _retry_busy(self, operation: Callable[[], Any]) -> Any:
-        for attempt in range(_BUSY_RETRIES + 1):
+        """Run ``operation``, retrying while the file is locked: at least
+        ``_BUSY_RETRIES`` times and for ``_BUSY_RETRIES + 1`` busy timeouts (some
+        locks, like switching a new file to WAL, fail without waiting)."""
+        budget = (_BUSY_RETRIES + 1) * self._timeout
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
                 text = str(exc)
                 if "locked" not in text and "busy" not in text:
                     raise
-                if attempt == _BUSY_RETRIES:
+                attempt += 1
+                if attempt > _BUSY_RETRIES and time.monotonic() - started >= budget:
                     raise StoreBusyError(
                         f"SQLite database {self.path} stayed locked for "
                         f"{_BUSY_RETRIES + 1} x {self._timeout:g}s; another process holds "
                         "a long write transaction"
                     ) from exc
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+                time.sleep(min(0.05 * attempt, 0.25))
 
     @contextmanager
     def _write(self, relaxed: bool = False) -> Iterator[sqlite3.Connection]:
@@ -179,6 +233,9 @@ class SqliteStore:
         (``synchronous=NORMAL``): still safe against a process crash, and used
         only for bookkeeping whose loss on power failure means redelivery,
         never loss (consumer positions and group leases)."""
+        if self.read_only:
+            raise ReadOnlyStoreError(f"SQLite database {self.path} was opened read-only "
+                                     f"({self.read_only}); writing to it is not possible")
         with self._connection() as conn:
             if relaxed and self._synchronous != "NORMAL":
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -192,22 +249,25 @@ class SqliteStore:
                         conn.rollback()
                     conn.execute(f"PRAGMA synchronous={self._synchronous}")
 
+    def _ingest(self, conn: sqlite3.Connection, stream: str) -> tuple[int, float]:
+        """Inside a write transaction: the stream's last seq (registering the
+        stream if new) and the ingest time for the next messages, never below
+        the last message's."""
+        ts = time.time()
+        row = conn.execute(_LAST, (stream,)).fetchone()
+        if row is None:
+            conn.execute("INSERT INTO mb_streams (name, last_seq, created) VALUES (?, 0, ?)", (stream, ts))
+            return 0, ts
+        return row[0], ts if row[1] is None else max(ts, row[1])
+
     # -- messages ----------------------------------------------------------
     def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
                keys: Sequence[str | None] | None = None) -> list[int]:
         if keys is not None and any(k is not None for k in keys):
             return self._append_keyed(stream, payloads, keys)
         encoded = [encode_json(p) for p in payloads]
-        ts = time.time()
         with self._write() as conn:
-            row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO mb_streams (name, last_seq, created) VALUES (?, 0, ?)", (stream, ts)
-                )
-                last = 0
-            else:
-                last = row[0]
+            last, ts = self._ingest(conn, stream)
             conn.executemany(
                 "INSERT INTO mb_messages (stream, seq, ts, data) VALUES (?, ?, ?, ?)",
                 [(stream, last + i, ts, data) for i, data in enumerate(encoded, 1)],
@@ -220,7 +280,6 @@ class SqliteStore:
 
     def _append_keyed(self, stream: str, payloads: Sequence[Mapping[str, Any]],
                       keys: Sequence[str | None]) -> list[int]:
-        ts = time.time()
         with self._write() as conn:
             wanted = sorted({k for k in keys if k is not None})
             existing: dict[str, int] = {}
@@ -230,11 +289,7 @@ class SqliteStore:
                     "SELECT key, seq FROM mb_messages WHERE stream = ? AND key IN "
                     f"({','.join('?' * len(chunk))})", (stream, *chunk)).fetchall())
             fresh = fresh_indexes(keys, existing)
-            row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
-            last = row[0] if row else 0
-            if row is None:
-                conn.execute("INSERT INTO mb_streams (name, last_seq, created) VALUES (?, 0, ?)",
-                             (stream, ts))
+            last, ts = self._ingest(conn, stream)
             conn.executemany(
                 "INSERT INTO mb_messages (stream, seq, ts, data, key) VALUES (?, ?, ?, ?, ?)",
                 [(stream, last + n, ts,
@@ -253,7 +308,7 @@ class SqliteStore:
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
         with self._connection() as conn:
-            return _select(conn, stream, after, limit)
+            return select(conn, stream, after, limit)
 
     def count(self, stream: str) -> int:
         with self._connection() as conn:
@@ -266,6 +321,9 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     def ensure_stream(self, stream: str) -> None:
+        with self._connection() as conn:  # a read first: no write lock, and works read-only
+            if conn.execute("SELECT 1 FROM mb_streams WHERE name = ?", (stream,)).fetchone():
+                return
         with self._write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO mb_streams (name, last_seq, created) VALUES (?, 0, ?)",
@@ -313,6 +371,13 @@ class SqliteStore:
         with self._connection() as conn:
             rows = conn.execute("SELECT consumer, seq FROM mb_positions WHERE stream = ?", (stream,))
             return dict(rows.fetchall())
+
+    def remove_position(self, stream: str, consumer: str) -> bool:
+        with self._write() as conn:
+            known = conn.execute("DELETE FROM mb_positions WHERE stream = ? AND consumer = ?",
+                                 (stream, consumer)).rowcount
+            conn.execute("DELETE FROM mb_leases WHERE stream = ? AND grp = ?", (stream, consumer))
+        return bool(known)
 
     def expire(self, stream: str, max_age: float) -> int:
         before = time.time() - max_age
@@ -379,70 +444,3 @@ class SqliteStore:
             conn.close()
         with self._appended:
             self._appended.notify_all()
-
-
-def _select(conn: sqlite3.Connection, stream: str, after: int, limit: int | None) -> list[Message]:
-    if limit is None:
-        rows = conn.execute(_SELECT, (stream, after)).fetchall()
-    else:
-        rows = conn.execute(_SELECT + " LIMIT ?", (stream, after, limit)).fetchall()
-    messages = []
-    stamp, moment = None, None
-    loads = json.loads
-    for seq, ts, data in rows:
-        if ts != stamp:  # a batch shares one ingest time: convert it once
-            stamp, moment = ts, datetime.fromtimestamp(ts, UTC)
-        messages.append(Message(stream, seq, moment, loads(data)))  # type: ignore[arg-type]
-    return messages
-
-
-class SqliteReader:
-    """A live cursor with its own connection; see :class:`~minibatch_rx.store.base.Reader`."""
-
-    def __init__(self, store: SqliteStore, stream: str) -> None:
-        self._store = store
-        self._stream = stream
-        self._conn = store.connect()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._version = -1
-        self._backoff = Backoff()
-
-    def _data_version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
-    def read(self, after: int, limit: int | None = None) -> list[Message]:
-        with self._lock:
-            if self._closed:
-                return []
-            # Sample the version before reading, so a commit landing right after
-            # this read is seen as a change by the next wait().
-            self._version = self._data_version()
-            messages = _select(self._conn, self._stream, after, limit)
-        if messages:
-            self._backoff.reset()
-        return messages
-
-    def wait(self, after: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        appended = self._store._appended
-        while not self._closed:
-            with self._lock:
-                if self._closed:
-                    break
-                if self._data_version() != self._version:
-                    return True
-            delay = self._backoff.next(deadline)
-            if delay <= 0:
-                return False
-            with appended:
-                if appended.wait(delay):
-                    return not self._closed
-        return False
-
-    def close(self) -> None:
-        self._closed = True
-        with self._store._appended:
-            self._store._appended.notify_all()
-        with self._lock:
-            self._conn.close()
