@@ -112,7 +112,10 @@ class QueryResult:
 
 
 class _BufferObjects:
-    def _pending(self) -> QueryResult:
+    """``filter()``, ``all()``, ``no_cache()``, ``count()`` over the running
+    emitter's pending messages (see :class:`QueryResult`)."""
+
+    def __getattr__(self, name: str) -> Any:
         emitter = getattr(_current, "emitter", None)
         if emitter is None:
             raise CompatibilityError(
@@ -120,19 +123,7 @@ class _BufferObjects:
                 "query() (it holds that emitter's pending messages); elsewhere use "
                 "Stream.buffer() or Stream.read()"
             )
-        return QueryResult(emitter.buffer, lambda _m: False)
-
-    def filter(self, **filters: Any) -> QueryResult:
-        """The running emitter's pending messages matching ``filters``."""
-        return self._pending().filter(**filters)
-
-    def all(self) -> QueryResult:
-        """The running emitter's pending messages."""
-        return self._pending()
-
-    def no_cache(self) -> QueryResult:
-        """The running emitter's pending messages."""
-        return self._pending()
+        return getattr(QueryResult(emitter.buffer, lambda _m: False), name)
 
 
 class Buffer:
