@@ -24,7 +24,7 @@ from reactivex.disposable import Disposable
 from minibatch_rx.store.base import Lease, Reader, Store
 from minibatch_rx.window import Window
 
-log = logging.getLogger("minibatch_rx")
+log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.25  # seconds an idle member blocks before looking for expired leases
 JOIN_TIMEOUT = 5.0

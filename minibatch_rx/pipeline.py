@@ -7,12 +7,16 @@ or :meth:`Pipeline.to_observable` builds it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec
 
 from reactivex import Observable, abc
 
@@ -22,9 +26,10 @@ from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
 from minibatch_rx.message import Message
-from minibatch_rx.running import PipelineHandle, commit, guard, only_items
+from minibatch_rx.running import PipelineHandle, claim, commit, guard, only_items
 from minibatch_rx.source import store_source
 from minibatch_rx.stages import (
+    PROGRAMMING_ERRORS,
     Envelope,
     Failure,
     RetryPolicy,
@@ -56,6 +61,45 @@ class Retention:
     max_age: float | None = None
     """Delete messages older than this many seconds."""
 SinkTarget = Stream | str | Callable[[Any], Any]
+MAX_CONSUMER_NAME = 150
+
+
+class PipelineNeverRunWarning(UserWarning):
+    """A pipeline was built and garbage-collected without ever running:
+    almost always a missing ``.run()``."""
+
+
+P = ParamSpec("P")
+Fluent = Callable[Concatenate["Pipeline", P], "Pipeline"]
+
+
+def _fluent(method: Fluent[P]) -> Fluent[P]:
+    """Marks the pipeline a fluent call is made on as a step of a longer one
+    (even if the call then refuses its arguments): only the last is run."""
+
+    def call(self: Pipeline, /, *args: P.args, **kwargs: P.kwargs) -> Pipeline:
+        self._usage.derived = True
+        return method(self, *args, **kwargs)
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+@dataclass
+class _Usage:
+    derived: bool = False  # a fluent call built another pipeline from this one
+    ran: bool = False
+
+
+def _name(fn: object) -> str:
+    """A stable name for a user function: its qualified name, never its module
+    (which is ``__main__`` or the module's name depending on how it was started)."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+def _label(kind: str, *args: object) -> str:
+    shown = [str(a) for a in args if a is not None and a is not False and a != 0]
+    return f"{kind}({','.join(shown)})"
 
 
 @dataclass(frozen=True)
@@ -82,73 +126,126 @@ class Pipeline:
     prefetch: int = 500
     commit_interval: float = 0.05
     after_ack: Callable[[int | None], None] | None = None
+    shape: tuple[str, ...] = ()
+    """What the pipeline does, step by step (``count_window(2)``, ``map:total``,
+    ``sink:means``): the default consumer name is made from it."""
+    _usage: _Usage = field(default_factory=lambda: _Usage(), compare=False, repr=False)
+
+    def _with(self, **changes: Any) -> Pipeline:
+        """A new pipeline with ``changes``; this one now only serves as a step."""
+        self._usage.derived = True
+        return replace(self, _usage=_Usage(), **changes)
+
+    def __del__(self) -> None:
+        usage = getattr(self, "_usage", None)
+        if usage is None or usage.derived or usage.ran or not self.shape:
+            return
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to warn with
+            warnings.warn(
+                f"a pipeline over stream {self.source.name!r} ({' | '.join(self.shape)}) was built "
+                "but never run: call .run(), .start() or .to_observable()",
+                PipelineNeverRunWarning, stacklevel=2)
+
+    @property
+    def default_consumer(self) -> str:
+        """The consumer name ``run()``/``start()`` use when given none: the
+        pipeline's shape, e.g. ``'count_window(2)|map:total|sink:means'``. It
+        stays the same however the program is started, and differs between
+        pipelines of different shapes; change the pipeline and it becomes a
+        new consumer (pass ``consumer=`` to keep a position across changes)."""
+        name = "|".join(self.shape) or "default"
+        if len(name) > MAX_CONSUMER_NAME:
+            digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+            name = f"{name[:MAX_CONSUMER_NAME - 13]}~{digest}"
+        return name
 
     # -- windows ---------------------------------------------------------------
+    @_fluent
     def window(self, factory: WindowFactory) -> Pipeline:
         """Use a custom window operator; ``factory(scheduler)`` makes one per run."""
+        return self._window(f"window:{_name(factory)}", factory)
+
+    def _window(self, label: str, factory: WindowFactory, **changes: Any) -> Pipeline:
         if self.window_factory is not None:
             raise InvalidArgumentError("a pipeline has one window strategy; it already has one")
         if self.stages:
             raise InvalidArgumentError("the window strategy must come before map/filter/sink")
-        return replace(self, window_factory=factory)
+        return self._with(window_factory=factory, shape=(*self.shape, label), **changes)
 
+    @_fluent
     def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
         """Windows of ``n`` messages; see :func:`minibatch_rx.windows.count_window`."""
         windows.count_window(n, timeout)  # validate now, not at run time
         seconds = None if timeout is None else to_seconds(timeout, "count_window timeout")
-        return replace(self.window(lambda s: windows.count_window(n, timeout, scheduler=s)),
-                       group_size=n, group_timeout=seconds)
+        return self._window(_label("count_window", n, timeout),
+                            lambda s: windows.count_window(n, timeout, scheduler=s),
+                            group_size=n, group_timeout=seconds)
 
+    @_fluent
     def fixed_time_window(self, interval: Interval, grace: Interval = 0,
                           emit_empty: bool = False) -> Pipeline:
         """Tumbling time windows; see :func:`minibatch_rx.windows.fixed_time_window`."""
         windows.fixed_time_window(interval, grace, emit_empty)
-        return self.window(
+        return self._window(
+            _label("fixed_time_window", interval, grace, emit_empty),
             lambda s: windows.fixed_time_window(interval, grace, emit_empty, scheduler=s)
         )
 
+    @_fluent
     def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
         """Everything since the last window, every ``interval``; see
         :func:`minibatch_rx.windows.relaxed_time_window`."""
         windows.relaxed_time_window(interval, emit_empty)
-        return self.window(lambda s: windows.relaxed_time_window(interval, emit_empty, scheduler=s))
+        return self._window(_label("relaxed_time_window", interval, emit_empty),
+                            lambda s: windows.relaxed_time_window(interval, emit_empty, scheduler=s))
 
+    @_fluent
     def sliding_window(self, size: int | Interval, step: int | Interval,
                        by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
         """Overlapping windows; see :func:`minibatch_rx.windows.sliding_window`."""
         windows.sliding_window(size, step, by=by, grace=grace)
-        return self.window(
+        return self._window(
+            _label("sliding_window", size, step, by, grace),
             lambda s: windows.sliding_window(size, step, by=by, grace=grace, scheduler=s)
         )
 
+    @_fluent
     def session_window(self, gap: Interval) -> Pipeline:
         """Sessions split by silence; see :func:`minibatch_rx.windows.session_window`."""
         windows.session_window(gap)
-        return self.window(lambda s: windows.session_window(gap, scheduler=s))
+        return self._window(_label("session_window", gap),
+                            lambda s: windows.session_window(gap, scheduler=s))
 
     # -- stages ------------------------------------------------------------------
-    def _stage(self, factory: StageFactory) -> Pipeline:
-        return replace(self, stages=(*self.stages, factory))
+    def _stage(self, label: str, factory: StageFactory) -> Pipeline:
+        return self._with(stages=(*self.stages, factory), shape=(*self.shape, label))
 
+    @_fluent
     def map(self, fn: Callable[[Any], Any]) -> Pipeline:
         """Transform each value (a Window, until a stage changes it)."""
         _check_callable(fn, "map")
-        return self._stage(lambda failure, _s, _o: item_stage("map", fn, failure, lambda _v, r: (r,)))
+        return self._stage(f"map:{_name(fn)}",
+                           lambda failure, _s, _o: item_stage("map", fn, failure, lambda _v, r: (r,)))
 
+    @_fluent
     def filter(self, predicate: Callable[[Any], bool]) -> Pipeline:
         """Keep values for which ``predicate`` is true; dropped ones still count as processed."""
         _check_callable(predicate, "filter")
         return self._stage(
+            f"filter:{_name(predicate)}",
             lambda failure, _s, _o: item_stage("filter", predicate, failure,
                                           lambda v, keep: (v,) if keep else ())
         )
 
+    @_fluent
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Pipeline:
         """Replace each value by the values of the iterable ``fn`` returns."""
         _check_callable(fn, "flat_map")
         expand = _expanding(fn)
-        return self._stage(lambda failure, _s, _o: item_stage("flat_map", expand, failure, lambda _v, r: r))
+        return self._stage(f"flat_map:{_name(fn)}",
+                           lambda failure, _s, _o: item_stage("flat_map", expand, failure, lambda _v, r: r))
 
+    @_fluent
     def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline:
         """Apply plain reactivex operators to the values.
 
@@ -158,8 +255,9 @@ class Pipeline:
         """
         for op in operators:
             _check_callable(op, "pipe")
-        return self._stage(lambda failure, _s, _o: rx_stage(operators, failure))
+        return self._stage("pipe", lambda failure, _s, _o: rx_stage(operators, failure))
 
+    @_fluent
     def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline:
         """Deliver each value to a Stream, a stream name (same store) or a callable.
 
@@ -178,24 +276,30 @@ class Pipeline:
                 return stream_sink_stage(resolved, failure, owner)
             return item_stage("sink", sink_function(resolved), failure, lambda v, _r: (v,))
 
-        return self._stage(factory)
+        label = target.name if isinstance(target, Stream) else target if isinstance(target, str) \
+            else _name(target)
+        return self._stage(f"sink:{label}", factory)
 
+    @_fluent
     def late(self, target: SinkTarget) -> Pipeline:
         """Where messages that missed their time window go (default: stream ``<name>.late``)."""
         _check_target(target, "late")
-        return replace(self, late_target=target)
+        return self._with(late_target=target)
 
+    @_fluent
     def trim_processed(self) -> Pipeline:
         """Delete source messages once acknowledged by every registered
         consumer and group of the stream (the original package's ``keep=False``)."""
-        return replace(self, retention_policy=replace(self.retention_policy, acknowledged_only=True))
+        return self._with(retention_policy=replace(self.retention_policy, acknowledged_only=True))
 
+    @_fluent
     def retain(self, max_age: Interval) -> Pipeline:
         """While running, delete source messages older than ``max_age``
         (checked at most once a second), processed or not."""
         seconds = to_seconds(max_age, "max_age")
-        return replace(self, retention_policy=replace(self.retention_policy, max_age=seconds))
+        return self._with(retention_policy=replace(self.retention_policy, max_age=seconds))
 
+    @_fluent
     def with_prefetch(self, messages: int) -> Pipeline:
         """Read at most ``messages`` from the store at a time (default 500).
 
@@ -204,25 +308,50 @@ class Pipeline:
         """
         if isinstance(messages, bool) or not isinstance(messages, int) or messages <= 0:
             raise InvalidArgumentError(f"prefetch must be an int > 0, got {messages!r}")
-        return replace(self, prefetch=messages)
+        return self._with(prefetch=messages)
 
+    @_fluent
     def with_commit_interval(self, interval: Interval) -> Pipeline:
         """Write the consumer position at most once per ``interval`` (default
         50 ms; 0 writes after every window). The latest acknowledged window
         always wins and is written when the pipeline stops; after a crash, at
         most ``interval`` worth of windows is delivered again."""
         seconds = to_seconds(interval, "commit interval", allow_zero=True)
-        return replace(self, commit_interval=seconds)
+        return self._with(commit_interval=seconds)
 
+    @_fluent
     def with_retries(self, max_retries: int = 3, backoff: Interval = 0.1,
-                     max_backoff: Interval = 5.0) -> Pipeline:
+                     max_backoff: Interval = 5.0, *,
+                     no_retry: tuple[type[Exception], ...] = PROGRAMMING_ERRORS) -> Pipeline:
         """Retry failing functions ``max_retries`` times with exponential back-off,
-        then send the window to the dead-letter stream ``<name>.dead``."""
+        then send the window to the dead-letter stream ``<name>.dead``.
+
+        Errors of the ``no_retry`` types go to the dead-letter stream at once: by
+        default programming errors (``TypeError``, ``AttributeError``,
+        ``NameError``...), which fail again on the same window whatever the wait.
+        Pass ``no_retry=()`` to retry everything."""
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise InvalidArgumentError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        policy = RetryPolicy(max_retries, to_seconds(backoff, "backoff", allow_zero=True),
-                             to_seconds(max_backoff, "max_backoff", allow_zero=True))
-        return replace(self, retry_policy=policy)
+        if not isinstance(no_retry, tuple) or not all(
+                isinstance(t, type) and issubclass(t, Exception) for t in no_retry):
+            raise InvalidArgumentError(f"no_retry must be a tuple of exception classes, got {no_retry!r}")
+        policy = replace(self.retry_policy, max_retries=max_retries,
+                         backoff=to_seconds(backoff, "backoff", allow_zero=True),
+                         max_backoff=to_seconds(max_backoff, "max_backoff", allow_zero=True),
+                         no_retry=no_retry)
+        return self._with(retry_policy=policy)
+
+    @_fluent
+    def with_timeout(self, limit: Interval) -> Pipeline:
+        """Give every call of a user function (map, filter, flat_map, sink) at
+        most ``limit``; a call that overruns fails with
+        :class:`~minibatch_rx.errors.StageTimeoutError` and is retried, then
+        dead-lettered, like any failure. Python cannot stop a thread: the
+        overrunning call keeps running in an abandoned daemon thread, and its
+        result is ignored. Calls then run in a worker thread (a few
+        microseconds more per call)."""
+        seconds = to_seconds(limit, "with_timeout limit")
+        return self._with(retry_policy=replace(self.retry_policy, call_timeout=seconds))
 
     # -- running -----------------------------------------------------------------
     def to_observable(self, consumer: str | None = None,
@@ -230,19 +359,26 @@ class Pipeline:
         """The values after the last stage, as a plain reactivex observable.
 
         Sinks run and, with a ``consumer``, positions are committed as the
-        observable is consumed.
+        observable is consumed. With a virtual-time ``scheduler`` (a
+        ``TestScheduler``), the source stream's store must stamp messages with
+        that scheduler's clock: use :class:`minibatch_rx.testing.VirtualTime`.
         """
+        self._usage.ran = True
+        _check_consumer(consumer)
         return self._flow(consumer, None, scheduler, coalesce=False).pipe(only_items())
 
     def _flow(self, consumer: str | None, group: GroupFeed | None,
               scheduler: abc.SchedulerBase | None,
-              active: Callable[[], bool] | None = None, coalesce: bool = True) -> Observable[Envelope]:
+              active: Callable[[], bool] | None = None, coalesce: bool = True,
+              handle: PipelineHandle | None = None) -> Observable[Envelope]:
         """The whole flow up to the commits. ``active()`` turning false stops
         new messages and windows from entering it at once, even while a
         synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
         source = self.source
         owner = group.group if group is not None else (consumer or "default")
         failure = Failure(self.retry_policy, Stream(f"{source.name}.dead", store=source.store), scheduler)
+        if handle is not None:
+            handle._failure = failure
         journal: StreamJournal | None = None
         windowed: Observable[Any]
         if group is not None:
@@ -267,7 +403,7 @@ class Pipeline:
         plain = scheduler is not None or group is not None or not coalesce
         interval = 0.0 if plain else self.commit_interval
         return flow.pipe(commit(self._acknowledger(consumer, group, scheduler, journal),
-                                self.retry_policy.outage_timeout, self.after_ack, interval))
+                                self.retry_policy.outage_timeout, self.after_ack, interval, handle))
 
     def _late_sink(self, owner: str) -> Callable[[Message], Any]:
         """Where late messages go; the default stream ``<name>.late`` is created
@@ -313,23 +449,30 @@ class Pipeline:
 
         return acknowledge
 
-    def start(self, consumer: str = "default", scheduler: abc.SchedulerBase | None = None,
+    def start(self, consumer: str | None = None, scheduler: abc.SchedulerBase | None = None,
               max_windows: int | None = None, *, group: str | None = None,
               lease_timeout: Interval = 30.0) -> PipelineHandle:
         """Run in the background; returns a handle with ``stop()`` and ``join()``.
 
         ``consumer`` names the position kept in the store: pipelines with
-        different consumer names each see every message. With ``group``,
-        this process joins a consumer group instead: every member (in any
-        process) runs the same pipeline with the same group name, and each
-        window goes to one member. A member that stops completing its
-        window for ``lease_timeout`` loses it to another member. Groups take
-        count windows (``count_window(n, timeout)``).
+        different consumer names each see every message. Without one, the
+        pipeline's :attr:`default_consumer` is used. With ``group``, this
+        process joins a consumer group instead: every member (in any process)
+        runs the same pipeline with the same group name, and each window goes
+        to one member. A member that stops completing its window for
+        ``lease_timeout`` loses it to another member. Groups take count
+        windows (``count_window(n, timeout)``).
         """
+        self._usage.ran = True
+        _check_consumer(consumer)
         feed = self._group_feed(group, lease_timeout) if group is not None else None
-        handle = PipelineHandle(max_windows)
+        name = group if group is not None else (consumer or self.default_consumer)
+        handle = PipelineHandle(max_windows, name, f"{self.source.name}.dead")
+        if group is None:
+            claim(handle, self.source.store.url, self.source.name)
         flow = replace(self, after_ack=handle._on_ack)._flow(
-            consumer, feed, scheduler, active=lambda: handle.running
+            None if group is not None else name, feed, scheduler, active=lambda: handle.running,
+            handle=handle,
         )
         handle._subscribe(flow)
         return handle
@@ -345,21 +488,38 @@ class Pipeline:
         return GroupFeed(self.source.store, self.source.name, group, self.group_size,
                          self.group_timeout, ttl)
 
-    def run(self, consumer: str = "default", max_windows: int | None = None,
+    def run(self, consumer: str | None = None, max_windows: int | None = None,
             duration: Interval | None = None, *, group: str | None = None,
-            lease_timeout: Interval = 30.0) -> PipelineHandle:
+            lease_timeout: Interval = 30.0, stop_timeout: Interval = 10.0) -> PipelineHandle:
         """Run until stopped (Ctrl-C), until ``max_windows`` windows are
         processed, or for ``duration``; re-raises a pipeline error. See
-        :meth:`start` for ``consumer``, ``group`` and ``lease_timeout``."""
+        :meth:`start` for ``consumer``, ``group`` and ``lease_timeout``.
+
+        Returns within ``duration`` plus ``stop_timeout`` whatever user code
+        does: a function still running then is abandoned (see
+        :meth:`PipelineHandle.stop`), and the handle's ``stuck`` names it.
+        The handle also reports ``dead_letters``, the windows sent to the
+        dead-letter stream during the run.
+        """
+        self._usage.ran = True
         seconds = None if duration is None else to_seconds(duration, "duration")
+        grace = to_seconds(stop_timeout, "stop_timeout", allow_zero=True)
         handle = self.start(consumer, max_windows=max_windows, group=group, lease_timeout=lease_timeout)
         try:
             handle.join(seconds)
         finally:
-            handle.stop()
+            handle.stop(timeout=grace)
         if handle.error is not None:
             raise handle.error
         return handle
+
+
+def _check_consumer(consumer: object) -> None:
+    if consumer is not None and (not isinstance(consumer, str) or not consumer):
+        raise InvalidArgumentError(
+            f"consumer must be a non-empty str naming the position, got {consumer!r}"
+            + (" (did you mean max_windows=...?)" if isinstance(consumer, int) else "")
+        )
 
 
 def _check_callable(fn: object, what: str) -> None:

@@ -7,6 +7,7 @@ stages are done; :class:`PipelineHandle` is what ``start()`` returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -19,9 +20,9 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from minibatch_rx.errors import InvalidArgumentError, StoreBusyError, StoreUnavailableError
-from minibatch_rx.stages import Ack, Envelope, Item, Stage, until_reachable
+from minibatch_rx.stages import Ack, Envelope, Failure, Item, Stage, until_reachable
 
-log = logging.getLogger("minibatch_rx")
+log = logging.getLogger(__name__)
 
 
 def guard(active: Callable[[], bool] | None) -> Callable[[Observable[Any]], Observable[Any]]:
@@ -80,7 +81,8 @@ Acknowledge = Callable[[int, Any], None]
 
 
 def commit(acknowledge: Acknowledge, outage_timeout: float,
-           after_ack: Callable[[int | None], None] | None, interval: float = 0.0) -> Stage:
+           after_ack: Callable[[int | None], None] | None, interval: float = 0.0,
+           handle: PipelineHandle | None = None) -> Stage:
     """Call ``acknowledge(seq)`` for the Acks, riding out a store outage of up
     to ``outage_timeout`` seconds (an Ack must not be skipped).
 
@@ -88,15 +90,21 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
     write per ``interval`` seconds, the latest seq winning; a pending one is
     written when the interval ends and when the pipeline stops. A crash may
     then redeliver up to ``interval`` seconds of windows (at-least-once).
+    With a ``handle``, a stop that gave up on a stuck stage writes the pending
+    position itself, and acks arriving after that are dropped.
     """
 
     def operator(flow: Observable[Envelope]) -> Observable[Envelope]:
         def subscribe(observer: abc.ObserverBase[Envelope],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             pending = _PendingAck(acknowledge, outage_timeout, interval)
+            if handle is not None:
+                handle._on_stop.append(pending.flush_on_stop)
 
             def on_next(envelope: Envelope) -> None:
                 if isinstance(envelope, Ack):
+                    if handle is not None and not handle.accepting_acks():
+                        return  # the stop gave up on this window: it is delivered again
                     if envelope.seq is not None:
                         pending.ack(envelope.seq, envelope.checkpoint)
                     if after_ack is not None:
@@ -178,19 +186,44 @@ class _PendingAck:
 
 
 class PipelineHandle:
-    """A running pipeline: :meth:`stop` it, :meth:`join` it, read its counters."""
+    """A running pipeline: :meth:`stop` it, :meth:`join` it, read its counters.
 
-    def __init__(self, max_windows: int | None) -> None:
-        if max_windows is not None and max_windows <= 0:
-            raise InvalidArgumentError(f"max_windows must be > 0, got {max_windows}")
+    Attributes:
+        consumer: the name its position is kept under (or the group's name).
+        windows: windows processed so far; position: the last committed seq.
+        dead_letters: windows sent to :attr:`dead_letter_stream` so far.
+        stuck: after a :meth:`stop` that timed out, which stage was stuck.
+        error: the error that stopped it, if any.
+    """
+
+    def __init__(self, max_windows: int | None, consumer: str = "default",
+                 dead_letter_stream: str | None = None) -> None:
+        if max_windows is not None and (isinstance(max_windows, bool) or not isinstance(max_windows, int)
+                                        or max_windows <= 0):
+            raise InvalidArgumentError(f"max_windows must be an int > 0, got {max_windows!r}")
         self.max_windows = max_windows
+        self.consumer = consumer
+        self.dead_letter_stream = dead_letter_stream
         self.windows = 0
         self.position = 0
+        self.stuck: str | None = None
         self.error: BaseException | None = None
         self._done = threading.Event()
+        self._disposed = threading.Event()
         self._stopping = False
+        self._abandoned = False
         self._lock = threading.Lock()
         self._subscription: abc.DisposableBase | None = None
+        self._stopper: threading.Thread | None = None
+        self._failure: Failure | None = None
+        self._on_stop: list[Callable[[], None]] = []
+        self._finished = False
+        self._claim: tuple[str, str, str] | None = None
+
+    @property
+    def dead_letters(self) -> int:
+        """How many windows this run sent to the dead-letter stream."""
+        return self._failure.dead if self._failure is not None else 0
 
     def _subscribe(self, flow: Observable[Envelope]) -> None:
         subscription = flow.subscribe(on_error=self._on_error)
@@ -199,18 +232,24 @@ class PipelineHandle:
                 self._subscription = subscription
                 return
         subscription.dispose()  # finished while subscribing (synchronous catch-up)
-        self._done.set()
+        self._disposed.set()
+        self._finish()
 
     def _on_ack(self, seq: int | None) -> None:
         self.windows += 1
         if seq is not None:
             self.position = seq
         if self.max_windows is not None and self.windows >= self.max_windows:
-            self.stop()
+            self.stop(timeout=0)  # from inside the flow: never wait for ourselves
 
     def _on_error(self, error: Exception) -> None:
         self.error = error
         self._done.set()
+
+    def accepting_acks(self) -> bool:
+        """False once a stop gave up on a stuck stage: its window, should it
+        finish later, is not acknowledged (it is delivered again)."""
+        return not self._abandoned
 
     @property
     def running(self) -> bool:
@@ -221,15 +260,89 @@ class PipelineHandle:
         """Wait until the pipeline is done; False if ``timeout`` passed first."""
         return self._done.wait(timeout)
 
-    def stop(self) -> None:
-        """Stop the pipeline and its background work (writing the last
-        acknowledged position), then release :meth:`join`. Idempotent."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop taking input, let the window in flight finish, write the last
+        acknowledged position, then release :meth:`join`. Idempotent.
+
+        Waits at most ``timeout`` seconds (``None``: as long as the window in
+        flight takes). If a user function is still running then, the stop
+        gives up on it: :attr:`stuck` names the stage and window, a warning is
+        logged, that window stays unacknowledged (it is delivered again on the
+        next run), and the thread running it is abandoned (Python cannot kill
+        a thread; it is a daemon thread, so it does not keep the process
+        alive). Returns False in that case, True on a clean stop.
+        """
         with self._lock:
             self._stopping = True
-            subscription, self._subscription = self._subscription, None
+            if self._stopper is None:
+                subscription, self._subscription = self._subscription, None
+                self._stopper = threading.Thread(target=self._dispose, args=(subscription,),
+                                                 name="minibatch-stop", daemon=True)
+                self._stopper.start()
+        if self._stopper is threading.current_thread() or timeout == 0:
+            return self._disposed.is_set()
+        if self._disposed.wait(timeout):
+            return True
+        self._abandoned = True
+        if self._failure is not None:
+            self.stuck = self._failure.activity.describe()
+        log.warning("stopping pipeline %r: gave up after %.3g s; stuck in %s. That window is not "
+                    "acknowledged and will be delivered again; its thread is abandoned.",
+                    self.consumer, timeout, self.stuck or "the window operator")
+        for flush in self._on_stop:
+            with contextlib.suppress(StoreUnavailableError, StoreBusyError):
+                flush()
+        self._finish()
+        return False
+
+    def _dispose(self, subscription: abc.DisposableBase | None) -> None:
         try:
             if subscription is not None:
                 subscription.dispose()
+        except Exception as exc:  # reported, not lost in this thread
+            log.exception("error while stopping pipeline %r", self.consumer)
+            if self.error is None:
+                self.error = exc
         finally:
-            self._done.set()
+            self._finish()
+            self._disposed.set()
 
+    def _finish(self) -> None:
+        """Release :meth:`join` and the consumer name, once; report dead letters."""
+        with self._lock:
+            finished, self._finished = self._finished, True
+        self._done.set()
+        if finished:
+            return
+        if self.dead_letters:
+            log.warning("pipeline %r: %d window(s) sent to dead-letter stream %r",
+                        self.consumer, self.dead_letters, self.dead_letter_stream)
+        _release(self)
+
+
+_running: dict[tuple[str, str, str], PipelineHandle] = {}
+_running_lock = threading.Lock()
+
+
+def claim(handle: PipelineHandle, store_url: str, stream: str) -> None:
+    """Refuse a second running pipeline with the same consumer on the same stream in
+    this process: both would process every message."""
+    key = (store_url, stream, handle.consumer)
+    with _running_lock:
+        other = _running.get(key)
+        if other is not None and other.running:
+            raise InvalidArgumentError(
+                f"consumer {handle.consumer!r} is already running on stream {stream!r} in this "
+                "process; give each pipeline its own consumer name (run(consumer=...))"
+            )
+        _running[key] = handle
+        handle._claim = key
+
+
+def _release(handle: PipelineHandle) -> None:
+    key = handle._claim
+    if key is None:
+        return
+    with _running_lock:
+        if _running.get(key) is handle:
+            del _running[key]

@@ -22,7 +22,7 @@ WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
 JOIN_TIMEOUT = 5.0
 OUTAGE_BACKOFF_LIMIT = 2.0  # longest pause between reconnection attempts, seconds
 T = TypeVar("T")
-log = logging.getLogger("minibatch_rx")
+log = logging.getLogger(__name__)
 
 
 class _ClosedReader:

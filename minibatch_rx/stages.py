@@ -10,6 +10,8 @@ for its window succeeded, which is what makes delivery at-least-once.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,12 +22,18 @@ from reactivex import Observable, abc
 from reactivex.scheduler import VirtualTimeScheduler
 from reactivex.subject import Subject
 
-from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
+from minibatch_rx.errors import (
+    InvalidPayloadError,
+    StageTimeoutError,
+    StoreBusyError,
+    StoreUnavailableError,
+)
 from minibatch_rx.message import Message
 from minibatch_rx.stream import Stream
+from minibatch_rx.validation import encode_json
 from minibatch_rx.window import Window
 
-log = logging.getLogger("minibatch_rx")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +61,27 @@ Envelope = Item | Ack
 Stage = Callable[[Observable[Envelope]], Observable[Envelope]]
 
 
+PROGRAMMING_ERRORS: tuple[type[Exception], ...] = (
+    TypeError, AttributeError, NameError, ImportError, NotImplementedError, RecursionError,
+)
+"""Errors a retry cannot fix (the same code fails the same way on the same
+window): dead-lettered at the first failure. ``with_retries(retry_on=...)`` changes it."""
+
+DEAD_LETTER_DATA_LIMIT = 8_000_000
+"""Bytes of JSON payload a dead letter carries at most (messages beyond it are
+listed by seq only), so a dead letter always fits in every store (MongoDB's
+documents stop at 16 MB)."""
+_ERROR_TEXT_LIMIT = 10_000
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How failing user functions are retried before dead-lettering.
 
     Attempt ``i`` (from 1) waits ``backoff * 2**(i-1)`` seconds, capped at
-    ``max_backoff``, in scheduler time when the scheduler is virtual.
+    ``max_backoff``, in scheduler time when the scheduler is virtual. Errors
+    in ``no_retry`` (programming errors by default) are dead-lettered at once.
+    ``call_timeout`` bounds each call of a user function (``None``: no bound).
     """
 
     max_retries: int = 3
@@ -66,23 +89,113 @@ class RetryPolicy:
     max_backoff: float = 5.0
     outage_timeout: float = 300.0
     """How long a store outage is waited out before the pipeline fails."""
+    no_retry: tuple[type[Exception], ...] = PROGRAMMING_ERRORS
+    call_timeout: float | None = None
+
+
+class Activity:
+    """What user code each pipeline thread is running, to name a stuck stage."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[str, str, float]] = {}
+
+    def enter(self, stage: str, origin: Window | Message) -> None:
+        """A thread starts running ``stage`` on ``origin``."""
+        with self._lock:
+            self._running[threading.get_ident()] = (stage, _describe(origin), time.monotonic())
+
+    def leave(self) -> None:
+        """The calling thread's stage returned."""
+        with self._lock:
+            self._running.pop(threading.get_ident(), None)
+
+    def describe(self) -> str | None:
+        """The longest-running stage, e.g. ``"map on window s#1..10 for 12.3 s"``."""
+        with self._lock:
+            if not self._running:
+                return None
+            stage, origin, since = min(self._running.values(), key=lambda entry: entry[2])
+        return f"{stage} on {origin} for {time.monotonic() - since:.1f} s"
+
+
+class _CallThread:
+    """Runs user calls in a worker thread so a time limit can be enforced.
+
+    A call that overruns is abandoned: Python cannot stop a thread, so the
+    worker keeps running it in the background (a daemon thread, which does not
+    keep the process alive) and the next call gets a fresh worker.
+    """
+
+    def __init__(self) -> None:
+        self._worker: _Worker | None = None
+
+    def call(self, fn: Callable[[], Any], timeout: float, stage: str) -> Any:
+        worker = self._worker
+        if worker is None:
+            worker = self._worker = _Worker()
+        done, outcome = worker.submit(fn)
+        if not done.wait(timeout):
+            self._worker = None  # abandoned with its call
+            worker.retire()
+            raise StageTimeoutError(f"{stage} did not return within {timeout:g} s (its thread is abandoned)")
+        ok, value = outcome
+        if ok:
+            return value
+        raise value
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list[Any]] | None] = (
+            queue.SimpleQueue())
+        threading.Thread(target=self._run, name="minibatch-call", daemon=True).start()
+
+    def submit(self, fn: Callable[[], Any]) -> tuple[threading.Event, list[Any]]:
+        done, outcome = threading.Event(), list[Any]()
+        self._jobs.put((fn, done, outcome))
+        return done, outcome
+
+    def retire(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, done, outcome = job
+            try:
+                outcome[:] = [True, fn()]
+            except BaseException as exc:  # handed to the waiting caller, which raises it
+                outcome[:] = [False, exc]
+            done.set()
 
 
 class Failure:
     """Runs user functions under a retry policy and dead-letters what keeps failing."""
 
     def __init__(self, policy: RetryPolicy, dead_letter: Stream,
-                 scheduler: abc.SchedulerBase | None) -> None:
+                 scheduler: abc.SchedulerBase | None, activity: Activity | None = None) -> None:
         self.policy = policy
         self.dead_letter = dead_letter
         self.scheduler = scheduler
+        self.activity = activity or Activity()
         self.dead = 0
+        self._calls = _CallThread()
 
     def sleep(self, seconds: float) -> None:
         if isinstance(self.scheduler, VirtualTimeScheduler):
             self.scheduler.sleep(seconds)
         else:
             time.sleep(seconds)
+
+    def invoke(self, stage: str, fn: Callable[[Any], Any], item: Item) -> Any:
+        """One call of ``fn``, bounded by ``call_timeout`` if set, tracked for ``stop()``."""
+        self.activity.enter(stage, item.origin)
+        try:
+            if self.policy.call_timeout is None:
+                return fn(item.value)
+            return self._calls.call(lambda: fn(item.value), self.policy.call_timeout, stage)
+        finally:
+            self.activity.leave()
 
     def call(self, stage: str, fn: Callable[[Any], Any], item: Item) -> tuple[bool, Any]:
         """``(True, fn(value))``, or ``(False, None)`` once the item is dead-lettered.
@@ -94,36 +207,61 @@ class Failure:
         attempt = 0
         while True:
             try:
-                return True, until_reachable(lambda: fn(item.value), self.policy.outage_timeout)
+                return True, until_reachable(lambda: self.invoke(stage, fn, item), self.policy.outage_timeout)
             except (StoreUnavailableError, StoreBusyError):
                 raise  # outlasted the outage bound: not this window's fault
             except Exception as exc:
                 attempt += 1
-                if attempt > self.policy.max_retries:
+                if attempt > self.policy.max_retries or isinstance(exc, self.policy.no_retry):
                     self.bury(stage, item.origin, exc, attempt)
                     return False, None
                 delay = min(self.policy.backoff * 2 ** (attempt - 1), self.policy.max_backoff)
                 log.warning("%s failed on %s (attempt %d of %d): %r; retrying in %.3gs",
                             stage, _describe(item.origin), attempt,
-                            self.policy.max_retries + 1, exc, delay)
+                            self.policy.max_retries + 1, exc, delay,
+                            extra={"stage": stage, "attempt": attempt})
                 self.sleep(delay)
 
     def bury(self, stage: str, origin: Window | Message, error: BaseException, attempts: int) -> None:
-        """Append the failed window to the dead-letter stream, and log it."""
+        """Append the failed window to the dead-letter stream, and log it.
+
+        The record always fits: the seq range and the error are kept whole,
+        the payloads only up to :data:`DEAD_LETTER_DATA_LIMIT` bytes of JSON."""
         messages = origin.messages if isinstance(origin, Window) else (origin,)
         seqs = [m.seq for m in messages]  # a custom emitter's window need not be in seq order
-        self.dead_letter.append({
+        data, omitted = _fitting([m.data for m in messages])
+        record: dict[str, Any] = {
             "stage": stage,
-            "error": f"{type(error).__name__}: {error}",
+            "error": f"{type(error).__name__}: {error}"[:_ERROR_TEXT_LIMIT],
             "attempts": attempts,
             "stream": messages[0].stream if messages else None,
             "first_seq": min(seqs, default=None),
             "last_seq": max(seqs, default=None),
-            "data": [m.data for m in messages],
-        })
+            "data": data,
+        }
+        if omitted:
+            record["omitted_seqs"] = seqs[len(data):]
+        try:
+            until_reachable(lambda: self.dead_letter.append(record), self.policy.outage_timeout)
+        except InvalidPayloadError:  # what the store refused is the data: keep the rest
+            record["data"], record["omitted_seqs"] = [], seqs
+            until_reachable(lambda: self.dead_letter.append(record), self.policy.outage_timeout)
         self.dead += 1
-        log.error("%s failed on %s after %d attempts: %r; sent to dead-letter stream %r",
-                  stage, _describe(origin), attempts, error, self.dead_letter.name)
+        log.error("%s failed on %s after %d attempt(s): %r; sent to dead-letter stream %r",
+                  stage, _describe(origin), attempts, error, self.dead_letter.name,
+                  extra={"stage": stage, "dead_letter": self.dead_letter.name})
+
+
+def _fitting(payloads: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The leading payloads whose JSON fits the dead-letter limit; True if some were left out."""
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for payload in payloads:
+        size += len(encode_json(payload))
+        if size > DEAD_LETTER_DATA_LIMIT:
+            return kept, True
+        kept.append(payload)
+    return kept, False
 
 
 def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:

@@ -89,7 +89,7 @@ def test_always_failing_window_is_dead_lettered_after_max_retries_plus_one_attem
         "last_seq": 2,
         "data": [{"v": 1}, {"v": 2}],
     }]
-    assert handle.position == src.position("default") == 4
+    assert handle.position == src.position(handle.consumer) == 4
     assert handle.error is None
 
 
@@ -147,12 +147,16 @@ def test_retries_and_dead_letters_are_logged(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING, logger="minibatch_rx"):
         src.count_window(2).map(Flaky(failures=float("inf"))).with_retries(2, backoff=0).run(max_windows=1)
 
-    records = [r for r in caplog.records if r.name == "minibatch_rx"]
-    assert [r.levelno for r in records] == [logging.WARNING, logging.WARNING, logging.ERROR]
+    records = [r for r in caplog.records if r.name.startswith("minibatch_rx.")]
+    assert [(r.name, r.levelno) for r in records] == [
+        ("minibatch_rx.stages", logging.WARNING), ("minibatch_rx.stages", logging.WARNING),
+        ("minibatch_rx.stages", logging.ERROR),
+        ("minibatch_rx.running", logging.WARNING),  # the run's summary: what went to the dead letters
+    ]
     assert "attempt 1 of 3" in records[0].getMessage()
     assert "bad window 1" in records[0].getMessage()
-    final = records[-1].getMessage()
-    assert "after 3 attempts" in final
+    final = records[2].getMessage()
+    assert "after 3 attempt(s)" in final
     assert "ValueError('bad window 1')" in final
     assert "'in.dead'" in final
     assert "in#1..2" in final
@@ -165,7 +169,7 @@ def test_failing_dead_letter_append_makes_run_raise(fast_url: str, broken_dead_l
     src = seeded(fast_url, 4)
     with pytest.raises(OSError, match="dead-letter store is full"):
         src.count_window(2).map(Flaky(failures=float("inf"), only={3})).with_retries(0).sink("out").run(
-            max_windows=2, duration=WAIT
+            "default", max_windows=2, duration=WAIT
         )
     # Window 1 was handled; window 2 was neither handled nor buried: not acknowledged.
     assert src.position("default") == 2
@@ -181,7 +185,7 @@ def test_failing_dead_letter_append_is_the_handle_error(fast_url: str, broken_de
         handle.stop()
     assert isinstance(handle.error, OSError)
     assert not handle.running
-    assert src.position("default") == 0
+    assert src.position(handle.consumer) == 0
 
 
 def test_fatal_error_in_a_timer_emitted_window_reaches_the_handle(
@@ -196,7 +200,7 @@ def test_fatal_error_in_a_timer_emitted_window_reaches_the_handle(
     finally:
         handle.stop()
     assert isinstance(handle.error, OSError)
-    assert src.position("default") == 0
+    assert src.position(handle.consumer) == 0
 
 
 # -- reactivex operators ------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_fluent_chain_runs_on_every_backend(store_url: str) -> None:
     ]
     assert handle.windows == 3  # the filtered window counts as processed
     assert handle.position == 6
-    assert src.position("default") == 6
+    assert src.position(handle.consumer) == 6
     assert handle.error is None
     assert not handle.running
 
@@ -185,7 +185,7 @@ def test_max_windows_stops_mid_catch_up_with_count_windows(fast_url: str) -> Non
     got: list[list[int]] = []
     handle = src.count_window(2).map(vs).sink(got.append).run(max_windows=4, duration=WAIT)
     assert got == [[1, 2], [3, 4], [5, 6], [7, 8]]
-    assert (handle.windows, handle.position, src.position("default")) == (4, 8, 8)
+    assert (handle.windows, handle.position, src.position(handle.consumer)) == (4, 8, 8)
 
 
 def test_run_with_duration_returns_after_about_that_long(fast_url: str) -> None:
@@ -245,7 +245,7 @@ def test_a_stopped_pipeline_processes_nothing_more() -> None:
     handle.stop()
     src.append({"v": 3})  # memory appends call listeners in this thread
     assert got == [1, 2]
-    assert src.position("default") == 2
+    assert src.position(handle.consumer) == 2
 
 
 def test_stop_ends_the_reader_thread_on_sqlite(tmp_path: Path) -> None:
@@ -331,7 +331,7 @@ def test_to_observable_without_consumer_commits_nothing() -> None:
     subscription = src.count_window(2).to_observable().subscribe(got.append)
     subscription.dispose()
     assert [vs(w) for w in got] == [[1, 2], [3, 4]]
-    assert src.position("default") == 0
+    assert src.positions() == {}
 
 
 # -- window-less pipelines -----------------------------------------------------------------------
