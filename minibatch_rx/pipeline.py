@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, Concatenate, Literal, ParamSpec
 
 from reactivex import Observable, abc
+from reactivex.scheduler import VirtualTimeScheduler
 
 from minibatch_rx import windows
 from minibatch_rx.durations import Interval, to_seconds
@@ -375,6 +376,7 @@ class Pipeline:
         new messages and windows from entering it at once, even while a
         synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
         source = self.source
+        _check_clock(source, scheduler)
         owner = group.group if group is not None else (consumer or "default")
         failure = Failure(self.retry_policy, Stream(f"{source.name}.dead", store=source.store), scheduler)
         if handle is not None:
@@ -552,6 +554,22 @@ def _expanding(fn: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]
         return list(result)
 
     return call
+
+
+def _check_clock(source: Stream, scheduler: abc.SchedulerBase | None) -> None:
+    """In virtual time, the source's store must stamp messages with the scheduler's
+    clock: a wall-clock stamp lies decades past the virtual clock, so a time window
+    would wait for it forever and the pipeline would emit nothing."""
+    if not isinstance(scheduler, VirtualTimeScheduler):
+        return
+    clock = getattr(source.store, "clock", None)
+    if clock is None or clock() != scheduler.now:
+        raise InvalidArgumentError(
+            f"scheduler {type(scheduler).__name__} keeps virtual time, but stream {source.name!r} is "
+            f"stamped by its store's own clock ({source.store!r}), so its time windows would never "
+            "close: run virtual-time pipelines on minibatch_rx.testing.VirtualTime "
+            "(vt.stream(name), then vt.run(pipeline, until=...))"
+        )
 
 
 def _resolve(target: SinkTarget, source: Stream) -> Stream | Callable[[Any], Any]:
