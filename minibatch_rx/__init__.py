@@ -17,19 +17,26 @@ from minibatch_rx.compat import (
     streaming,
 )
 from minibatch_rx.errors import (
+    CompatibilityError,
     InvalidArgumentError,
     InvalidPayloadError,
     InvalidStreamNameError,
     InvalidURLError,
     MinibatchError,
+    PayloadTooLargeError,
+    ReadOnlyStoreError,
+    StageTimeoutError,
+    StoreAuthenticationError,
     StoreBusyError,
+    StoreFullError,
+    StoreOpenError,
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
-from minibatch_rx.pipeline import Pipeline
+from minibatch_rx.pipeline import Pipeline, PipelineNeverRunWarning
 from minibatch_rx.running import PipelineHandle
 from minibatch_rx.store import open_store, resolve_url
-from minibatch_rx.stream import Stream, list_streams, stream
+from minibatch_rx.stream import ConsumerInfo, Stream, list_streams, stream
 from minibatch_rx.window import Window
 from minibatch_rx.windows import (
     count_window,
@@ -42,6 +49,8 @@ from minibatch_rx.windows import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompatibilityError",
+    "ConsumerInfo",
     "CountWindow",
     "FixedTimeWindow",
     "InvalidArgumentError",
@@ -50,10 +59,17 @@ __all__ = [
     "InvalidURLError",
     "Message",
     "MinibatchError",
+    "PayloadTooLargeError",
     "Pipeline",
     "PipelineHandle",
+    "PipelineNeverRunWarning",
+    "ReadOnlyStoreError",
     "RelaxedTimeWindow",
+    "StageTimeoutError",
+    "StoreAuthenticationError",
     "StoreBusyError",
+    "StoreFullError",
+    "StoreOpenError",
     "StoreUnavailableError",
     "Stream",
     "Window",

@@ -31,7 +31,7 @@ from typing import Any, Protocol, overload
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, positive_int, to_seconds
-from minibatch_rx.errors import InvalidArgumentError, MinibatchError
+from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.pipeline import Pipeline, SinkTarget
 from minibatch_rx.running import PipelineHandle
@@ -50,11 +50,6 @@ DEFAULT_POLL = 1.0
 QUEUE_POLL = 0.05  # seconds between looks at a stop queue (the original polled it per loop)
 # Original keywords that tuned its executor, MongoDB connection or polling loop.
 _IGNORED = frozenset({"workers", "executor", "cnx_kwargs", "max_delay"})
-
-
-class CompatibilityError(MinibatchError, NotImplementedError):
-    """A feature of the original package that minibatch_rx does not keep;
-    the message says what to use instead."""
 
 
 class StopQueue(Protocol):

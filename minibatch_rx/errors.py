@@ -75,3 +75,8 @@ class StageTimeoutError(MinibatchError, TimeoutError):
 
     The call counts as failed (retried, then dead-lettered); its thread is
     abandoned, since Python cannot stop a running thread."""
+
+
+class CompatibilityError(MinibatchError, NotImplementedError):
+    """A feature of the original ``minibatch`` package that minibatch_rx does
+    not keep; the message says what to use instead."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from reactivex import Observable, abc
 
-from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.source import store_source
 from minibatch_rx.store import Store, open_store
@@ -70,6 +70,11 @@ class Stream:
         Accepts (and ignores) the original package's ``interval`` and
         ``batchsize`` keywords, which tuned its polling loop.
         """
+        if "max_age" in legacy:
+            raise CompatibilityError(
+                "get_or_create(max_age=...) is not kept: streams keep messages until removed; use "
+                "Pipeline.retain(max_age) while a pipeline runs, or stream.expire(max_age)"
+            )
         unknown = set(legacy) - _LEGACY_IGNORED
         if unknown:
             raise TypeError(f"get_or_create() got unexpected keyword argument(s) {sorted(unknown)}")
@@ -304,7 +309,6 @@ class Stream:
         (``Pipeline.window``). The original's ``window(**filters)`` queried
         stored windows, which are not kept: it raises ``CompatibilityError``."""
         if factory is None or filters:
-            from minibatch_rx.compat import CompatibilityError
 
             raise CompatibilityError(
                 "windows are not stored: send each window's result to a stream with "
@@ -358,6 +362,12 @@ class Stream:
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise InvalidArgumentError(f"a message key must be a non-empty str, got {key!r}")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"message key {key!r} holds a lone surrogate, which MongoDB refuses") from None
     return key
 
 
@@ -372,5 +382,6 @@ def stream(name: str, url: str | None = None) -> Stream:
 
 
 def list_streams(url: str | None = None) -> list[str]:
-    """Names of the streams in the store at ``url``, sorted."""
-    return open_store(url).streams()
+    """Names of the streams in the store at ``url``, sorted (the library's
+    own bookkeeping streams, named ``_mb.*``, are left out)."""
+    return [name for name in open_store(url).streams() if not name.startswith("_mb.")]
