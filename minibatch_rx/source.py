@@ -110,6 +110,7 @@ class _PushFeed:
                 while not self.disposed:
                     batch = self.store.read(self.stream, self.position, self.batch_size)
                     if not batch:
+                        self.progress.behind = False
                         break
                     self.progress.behind = True
                     for message in batch:
