@@ -115,7 +115,7 @@ def test_streaming_hands_windows_with_data(fast_url: str) -> None:
         seen.append(window.data)
 
     assert seen == [[{"value": 1}, {"value": 2}], [{"value": 3}, {"value": 4}]]
-    assert process.position == 4  # type: ignore[attr-defined]
+    assert process.position == 4
 
 
 def test_streaming_resumes_under_the_function_name(fast_url: str) -> None:

@@ -15,8 +15,8 @@ import pytest
 from conftest import make_url
 
 from minibatch_rx import Pipeline, PipelineHandle, Stream, Window, count_window, streaming
-from minibatch_rx.compat import Buffer, CompatibilityError, WindowEmitter
-from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.compat import Buffer, WindowEmitter
+from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 
 pytestmark = pytest.mark.timeout(60)
 

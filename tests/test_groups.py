@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import make_url
@@ -53,7 +55,7 @@ def wait_for_count(target: Stream, expected: int, members: list[subprocess.Popen
             continue
 
 
-def stop_all(processes: list[subprocess.Popen[str]]) -> None:
+def stop_all(processes: Sequence[subprocess.Popen[Any]]) -> None:
     for process in processes:
         if process.poll() is None:
             process.kill()
@@ -74,13 +76,13 @@ def test_two_groups_of_two_get_every_message_exactly_once_in_producer_order(
     command = [sys.executable, "-c", PRODUCER, url, "groups.in"]
     producers = [subprocess.Popen([*command, str(p), str(per_producer)]) for p in range(4)]
     try:
-        for producer in producers:
-            assert producer.wait(240) == 0
+        for process in producers:
+            assert process.wait(240) == 0
         outputs = {g: stream(f"groups.out.{g}", url) for g in ("a", "b")}
         for out in outputs.values():
             wait_for_count(out, total, members, 240)
     finally:
-        stop_all(members + producers)
+        stop_all([*members, *producers])
 
     for group, out in outputs.items():
         rows = [m.data for m in out.read()]

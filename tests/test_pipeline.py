@@ -340,7 +340,12 @@ def test_to_observable_without_consumer_commits_nothing() -> None:
 def test_window_less_pipeline_gets_messages(fast_url: str) -> None:
     src = seeded(fast_url, n=4)
     got: list[Message] = []
-    pipeline = src.map(lambda m: got.append(m) or {"seq": m.seq, "twice": m.data["v"] * 2}).sink("out")
+
+    def record_and_double(m: Message) -> dict[str, Any]:
+        got.append(m)
+        return {"seq": m.seq, "twice": m.data["v"] * 2}
+
+    pipeline = src.map(record_and_double).sink("out")
     handle = pipeline.run(max_windows=4, duration=WAIT)
     assert all(isinstance(m, Message) for m in got)
     assert [(m.stream, m.seq, m.data) for m in got] == [("in", i, {"v": i}) for i in range(1, 5)]

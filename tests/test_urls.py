@@ -6,6 +6,7 @@ import logging
 import sqlite3
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,11 @@ def test_unknown_or_malformed_url_is_refused_before_anything_is_created(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    attempts = [lambda: open_store(url), lambda: Stream.get_or_create("x", url=url), lambda: resolve_url(url)]
+    attempts: list[Callable[[], object]] = [
+        lambda: open_store(url),
+        lambda: Stream.get_or_create("x", url=url),
+        lambda: resolve_url(url),
+    ]
     for attempt in attempts:
         with pytest.raises(InvalidURLError) as info:
             attempt()

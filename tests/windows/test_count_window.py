@@ -9,7 +9,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 
 from minibatch_rx import InvalidArgumentError, Window, count_window
 from minibatch_rx.testing import Emission, VirtualTime
-from windows.marbles import arrive, emitted, on_completed
+from windows.marbles import arrive, emitted, next_values, on_completed
 
 
 def test_count_window_emits_every_n_messages_when_the_nth_arrives() -> None:
@@ -24,7 +24,7 @@ def test_count_window_emits_every_n_messages_when_the_nth_arrives() -> None:
         (220, [1, 2], None, None, 2),
         (240, [3, 4], None, None, 4),
     ]  # message 5 waits for a partner forever: no timeout, no completion
-    assert all(w.value.value.stream == "s" for w in results.messages)
+    assert all(w.stream == "s" for w in next_values(results))
 
 
 def test_count_window_ack_excludes_the_held_partial_window() -> None:

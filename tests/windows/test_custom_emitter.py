@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import pytest
+from reactivex.notification import OnError
 from reactivex.testing import TestScheduler
 from reactivex.testing.mockobserver import MockObserver
 
 from minibatch_rx import InvalidArgumentError, Message, Window, WindowEmitter
 from minibatch_rx.testing import Emission, VirtualTime
-from windows.marbles import msg, notifications, on_completed, on_next
+from windows.marbles import msg, next_values, notifications, on_completed, on_next
 
 
 class SortedWindow(WindowEmitter):
@@ -64,6 +65,13 @@ def emitted(observer: MockObserver[Window]) -> list[tuple[Any, ...]]:
     return notifications(observer, values_and_ack)
 
 
+def error_at(observer: MockObserver[Window], index: int) -> Exception:
+    """The exception of the ``index``-th notification, which must be an error."""
+    note = observer.messages[index].value
+    assert isinstance(note, OnError), f"notification {index} is {note!r}, not an error"
+    return note.exception
+
+
 def test_sorted_window_emits_pairs_of_even_values_as_they_become_available() -> None:
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
@@ -104,7 +112,7 @@ def test_default_window_emitter_emits_each_message_at_arrival() -> None:
     results = scheduler.start(lambda: xs.pipe(WindowEmitter("s").operator(scheduler)))
 
     assert emitted(results) == [(203, [1], 1), (207, [2], 2), (207.5, [3], 3), (300, "completed")]
-    assert all(r.value.value.stream == "s" for r in results.messages[:3])
+    assert all(w.stream == "s" for w in next_values(results))
 
 
 def test_emitter_is_polled_every_interval_with_now_set_to_the_virtual_clock() -> None:
@@ -142,7 +150,7 @@ def test_query_returning_non_messages_is_a_type_error() -> None:
     results = scheduler.start(lambda: xs.pipe(NotMessages("s").operator(scheduler)))
 
     assert len(results.messages) == 1
-    error = results.messages[0].value.exception
+    error = error_at(results, 0)
     assert (results.messages[0].time, type(error)) == (203, TypeError)
     assert str(error) == "NotMessages.query() must return Messages from self.buffer, got dict"
 
@@ -231,6 +239,6 @@ def test_query_returning_an_already_emitted_message_is_refused() -> None:
     results = scheduler.start(lambda: xs.pipe(Again("s").operator(scheduler)))
 
     assert emitted(results)[0] == (201, [1], 1)
-    error = results.messages[1].value.exception
+    error = error_at(results, 1)
     assert isinstance(error, InvalidArgumentError)
     assert "message 1, which is not pending" in str(error)

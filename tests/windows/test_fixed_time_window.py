@@ -10,7 +10,7 @@ from reactivex.testing import TestScheduler
 
 from minibatch_rx import InvalidArgumentError, Message, Window, fixed_time_window
 from minibatch_rx.testing import Emission, VirtualTime, seconds
-from windows.marbles import append_stamped, arrive, emitted, late_log, on_completed, values
+from windows.marbles import append_stamped, arrive, emitted, late_log, next_values, on_completed, values
 
 
 def test_fixed_windows_are_emitted_when_the_clock_reaches_their_end() -> None:
@@ -24,7 +24,7 @@ def test_fixed_windows_are_emitted_when_the_clock_reaches_their_end() -> None:
         (230, [3], 220, 230, 3),
         (240, [4], 230, 240, 4),
     ]
-    first = results.messages[0].value.value
+    first = next_values(results)[0]
     assert first.stream == "s"
     assert first.start == datetime(1970, 1, 1, 0, 3, 30, tzinfo=UTC)  # aligned on the epoch
 

@@ -9,7 +9,7 @@ from reactivex.testing import TestScheduler
 
 from minibatch_rx import InvalidArgumentError, Message, relaxed_time_window
 from minibatch_rx.testing import Emission, VirtualTime, seconds
-from windows.marbles import arrive, emitted, on_completed
+from windows.marbles import arrive, emitted, next_values, on_completed
 
 
 def test_relaxed_windows_hold_what_arrived_in_each_interval() -> None:
@@ -24,7 +24,7 @@ def test_relaxed_windows_hold_what_arrived_in_each_interval() -> None:
         (220, [3], 210, 220, 3),
         (240, [4], 230, 240, 4),
     ]
-    assert results.messages[0].value.value.stream == "s"
+    assert next_values(results)[0].stream == "s"
 
 
 def test_relaxed_windows_with_emit_empty_tick_until_disposed() -> None:

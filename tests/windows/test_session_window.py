@@ -10,7 +10,7 @@ from reactivex.testing import TestScheduler
 
 from minibatch_rx import InvalidArgumentError, Message, Window, session_window
 from minibatch_rx.testing import Emission, VirtualTime, seconds
-from windows.marbles import append_stamped, arrive, emitted, late_log, on_completed
+from windows.marbles import append_stamped, arrive, emitted, late_log, next_values, on_completed
 
 
 def test_session_closes_when_the_clock_passes_last_message_plus_gap() -> None:
@@ -26,7 +26,7 @@ def test_session_closes_when_the_clock_passes_last_message_plus_gap() -> None:
         (221, [1, 2, 3], 211, 221, 3),  # start: first ts; end: last ts + gap
         (237, [4, 5], 230, 237, 5),
     ]
-    assert results.messages[0].value.value.stream == "s"
+    assert next_values(results)[0].stream == "s"
 
 
 def test_session_gap_splits_a_replayed_burst() -> None:
