@@ -217,12 +217,14 @@ class _Run:
         with self.lock:
             if self.done:
                 return
-            self.apply_journaled(message.seq)
+            if self.replay:
+                self.apply_journaled(message.seq)
             now = scheduler_seconds(self.scheduler)
             if self.core.clock_due(now) and self.clock_may_decide():
                 self.clock_step(now)
-            self.last_seen = max(self.last_seen, message.seq)
-            self.step(lambda now: self.core.on_message(message, now))
+            if message.seq > self.last_seen:
+                self.last_seen = message.seq
+            self.step(lambda at: self.core.on_message(message, at), now)
 
     def on_error(self, error: Exception) -> None:
         with self.lock:
@@ -290,7 +292,7 @@ class _Run:
             self.emit(windows)
 
     # -- emitting --------------------------------------------------------------
-    def step(self, call: Callable[[float], list[Window]]) -> bool:
+    def step(self, call: Callable[[float], list[Window]], now: float | None = None) -> bool:
         """Run one core method and emit its windows; False if it failed.
 
         A strategy may run user code (a ``WindowEmitter``); its exception ends
@@ -298,7 +300,7 @@ class _Run:
         producer, or into a timer thread where it would be lost.
         """
         try:
-            windows = call(scheduler_seconds(self.scheduler))
+            windows = call(scheduler_seconds(self.scheduler) if now is None else now)
         except Exception as error:
             self.on_error(error)
             return False
