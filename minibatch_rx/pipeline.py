@@ -8,15 +8,13 @@ or :meth:`Pipeline.to_observable` builds it.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Concatenate, Literal, ParamSpec
+from typing import Any, Literal
 
 from reactivex import Observable, abc
 from reactivex.scheduler import VirtualTimeScheduler
@@ -27,6 +25,7 @@ from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
 from minibatch_rx.message import Message
+from minibatch_rx.naming import check_consumer, consumer_name, function_name, label
 from minibatch_rx.running import PipelineHandle, claim, commit, guard, only_items
 from minibatch_rx.source import store_source
 from minibatch_rx.stages import (
@@ -44,6 +43,7 @@ from minibatch_rx.stages import (
     until_reachable,
 )
 from minibatch_rx.stream import Stream
+from minibatch_rx.usage import PipelineNeverRunWarning, Usage, fluent
 from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import ReadProgress, WindowOperator
 from minibatch_rx.windows._engine import scheduler_seconds
@@ -62,47 +62,6 @@ class Retention:
     max_age: float | None = None
     """Delete messages older than this many seconds."""
 SinkTarget = Stream | str | Callable[[Any], Any]
-MAX_CONSUMER_NAME = 150
-
-
-class PipelineNeverRunWarning(UserWarning):
-    """A pipeline was built and garbage-collected without ever running:
-    almost always a missing ``.run()``."""
-
-
-P = ParamSpec("P")
-Fluent = Callable[Concatenate["Pipeline", P], "Pipeline"]
-
-
-def _fluent(method: Fluent[P]) -> Fluent[P]:
-    """Marks the pipeline a fluent call is made on as a step of a longer one
-    (even if the call then refuses its arguments): only the last is run."""
-
-    def call(self: Pipeline, /, *args: P.args, **kwargs: P.kwargs) -> Pipeline:
-        self._usage.derived = True
-        return method(self, *args, **kwargs)
-
-    functools.update_wrapper(call, method)
-    return call
-
-
-@dataclass
-class _Usage:
-    derived: bool = False  # a fluent call built another pipeline from this one
-    ran: bool = False
-
-
-def _name(fn: object) -> str:
-    """A stable name for a user function: its qualified name, never its module
-    (which is ``__main__`` or the module's name depending on how it was started)."""
-    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
-
-
-def _label(kind: str, *args: object) -> str:
-    shown = [str(a) for a in args if a is not None and a is not False and a != 0]
-    return f"{kind}({','.join(shown)})"
-
-
 @dataclass(frozen=True)
 class Pipeline:
     """A stream processing pipeline over one source stream.
@@ -130,12 +89,12 @@ class Pipeline:
     shape: tuple[str, ...] = ()
     """What the pipeline does, step by step (``count_window(2)``, ``map:total``,
     ``sink:means``): the default consumer name is made from it."""
-    _usage: _Usage = field(default_factory=lambda: _Usage(), compare=False, repr=False)
+    _usage: Usage = field(default_factory=lambda: Usage(), compare=False, repr=False)
 
     def _with(self, **changes: Any) -> Pipeline:
         """A new pipeline with ``changes``; this one now only serves as a step."""
         self._usage.derived = True
-        return replace(self, _usage=_Usage(), **changes)
+        return replace(self, _usage=Usage(), **changes)
 
     def __del__(self) -> None:
         usage = getattr(self, "_usage", None)
@@ -154,17 +113,13 @@ class Pipeline:
         stays the same however the program is started, and differs between
         pipelines of different shapes; change the pipeline and it becomes a
         new consumer (pass ``consumer=`` to keep a position across changes)."""
-        name = "|".join(self.shape) or "default"
-        if len(name) > MAX_CONSUMER_NAME:
-            digest = hashlib.sha1(name.encode()).hexdigest()[:12]
-            name = f"{name[:MAX_CONSUMER_NAME - 13]}~{digest}"
-        return name
+        return consumer_name(self.shape)
 
     # -- windows ---------------------------------------------------------------
-    @_fluent
+    @fluent
     def window(self, factory: WindowFactory) -> Pipeline:
         """Use a custom window operator; ``factory(scheduler)`` makes one per run."""
-        return self._window(f"window:{_name(factory)}", factory)
+        return self._window(f"window:{function_name(factory)}", factory)
 
     def _window(self, label: str, factory: WindowFactory, **changes: Any) -> Pipeline:
         if self.window_factory is not None:
@@ -173,80 +128,80 @@ class Pipeline:
             raise InvalidArgumentError("the window strategy must come before map/filter/sink")
         return self._with(window_factory=factory, shape=(*self.shape, label), **changes)
 
-    @_fluent
+    @fluent
     def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
         """Windows of ``n`` messages; see :func:`minibatch_rx.windows.count_window`."""
         windows.count_window(n, timeout)  # validate now, not at run time
         seconds = None if timeout is None else to_seconds(timeout, "count_window timeout")
-        return self._window(_label("count_window", n, timeout),
+        return self._window(label("count_window", n, timeout),
                             lambda s: windows.count_window(n, timeout, scheduler=s),
                             group_size=n, group_timeout=seconds)
 
-    @_fluent
+    @fluent
     def fixed_time_window(self, interval: Interval, grace: Interval = 0,
                           emit_empty: bool = False) -> Pipeline:
         """Tumbling time windows; see :func:`minibatch_rx.windows.fixed_time_window`."""
         windows.fixed_time_window(interval, grace, emit_empty)
         return self._window(
-            _label("fixed_time_window", interval, grace, emit_empty),
+            label("fixed_time_window", interval, grace, emit_empty),
             lambda s: windows.fixed_time_window(interval, grace, emit_empty, scheduler=s)
         )
 
-    @_fluent
+    @fluent
     def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
         """Everything since the last window, every ``interval``; see
         :func:`minibatch_rx.windows.relaxed_time_window`."""
         windows.relaxed_time_window(interval, emit_empty)
-        return self._window(_label("relaxed_time_window", interval, emit_empty),
+        return self._window(label("relaxed_time_window", interval, emit_empty),
                             lambda s: windows.relaxed_time_window(interval, emit_empty, scheduler=s))
 
-    @_fluent
+    @fluent
     def sliding_window(self, size: int | Interval, step: int | Interval,
                        by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
         """Overlapping windows; see :func:`minibatch_rx.windows.sliding_window`."""
         windows.sliding_window(size, step, by=by, grace=grace)
         return self._window(
-            _label("sliding_window", size, step, by, grace),
+            label("sliding_window", size, step, by, grace),
             lambda s: windows.sliding_window(size, step, by=by, grace=grace, scheduler=s)
         )
 
-    @_fluent
+    @fluent
     def session_window(self, gap: Interval) -> Pipeline:
         """Sessions split by silence; see :func:`minibatch_rx.windows.session_window`."""
         windows.session_window(gap)
-        return self._window(_label("session_window", gap),
+        return self._window(label("session_window", gap),
                             lambda s: windows.session_window(gap, scheduler=s))
 
     # -- stages ------------------------------------------------------------------
     def _stage(self, label: str, factory: StageFactory) -> Pipeline:
         return self._with(stages=(*self.stages, factory), shape=(*self.shape, label))
 
-    @_fluent
+    @fluent
     def map(self, fn: Callable[[Any], Any]) -> Pipeline:
         """Transform each value (a Window, until a stage changes it)."""
         _check_callable(fn, "map")
-        return self._stage(f"map:{_name(fn)}",
+        return self._stage(f"map:{function_name(fn)}",
                            lambda failure, _s, _o: item_stage("map", fn, failure, lambda _v, r: (r,)))
 
-    @_fluent
+    @fluent
     def filter(self, predicate: Callable[[Any], bool]) -> Pipeline:
         """Keep values for which ``predicate`` is true; dropped ones still count as processed."""
         _check_callable(predicate, "filter")
         return self._stage(
-            f"filter:{_name(predicate)}",
+            f"filter:{function_name(predicate)}",
             lambda failure, _s, _o: item_stage("filter", predicate, failure,
                                           lambda v, keep: (v,) if keep else ())
         )
 
-    @_fluent
+    @fluent
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Pipeline:
         """Replace each value by the values of the iterable ``fn`` returns."""
         _check_callable(fn, "flat_map")
         expand = _expanding(fn)
-        return self._stage(f"flat_map:{_name(fn)}",
+        return self._stage(f"flat_map:{function_name(fn)}",
                            lambda failure, _s, _o: item_stage("flat_map", expand, failure, lambda _v, r: r))
 
-    @_fluent
+    @fluent
     def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline:
         """Apply plain reactivex operators to the values.
 
@@ -258,7 +213,7 @@ class Pipeline:
             _check_callable(op, "pipe")
         return self._stage("pipe", lambda failure, _s, _o: rx_stage(operators, failure))
 
-    @_fluent
+    @fluent
     def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline:
         """Deliver each value to a Stream, a stream name (same store) or a callable.
 
@@ -278,29 +233,29 @@ class Pipeline:
             return item_stage("sink", sink_function(resolved), failure, lambda v, _r: (v,))
 
         label = target.name if isinstance(target, Stream) else target if isinstance(target, str) \
-            else _name(target)
+            else function_name(target)
         return self._stage(f"sink:{label}", factory)
 
-    @_fluent
+    @fluent
     def late(self, target: SinkTarget) -> Pipeline:
         """Where messages that missed their time window go (default: stream ``<name>.late``)."""
         _check_target(target, "late")
         return self._with(late_target=target)
 
-    @_fluent
+    @fluent
     def trim_processed(self) -> Pipeline:
         """Delete source messages once acknowledged by every registered
         consumer and group of the stream (the original package's ``keep=False``)."""
         return self._with(retention_policy=replace(self.retention_policy, acknowledged_only=True))
 
-    @_fluent
+    @fluent
     def retain(self, max_age: Interval) -> Pipeline:
         """While running, delete source messages older than ``max_age``
         (checked at most once a second), processed or not."""
         seconds = to_seconds(max_age, "max_age")
         return self._with(retention_policy=replace(self.retention_policy, max_age=seconds))
 
-    @_fluent
+    @fluent
     def with_prefetch(self, messages: int) -> Pipeline:
         """Read at most ``messages`` from the store at a time (default 500).
 
@@ -311,7 +266,7 @@ class Pipeline:
             raise InvalidArgumentError(f"prefetch must be an int > 0, got {messages!r}")
         return self._with(prefetch=messages)
 
-    @_fluent
+    @fluent
     def with_commit_interval(self, interval: Interval) -> Pipeline:
         """Write the consumer position at most once per ``interval`` (default
         50 ms; 0 writes after every window). The latest acknowledged window
@@ -320,7 +275,7 @@ class Pipeline:
         seconds = to_seconds(interval, "commit interval", allow_zero=True)
         return self._with(commit_interval=seconds)
 
-    @_fluent
+    @fluent
     def with_retries(self, max_retries: int = 3, backoff: Interval = 0.1,
                      max_backoff: Interval = 5.0, *,
                      no_retry: tuple[type[Exception], ...] = PROGRAMMING_ERRORS) -> Pipeline:
@@ -342,7 +297,7 @@ class Pipeline:
                          no_retry=no_retry)
         return self._with(retry_policy=policy)
 
-    @_fluent
+    @fluent
     def with_timeout(self, limit: Interval) -> Pipeline:
         """Give every call of a user function (map, filter, flat_map, sink) at
         most ``limit``; a call that overruns fails with
@@ -365,7 +320,7 @@ class Pipeline:
         that scheduler's clock: use :class:`minibatch_rx.testing.VirtualTime`.
         """
         self._usage.ran = True
-        _check_consumer(consumer)
+        check_consumer(consumer)
         return self._flow(consumer, None, scheduler, coalesce=False).pipe(only_items())
 
     def _flow(self, consumer: str | None, group: GroupFeed | None,
@@ -466,7 +421,7 @@ class Pipeline:
         windows (``count_window(n, timeout)``).
         """
         self._usage.ran = True
-        _check_consumer(consumer)
+        check_consumer(consumer)
         feed = self._group_feed(group, lease_timeout) if group is not None else None
         name = group if group is not None else (consumer or self.default_consumer)
         handle = PipelineHandle(max_windows, name, f"{self.source.name}.dead")
@@ -514,14 +469,6 @@ class Pipeline:
         if handle.error is not None:
             raise handle.error
         return handle
-
-
-def _check_consumer(consumer: object) -> None:
-    if consumer is not None and (not isinstance(consumer, str) or not consumer):
-        raise InvalidArgumentError(
-            f"consumer must be a non-empty str naming the position, got {consumer!r}"
-            + (" (did you mean max_windows=...?)" if isinstance(consumer, int) else "")
-        )
 
 
 def _check_callable(fn: object, what: str) -> None:

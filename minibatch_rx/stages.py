@@ -10,8 +10,6 @@ for its window succeeded, which is what makes delivery at-least-once.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,9 +20,9 @@ from reactivex import Observable, abc
 from reactivex.scheduler import VirtualTimeScheduler
 from reactivex.subject import Subject
 
+from minibatch_rx.calls import Activity, CallThread, describe
 from minibatch_rx.errors import (
     InvalidPayloadError,
-    StageTimeoutError,
     StoreBusyError,
     StoreUnavailableError,
 )
@@ -93,82 +91,6 @@ class RetryPolicy:
     call_timeout: float | None = None
 
 
-class Activity:
-    """What user code each pipeline thread is running, to name a stuck stage."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[int, tuple[str, str, float]] = {}
-
-    def enter(self, stage: str, origin: Window | Message) -> None:
-        """A thread starts running ``stage`` on ``origin``."""
-        with self._lock:
-            self._running[threading.get_ident()] = (stage, _describe(origin), time.monotonic())
-
-    def leave(self) -> None:
-        """The calling thread's stage returned."""
-        with self._lock:
-            self._running.pop(threading.get_ident(), None)
-
-    def describe(self) -> str | None:
-        """The longest-running stage, e.g. ``"map on window s#1..10 for 12.3 s"``."""
-        with self._lock:
-            if not self._running:
-                return None
-            stage, origin, since = min(self._running.values(), key=lambda entry: entry[2])
-        return f"{stage} on {origin} for {time.monotonic() - since:.1f} s"
-
-
-class _CallThread:
-    """Runs user calls in a worker thread so a time limit can be enforced.
-
-    A call that overruns is abandoned: Python cannot stop a thread, so the
-    worker keeps running it in the background (a daemon thread, which does not
-    keep the process alive) and the next call gets a fresh worker.
-    """
-
-    def __init__(self) -> None:
-        self._worker: _Worker | None = None
-
-    def call(self, fn: Callable[[], Any], timeout: float, stage: str) -> Any:
-        worker = self._worker
-        if worker is None:
-            worker = self._worker = _Worker()
-        done, outcome = worker.submit(fn)
-        if not done.wait(timeout):
-            self._worker = None  # abandoned with its call
-            worker.retire()
-            raise StageTimeoutError(f"{stage} did not return within {timeout:g} s (its thread is abandoned)")
-        ok, value = outcome
-        if ok:
-            return value
-        raise value
-
-
-class _Worker:
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], threading.Event, list[Any]] | None] = (
-            queue.SimpleQueue())
-        threading.Thread(target=self._run, name="minibatch-call", daemon=True).start()
-
-    def submit(self, fn: Callable[[], Any]) -> tuple[threading.Event, list[Any]]:
-        done, outcome = threading.Event(), list[Any]()
-        self._jobs.put((fn, done, outcome))
-        return done, outcome
-
-    def retire(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, done, outcome = job
-            try:
-                outcome[:] = [True, fn()]
-            except BaseException as exc:  # handed to the waiting caller, which raises it
-                outcome[:] = [False, exc]
-            done.set()
-
-
 class Failure:
     """Runs user functions under a retry policy and dead-letters what keeps failing."""
 
@@ -179,7 +101,7 @@ class Failure:
         self.scheduler = scheduler
         self.activity = activity or Activity()
         self.dead = 0
-        self._calls = _CallThread()
+        self._calls = CallThread()
 
     def sleep(self, seconds: float) -> None:
         if isinstance(self.scheduler, VirtualTimeScheduler):
@@ -217,7 +139,7 @@ class Failure:
                     return False, None
                 delay = min(self.policy.backoff * 2 ** (attempt - 1), self.policy.max_backoff)
                 log.warning("%s failed on %s (attempt %d of %d): %r; retrying in %.3gs",
-                            stage, _describe(item.origin), attempt,
+                            stage, describe(item.origin), attempt,
                             self.policy.max_retries + 1, exc, delay,
                             extra={"stage": stage, "attempt": attempt})
                 self.sleep(delay)
@@ -248,7 +170,7 @@ class Failure:
             until_reachable(lambda: self.dead_letter.append(record), self.policy.outage_timeout)
         self.dead += 1
         log.error("%s failed on %s after %d attempt(s): %r; sent to dead-letter stream %r",
-                  stage, _describe(origin), attempts, error, self.dead_letter.name,
+                  stage, describe(origin), attempts, error, self.dead_letter.name,
                   extra={"stage": stage, "dead_letter": self.dead_letter.name})
 
 
@@ -278,13 +200,6 @@ def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:
             log.warning("store call failed: %s; retrying in %.2gs", exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-
-
-def _describe(origin: Window | Message) -> str:
-    if isinstance(origin, Message):
-        return f"message {origin.stream}#{origin.seq}"
-    seqs = [m.seq for m in origin.messages]
-    return f"window {origin.stream}#{min(seqs, default=None)}..{max(seqs, default=None)}"
 
 
 def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:

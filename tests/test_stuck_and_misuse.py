@@ -21,7 +21,7 @@ from conftest import make_url
 from pipeline_helpers import seeded, values
 
 from minibatch_rx import InvalidArgumentError, Stream, Window, list_streams, stream
-from minibatch_rx.pipeline import PipelineNeverRunWarning
+from minibatch_rx.usage import PipelineNeverRunWarning
 
 WAIT = 10.0  # seconds: upper bound for waits on a condition
 
@@ -193,7 +193,7 @@ def test_programming_errors_are_dead_lettered_at_once_not_retried(url: str) -> N
     assert handle.dead_letters == 2
 
 
-def test_a_map_returning_none_into_a_stream_sink_is_dead_lettered_at_once_with_a_clear_error(url: str) -> None:
+def test_a_map_returning_none_into_a_stream_sink_is_dead_lettered_at_once(url: str) -> None:
     src = seeded(url, 2)
     handle = (src.count_window(2).map(lambda w: None).with_retries(3, backoff=0).sink("out")
               .run(max_windows=1, duration=WAIT))
@@ -273,7 +273,9 @@ def test_late_stream_is_created_only_when_something_is_late(url: str) -> None:
     assert "in.late" not in list_streams(url)
 
 
-def test_library_logs_under_its_package_names_and_installs_no_handler(caplog: pytest.LogCaptureFixture) -> None:
+def test_library_logs_under_its_package_names_and_installs_no_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     src = seeded("memory://logs", 2)
     with caplog.at_level(logging.DEBUG, logger="minibatch_rx"):
         src.count_window(2).map(lambda w: 1 // 0).with_retries(0).sink(print).run(max_windows=1)

@@ -1,0 +1,59 @@
+"""Names a pipeline gets without being told: its consumer, its steps.
+
+A consumer name keys a position in the store, so it must not change with
+how a program is started (``python app.py`` names the module ``__main__``,
+an import names it ``app``): names here come from qualified names and the
+pipeline's shape only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from minibatch_rx.errors import InvalidArgumentError
+
+MAX_CONSUMER_NAME = 150
+
+
+def function_name(fn: object) -> str:
+    """A stable name for a user function: its qualified name, never its module.
+
+    >>> function_name(len), function_name(lambda w: w)
+    ('len', '<lambda>')
+    """
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+def label(kind: str, *args: object) -> str:
+    """A step's label, its arguments left out where they are defaults.
+
+    >>> label('fixed_time_window', '5s', 0, False)
+    'fixed_time_window(5s)'
+    """
+    shown = [str(a) for a in args if a is not None and a is not False and a != 0]
+    return f"{kind}({','.join(shown)})"
+
+
+def consumer_name(shape: Sequence[str]) -> str:
+    """The default consumer name of a pipeline of these steps (shortened with a
+    digest past :data:`MAX_CONSUMER_NAME` characters).
+
+    >>> consumer_name(['count_window(2)', 'map:total', 'sink:means'])
+    'count_window(2)|map:total|sink:means'
+    """
+    name = "|".join(shape) or "default"
+    if len(name) > MAX_CONSUMER_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = f"{name[:MAX_CONSUMER_NAME - 13]}~{digest}"
+    return name
+
+
+def check_consumer(consumer: object) -> None:
+    """Refuse a consumer name that is not a non-empty ``str`` (``run(2)``
+    would otherwise take 2 as a name)."""
+    if consumer is not None and (not isinstance(consumer, str) or not consumer):
+        raise InvalidArgumentError(
+            f"consumer must be a non-empty str naming the position, got {consumer!r}"
+            + (" (did you mean max_windows=...?)" if isinstance(consumer, int) else "")
+        )
