@@ -8,6 +8,7 @@ Used by the test session and the benchmarks. Run it by hand too:
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,12 +29,21 @@ def free_port() -> int:
 
 
 class MongoTestServer:
-    """One SecantusDB process with its data directory; restartable on the same port."""
+    """One SecantusDB process with its data directory; restartable on the same port.
 
-    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+    Without ``data_dir`` the server makes a temporary one and :meth:`stop`
+    removes it (pass ``keep_data=True`` to restart on the same data); a
+    ``data_dir`` given by the caller is the caller's to remove. ``options``
+    are extra command-line flags, e.g. ``["--auth"]``.
+    """
+
+    def __init__(self, port: int | None = None, data_dir: str | None = None,
+                 options: list[str] | None = None) -> None:
         self.port = port or free_port()
+        self.owns_data = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="minibatch-mongo-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.options = list(options or [])
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "server.log"
 
@@ -44,7 +54,7 @@ class MongoTestServer:
     def start(self) -> MongoTestServer:
         command = [
             sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port),
-            "--storage-path", str(self.data_dir / "db"), "--log-level", "WARNING",
+            "--storage-path", str(self.data_dir / "db"), "--log-level", "WARNING", *self.options,
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -74,7 +84,8 @@ class MongoTestServer:
         finally:
             client.close()
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
+        """Stop the server; remove its own temporary data unless ``keep_data``."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -83,6 +94,8 @@ class MongoTestServer:
                 self.process.kill()
                 self.process.wait(15)
         self.process = None
+        if self.owns_data and not keep_data and self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
 
 
 if __name__ == "__main__":

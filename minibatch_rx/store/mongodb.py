@@ -15,6 +15,11 @@ Ordering without transactions or a hot counter document: a producer finds
 the end of the stream (the highest stored seq ``n``) and inserts its batch at
 ``n + 1 ...``. Seq ``n + 1`` is therefore only ever written after ``n`` is
 visible, so a reader that has seen ``n`` can never later find a smaller seq.
+A batch is stored whole or not at all: one insert command when it fits one,
+else the staged commit of :mod:`minibatch_rx.store.mongo_batch`, whose
+uncommitted documents no reader sees and no producer appends after. The
+producer also stamps its batch no earlier than the end's ingest time, so
+ingest times never decrease in seq order, whatever the producers' clocks.
 A collision on the unique index means another producer won the race: the
 producer scans forward from the contested seq to the new end and tries again.
 Each producer remembers the end it last saw, so an uncontended append is two
@@ -33,7 +38,6 @@ after ``serverSelectionTimeoutMS`` (default here: 5000 ms; set it in the URL).
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 import time
@@ -46,19 +50,23 @@ import pymongo
 from pymongo import errors as mongo_errors
 from pymongo.collection import Collection
 
-from minibatch_rx.errors import InvalidURLError, StoreUnavailableError
+from minibatch_rx.errors import InvalidURLError, StoreAuthenticationError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Backoff, Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.mongo_batch import (
+    MAX_ATTEMPTS,
+    Batches,
+    document_sizes,
+    key_id,
+    needs_staging,
+    new_doc,
+)
 from minibatch_rx.store.url import redact
 
 DEFAULT_DATABASE = "minibatch"
 DEFAULT_TIMEOUT_MS = 5000
-_SCAN_LIMIT = 1000  # a forward scan longer than this falls back to a reverse index lookup
-_MAX_ATTEMPTS = 1000
-
-
-def _key_id(stream: str, key: str | None) -> str:
-    return f"{stream}/{key}"
+_AUTH_FAILED = 18  # wrong user, password or authSource
+_UNAUTHORIZED = 13  # no credentials, or a user without the needed role
 
 
 class MongoStore:
@@ -83,10 +91,10 @@ class MongoStore:
         self._positions: Collection[dict[str, Any]] = db["mb_positions"]
         self._listeners = Listeners()
         self._change_streams: bool | None = None
-        self._ends: dict[str, int] = {}  # the end of each stream as last seen here
         self._registered: set[str] = set()
         self._leases: Collection[dict[str, Any]] = db["mb_leases"]
         self._groups: Collection[dict[str, Any]] = db["mb_groups"]
+        self._batches = Batches(self._messages)
         self._guard(self._create_indexes)
 
     def __repr__(self) -> str:
@@ -105,6 +113,19 @@ class MongoStore:
                 f"MongoDB at {self.url!r} is unreachable: {type(exc).__name__} "
                 f"(timeout serverSelectionTimeoutMS, default {DEFAULT_TIMEOUT_MS} ms)"
             ) from None
+        except mongo_errors.OperationFailure as exc:
+            reason = redact(str((exc.details or {}).get("errmsg") or exc))
+            if exc.code == _AUTH_FAILED or "authentication failed" in reason.lower():
+                raise StoreAuthenticationError(
+                    f"MongoDB at {self.url!r} refused the credentials in the URL ({reason}); "
+                    "check the user, the password and authSource"
+                ) from None
+            if exc.code == _UNAUTHORIZED:
+                raise StoreAuthenticationError(
+                    f"MongoDB at {self.url!r} does not let this client do this ({reason}); "
+                    "put a user with read/write access to the database in the URL"
+                ) from None
+            raise
 
     # -- messages ----------------------------------------------------------
     def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
@@ -113,60 +134,35 @@ class MongoStore:
         now = datetime.now(UTC)
         ts = now.replace(microsecond=now.microsecond // 1000 * 1000)
         keys = [None] * len(payloads) if keys is None else list(keys)
-        seqs: list[int] = self._guard(lambda: self._append(stream, list(payloads), keys, ts))
+        sizes = document_sizes(stream, payloads, keys)
+        seqs: list[int] = self._guard(lambda: self._append(stream, list(payloads), keys, sizes, ts))
         return seqs
 
     def _append(self, stream: str, payloads: list[Mapping[str, Any]], keys: list[str | None],
-                ts: datetime) -> list[int]:
-        wanted = {_key_id(stream, k): k for k in keys if k is not None}
-        existing: dict[str, int] = {}
-        if wanted:
-            found = self._messages.find({"_id": {"$in": list(wanted)}}, {"q": 1})
-            existing = {wanted[d["_id"]]: d["q"] for d in found}
-        pending = fresh_indexes(keys, existing)
-        fresh: list[int] = []
-        seqs: list[int] = []
+                sizes: list[int], ts: datetime) -> list[int]:
+        def numbered(last: int, ts: datetime, indexes: list[int]) -> list[dict[str, Any]]:
+            return [new_doc(stream, last + n, ts, payloads[i], keys[i]) for n, i in enumerate(indexes, 1)]
+
         self._register(stream, ts)
-        last = self._find_end(stream)
-        for attempt in range(_MAX_ATTEMPTS):
-            if not pending:
+        for _ in range(MAX_ATTEMPTS):
+            last, ts = self._batches.end(stream, ts)
+            wanted = {key_id(stream, k): k for k in keys if k is not None}
+            existing: dict[str, int] = {}
+            if wanted:
+                found = self._messages.find({"_id": {"$in": list(wanted)}}, {"q": 1})
+                existing = {wanted[d["_id"]]: d["q"] for d in found}
+            pending = fresh_indexes(keys, existing)
+            if len(pending) < 2 or not needs_staging([sizes[i] for i in pending]):
+                fresh, seqs = self._batches.insert(stream, numbered, keys, existing, pending, last, ts)
                 break
-            docs: list[dict[str, Any]] = []
-            for n, index in enumerate(pending, 1):
-                doc = {"s": stream, "q": last + n, "t": ts, "d": payloads[index]}
-                if keys[index] is not None:
-                    doc["_id"] = _key_id(stream, keys[index])
-                docs.append(doc)
-            try:
-                self._messages.insert_many(docs, ordered=True)
-                fresh.extend(pending)
-                seqs.extend(d["q"] for d in docs)
+            docs = numbered(last, ts, pending)
+            if self._batches.write(stream, docs, [sizes[i] for i in pending]):
+                fresh, seqs = pending, [d["q"] for d in docs]
                 break
-            except mongo_errors.BulkWriteError as exc:
-                inserted = exc.details.get("nInserted", 0)
-                fresh.extend(pending[:inserted])
-                seqs.extend(d["q"] for d in docs[:inserted])
-                errors = exc.details.get("writeErrors", [])
-                if not errors or any(e.get("code") != 11000 for e in errors):
-                    raise
-                failed, pending = pending[inserted], pending[inserted + 1:]
-                if "_id" in (errors[0].get("keyPattern") or {}) or "_id_" in errors[0].get("errmsg", ""):
-                    # Another producer stored the same key meanwhile: reuse its seq.
-                    key = str(keys[failed])
-                    found_doc = self._messages.find_one({"_id": _key_id(stream, key)}, {"q": 1})
-                    existing[key] = int(found_doc["q"]) if found_doc else last
-                    last = docs[inserted - 1]["q"] if inserted else last
-                else:
-                    # Lost the race for the next seq: find the real end and retry.
-                    pending.insert(0, failed)
-                    last = self._scan_end(stream, docs[inserted]["q"])
-                    time.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
         else:
-            raise StoreUnavailableError(
-                f"could not append to {stream!r} after {_MAX_ATTEMPTS} attempts"
-            )
+            raise StoreUnavailableError(f"could not append to {stream!r} after {MAX_ATTEMPTS} attempts")
         if seqs:
-            self._ends[stream] = seqs[-1]
+            self._batches.ends[stream] = seqs[-1]
             self._listeners.notify(stream)
         return merge_seqs(keys, existing, fresh, seqs)
 
@@ -174,30 +170,6 @@ class MongoStore:
         if stream not in self._registered:
             self._streams.update_one({"_id": stream}, {"$setOnInsert": {"created": ts}}, upsert=True)
             self._registered.add(stream)
-
-    def _find_end(self, stream: str) -> int:
-        """The highest seq stored in the stream (tombstone included), starting
-        from the end this store object saw last."""
-        hint = self._ends.get(stream)
-        if hint is not None:
-            found = self._scan(stream, hint)
-            if found and found[0] == hint and len(found) < _SCAN_LIMIT:
-                return found[-1]
-        return self._top(stream)
-
-    def _scan(self, stream: str, start: int) -> list[int]:
-        """The stored seqs from ``start`` on (at most ``_SCAN_LIMIT``)."""
-        cursor = self._messages.find({"s": stream, "q": {"$gte": start}}, {"q": 1, "_id": 0})
-        return [int(d["q"]) for d in cursor.sort("q", 1).limit(_SCAN_LIMIT)]
-
-    def _top(self, stream: str) -> int:
-        doc = self._messages.find_one({"s": stream}, {"q": 1, "_id": 0}, sort=[("q", -1)])
-        return int(doc["q"]) if doc else 0
-
-    def _scan_end(self, stream: str, taken: int) -> int:
-        """The end of the stream, knowing that seq ``taken`` is stored."""
-        found = self._scan(stream, taken)
-        return found[-1] if 0 < len(found) < _SCAN_LIMIT else self._top(stream)
 
     def read(self, stream: str, after: int = 0, limit: int | None = None) -> list[Message]:
         # Tombstones are skipped here, not in the query: a filter on the
@@ -209,9 +181,10 @@ class MongoStore:
             if want is not None:
                 cursor = cursor.limit(want)
             docs: list[dict[str, Any]] = self._guard(partial(list, cursor))
-            kept = [Message(stream, d["q"], d["t"], d["d"]) for d in docs if "gone" not in d]
+            visible: int = self._guard(partial(self._batches.visible_prefix, stream, docs))
+            kept = [Message(stream, d["q"], d["t"], d["d"]) for d in docs[:visible] if "gone" not in d]
             messages.extend(kept)
-            if want is None or len(docs) < want or len(kept) == len(docs):
+            if want is None or len(docs) < want or len(kept) == len(docs) or visible < len(docs):
                 return messages
             after = docs[-1]["q"]
 
@@ -219,20 +192,24 @@ class MongoStore:
         def count() -> int:
             meta = self._streams.find_one({"_id": stream}, {"tomb": 1}) or {}
             tomb = meta.get("tomb")
-            total = self._messages.count_documents({"s": stream})
+            total = self._messages.count_documents(self._batches.visible_filter(stream))
             gone = tomb is not None and self._messages.find_one({"s": stream, "q": tomb}, {"_id": 1})
             return total - (1 if gone else 0)
 
         return int(self._guard(count))
 
     def last_seq(self, stream: str) -> int:
-        return int(self._guard(lambda: self._top(stream)))
+        def last() -> int:
+            doc = self._batches.visible_end(stream)
+            return int(doc["q"]) if doc else 0
+
+        return int(self._guard(last))
 
     def _remove(self, stream: str, upto: int | None = None, before: datetime | None = None) -> int:
         """Delete the stream's messages with ``seq <= upto`` and ingested
         ``before`` (each bound optional); the highest message, if it matches
         too, becomes a tombstone so the numbering survives."""
-        top = self._messages.find_one({"s": stream}, {"q": 1, "t": 1, "gone": 1}, sort=[("q", -1)])
+        top = self._batches.visible_end(stream)  # an uncommitted batch above it is left alone
         if top is None:
             return 0
         below_top = top["q"] - 1 if upto is None else min(upto, top["q"] - 1)
@@ -277,7 +254,7 @@ class MongoStore:
     def delete(self, stream: str) -> None:
         def run() -> None:
             self._messages.delete_many({"s": stream})
-            self._ends.pop(stream, None)
+            self._batches.ends.pop(stream, None)
             self._registered.discard(stream)
             self._positions.delete_many({"s": stream})
             self._leases.delete_many({"s": stream})
@@ -304,6 +281,16 @@ class MongoStore:
         docs = self._guard(lambda: list(self._positions.find({"s": stream}, {"c": 1, "q": 1})))
         return {d["c"]: int(d["q"]) for d in docs}
 
+    def remove_position(self, stream: str, consumer: str) -> bool:
+        def remove() -> bool:
+            known = self._positions.delete_one({"_id": f"{stream}/{consumer}"}).deleted_count
+            self._leases.delete_many({"s": stream, "g": consumer})
+            self._groups.delete_one({"_id": f"{stream}/{consumer}"})
+            return bool(known)
+
+        removed: bool = self._guard(remove)
+        return removed
+
     def expire(self, stream: str, max_age: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=max_age)
         removed: int = self._guard(
@@ -327,7 +314,7 @@ class MongoStore:
         if taken is not None:
             return Lease(taken["start"], taken["end"], taken_over=True)
         cursor_id = f"{stream}/{group}"
-        for _ in range(_MAX_ATTEMPTS):
+        for _ in range(MAX_ATTEMPTS):
             cursor = self._groups.find_one({"_id": cursor_id}) or {}
             start = 1 + max(int(cursor.get("leased", 0)), self.get_position(stream, group))
             end = min(start + count - 1, self.last_seq(stream))
