@@ -16,7 +16,8 @@ so readers stop in front of a batch until its commit and then see all of it.
 Producers do not append after an uncommitted tail: they wait for it, and if
 it does not grow for ``STALE_AFTER`` seconds (its writer died) they *claim*
 its head seq with a void fence document, delete the tail and remove the
-fence, so the seqs are reused, but never one a reader has seen. The unique
+fence, so the seqs are reused, but never one a reader has seen. Documents
+a reader cannot see all lie above the last one it can see. The unique
 ``(s, q)`` index decides between a commit and a claim; a writer whose head
 seq was taken deletes its tail and stores the batch again further on.
 """
@@ -42,7 +43,6 @@ CHUNK_DOCS = 50_000  # below the servers' 100,000 documents per command
 STALE_AFTER = 30.0  # seconds an uncommitted tail may stand still before it is claimed
 _POLL = 0.02
 _OVERHEAD = 160  # bytes of the stored fields besides the payload, stream name and key
-_SCAN_LIMIT = 1000  # a forward scan longer than this falls back to a reverse index lookup
 MAX_ATTEMPTS = 1000
 _END_FIELDS = {"q": 1, "t": 1, "h": 1, "b": 1, "void": 1, "s": 1, "gone": 1}  # what is needed of the end
 
@@ -118,11 +118,11 @@ class Batches:
 
     def _end_doc(self, stream: str, start: int | None = None) -> Doc | None:
         start = self.ends.get(stream) if start is None else start
-        if start is not None:
-            cursor = self._messages.find({"s": stream, "q": {"$gte": start}}, _END_FIELDS)
-            found = list(cursor.sort("q", 1).limit(_SCAN_LIMIT))
-            if found and found[0]["q"] == start and len(found) < _SCAN_LIMIT:
-                return found[-1]
+        if start is not None:  # the index walked back from the end, no further than ``start``
+            found = self._messages.find_one({"s": stream, "q": {"$gte": start}}, _END_FIELDS,
+                                            sort=[("q", -1)])
+            if found is not None:
+                return found
         return self._messages.find_one({"s": stream}, _END_FIELDS, sort=[("q", -1)])
 
     def visible_end(self, stream: str) -> Doc | None:
@@ -134,7 +134,7 @@ class Batches:
                 return doc
             below = doc["q"] if state == FENCE else doc["h"]
             if state == ZOMBIE:  # an abandoned tail may lie above newer messages
-                lowest = self._messages.find_one({"s": stream, "b": doc["b"]}, {"q": 1}, sort=[("q", 1)])
+                lowest = self._messages.find_one(_tail(stream, doc["b"], doc["h"]), {"q": 1}, sort=[("q", 1)])
                 below = min(doc["q"], lowest["q"] if lowest else doc["q"])
             doc = self._messages.find_one({"s": stream, "q": {"$lt": below}}, _END_FIELDS, sort=[("q", -1)])
         return None
@@ -197,22 +197,13 @@ class Batches:
         known = {int(d["q"]): d for d in docs}
         decided: dict[Any, bool] = {}
         for index, doc in enumerate(docs):
-            if "h" in doc or doc.get("void"):
+            if "h" in doc:
                 mark = (doc.get("h"), doc.get("b"), doc.get("void"))
                 if mark not in decided:
                     decided[mark] = self.state(stream, doc, known) == COMMITTED
                 if not decided[mark]:
                     return index
         return len(docs)
-
-    def visible_filter(self, stream: str) -> dict[str, Any]:
-        """A query for the stream's documents a reader may see (tombstones
-        included), once committed batches found on the way are finalized."""
-        for token in self._messages.distinct("b", {"s": stream, "h": {"$exists": True}}):
-            doc = self._messages.find_one({"s": stream, "b": token, "h": {"$exists": True}})
-            if doc is not None and self.state(stream, doc) == COMMITTED:
-                self.finalize(stream, token)
-        return {"s": stream, "h": {"$exists": False}, "void": {"$exists": False}}
 
     def settled(self, stream: str, end: Doc | None, find_end: Any) -> Doc | None:
         """The stream's last document once no uncommitted batch is at its end:
@@ -225,10 +216,10 @@ class Batches:
             if state == MESSAGE:
                 return end
             if state == COMMITTED:
-                self.finalize(stream, end["b"])
+                self.finalize(stream, end["b"], end["h"])
                 return end
             if state == ZOMBIE:
-                self.discard(stream, end["b"])
+                self.discard(stream, end["b"], end["h"])
             else:
                 mark = (end["q"], end.get("b"))
                 if mark != watched:
@@ -247,12 +238,13 @@ class Batches:
         if state == FENCE:  # a claim whose claimer died: its tail is already gone
             self._messages.delete_one({"_id": end["_id"]})
             return
-        fence = {"s": end["s"], "q": end["h"], "t": end["t"], "void": True, "b": uuid.uuid4().hex}
+        seq = end["h"]
+        fence = {"s": end["s"], "q": seq, "t": end["t"], "void": True, "b": uuid.uuid4().hex, "h": seq}
         try:
             self._messages.insert_one(fence)
         except mongo_errors.DuplicateKeyError:
             return  # committed or claimed meanwhile: look again
-        self.discard(stream, end["b"])
+        self.discard(stream, end["b"], seq)
         self._messages.delete_one({"_id": fence["_id"]})
 
     def write(self, stream: str, docs: list[Doc], sizes: Sequence[int]) -> bool:
@@ -264,7 +256,7 @@ class Batches:
         head["b"] = token
         for doc in tail:
             doc.update(h=head["q"], b=token)
-        staged = {"s": stream, "b": token, "h": {"$exists": True}}
+        staged = _tail(stream, token, head["q"])
         try:
             for chunk in chunked(tail, sizes[1:]):
                 self._messages.insert_many(chunk, ordered=True)
@@ -272,19 +264,24 @@ class Batches:
                 raise mongo_errors.DuplicateKeyError("the batch was claimed by another producer")
             self._messages.insert_one(head)
         except (mongo_errors.DuplicateKeyError, mongo_errors.BulkWriteError) as exc:
-            self.discard(stream, token)
+            self.discard(stream, token, head["q"])
             if isinstance(exc, mongo_errors.BulkWriteError) and any(
                 e.get("code") != 11000 for e in exc.details.get("writeErrors", [])
             ):
                 raise
             return False
-        self.finalize(stream, token)
+        self.finalize(stream, token, head["q"])
         return True
 
-    def finalize(self, stream: str, token: str) -> None:
+    def finalize(self, stream: str, token: str, head: int) -> None:
         """Drop a committed batch's marks, so it reads like any other messages."""
-        self._messages.update_many({"s": stream, "b": token, "h": {"$exists": True}}, {"$unset": {"h": ""}})
+        self._messages.update_many(_tail(stream, token, head), {"$unset": {"h": ""}})
 
-    def discard(self, stream: str, token: str) -> None:
+    def discard(self, stream: str, token: str, head: int) -> None:
         """Delete an uncommitted batch's tail (never a committed head)."""
-        self._messages.delete_many({"s": stream, "b": token, "h": {"$exists": True}})
+        self._messages.delete_many(_tail(stream, token, head))
+
+
+def _tail(stream: str, token: str, head: int) -> Doc:
+    """The query for a batch's tail: only the seqs after its head are scanned."""
+    return {"s": stream, "q": {"$gt": head}, "b": token, "h": {"$exists": True}}

@@ -192,7 +192,8 @@ class MongoStore:
         def count() -> int:
             meta = self._streams.find_one({"_id": stream}, {"tomb": 1}) or {}
             tomb = meta.get("tomb")
-            total = self._messages.count_documents(self._batches.visible_filter(stream))
+            top = self._batches.visible_end(stream)  # uncommitted batches lie above it
+            total = self._messages.count_documents({"s": stream, "q": {"$lte": top["q"]}}) if top else 0
             gone = tomb is not None and self._messages.find_one({"s": stream, "q": tomb}, {"_id": 1})
             return total - (1 if gone else 0)
 
