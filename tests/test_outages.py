@@ -59,8 +59,8 @@ def test_sqlite_lock_released_within_the_bound_is_waited_out(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_mongodb_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
-    server = MongoTestServer(data_dir=str(tmp_path / "mongo")).start()
+def test_mongodb_restart_mid_run_loses_nothing() -> None:
+    server = MongoTestServer().start()
     url = f"mongodb://127.0.0.1:{server.port}/outage?serverSelectionTimeoutMS=1000"
     try:
         s = stream("outage.in", url)
@@ -80,7 +80,7 @@ def test_mongodb_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
         handle = s.count_window(10).sink(collect).start(consumer="c")
         wait_for(50)
 
-        server.stop()
+        server.stop(keep_data=True)
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError) as failure:
             s.append({"i": "while down"})
