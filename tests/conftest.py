@@ -73,6 +73,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+def fast_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store URL on the in-process backends (no server: quick)."""
+    return make_url(str(request.param), tmp_path, request)
+
+
 @pytest.fixture
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A fresh store URL, once per backend."""

@@ -22,6 +22,13 @@ def seeded(url: str, n: int) -> Stream:
     return s
 
 
+def seeded_values(url: str, values: list[int], name: str = "test") -> Stream:
+    """Stream ``name`` at ``url`` holding ``{"value": v}`` for each of ``values``."""
+    s = Stream.get_or_create(name, url=url)
+    s.extend([{"value": v} for v in values])
+    return s
+
+
 @contextmanager
 def failing_dead_letters(store: Store) -> Iterator[Store]:
     """While open, every append of ``store`` to a ``*.dead`` stream raises ``OSError``."""

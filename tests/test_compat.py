@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_url
+from pipeline_helpers import seeded_values as seeded
 
 import minibatch_rx.compat
 from minibatch_rx import (
@@ -33,16 +33,6 @@ pytestmark = pytest.mark.timeout(60)
 
 WAIT = 10.0  # seconds: upper bound for real-time waits
 
-
-@pytest.fixture(params=["memory", "sqlite"])
-def fast_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return make_url(str(request.param), tmp_path, request)
-
-
-def seeded(url: str, values: list[int], name: str = "test") -> Stream:
-    s = Stream.get_or_create(name, url=url)
-    s.extend([{"value": v} for v in values])
-    return s
 
 
 class SortedWindow(WindowEmitter):

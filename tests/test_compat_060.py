@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_url
+from pipeline_helpers import seeded_values as seeded
 
 from minibatch_rx import Pipeline, PipelineHandle, Stream, Window, count_window, streaming
 from minibatch_rx.compat import Buffer, WindowEmitter
@@ -22,16 +22,6 @@ pytestmark = pytest.mark.timeout(60)
 
 WAIT = 10.0  # seconds: upper bound for real-time waits
 
-
-@pytest.fixture(params=["memory", "sqlite"])
-def fast_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return make_url(str(request.param), tmp_path, request)
-
-
-def seeded(url: str, values: list[int], name: str = "test") -> Stream:
-    s = Stream.get_or_create(name, url=url)
-    s.extend([{"value": v} for v in values])
-    return s
 
 
 def values(window: Window) -> list[int]:

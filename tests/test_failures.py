@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import reactivex.operators as ops
-from conftest import make_url
 from pipeline_helpers import failing_dead_letters, seeded, values
 
 from minibatch_rx import Stream, Window, stream
@@ -23,10 +21,6 @@ pytestmark = pytest.mark.timeout(120)
 
 WAIT = 10.0  # seconds: safety net for real-time runs
 
-
-@pytest.fixture(params=["memory", "sqlite"])
-def fast_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return make_url(str(request.param), tmp_path, request)
 
 
 def vs(window: Window) -> list[int]:

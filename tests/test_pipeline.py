@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import reactivex
 import reactivex.operators as ops
-from conftest import make_url
 
 from minibatch_rx import (
     InvalidArgumentError,
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.timeout(120)
 
 WAIT = 10.0  # seconds: upper bound for anything real-time to happen
 
-
-@pytest.fixture(params=["memory", "sqlite"])
-def fast_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store URL on the in-process backends."""
-    return make_url(str(request.param), tmp_path, request)
 
 
 def values(s: Stream) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -186,6 +187,24 @@ def fill_positions(s: Stream) -> None:
     raise AssertionError("the database never filled up")
 
 
+@contextmanager
+def full_disk_warnings() -> Iterator[threading.Event]:
+    """An event set once the library logs that it is waiting out a full disk."""
+    seen = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "database or disk is full" in record.getMessage():
+                seen.set()
+
+    watch = Watch(logging.WARNING)
+    logging.getLogger("minibatch_rx").addHandler(watch)
+    try:
+        yield seen
+    finally:
+        logging.getLogger("minibatch_rx").removeHandler(watch)
+
+
 def test_consumer_on_a_full_disk_waits_and_continues(tmp_path: Path, small_disk: None) -> None:
     url = f"sqlite://{tmp_path / 'full.db'}"
     source = stream("in", url)
@@ -196,13 +215,6 @@ def test_consumer_on_a_full_disk_waits_and_continues(tmp_path: Path, small_disk:
     fill_positions(source)
     with pytest.raises(StoreFullError):
         source.commit(CONSUMER, 0)
-
-    waits: list[str] = []
-
-    class Watch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "database or disk is full" in record.getMessage():
-                waits.append(record.getMessage())
 
     pipeline = (source.count_window(5)
                 .map(lambda w: {"sum": sum(m.data["n"] for m in w.messages), "pad": PAD})
@@ -215,12 +227,10 @@ def test_consumer_on_a_full_disk_waits_and_continues(tmp_path: Path, small_disk:
         except Exception as exc:
             outcome["error"] = exc
 
-    watch = Watch(logging.WARNING)
-    logging.getLogger("minibatch_rx").addHandler(watch)
-    try:
+    with full_disk_warnings() as full:
         starter = threading.Thread(target=start)
         starter.start()
-        assert wait_until(lambda: bool(waits) or bool(outcome)), "commit_position never hit the full disk"
+        assert wait_until(lambda: full.is_set() or bool(outcome)), "commit_position never hit the full disk"
         assert outcome == {}, outcome  # still waiting: neither started nor failed
         filler.delete()  # space is back
         starter.join(30)
@@ -229,8 +239,6 @@ def test_consumer_on_a_full_disk_waits_and_continues(tmp_path: Path, small_disk:
             assert wait_until(lambda: source.position(CONSUMER) == 20), handle.error
         finally:
             handle.stop()
-    finally:
-        logging.getLogger("minibatch_rx").removeHandler(watch)
     assert handle.error is None
     assert [m.data["sum"] for m in out.read()] == [10, 35, 60, 85]
     assert stream("in.dead", url).count() == 0
@@ -244,16 +252,7 @@ def test_sink_on_a_full_disk_waits_instead_of_dead_lettering(tmp_path: Path, sma
     out = stream("out", url)
     filler = stream("filler", url)
     fill(filler)
-    full = threading.Event()
-
-    class Watch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "database or disk is full" in record.getMessage():
-                full.set()
-
-    watch = Watch(logging.WARNING)
-    logging.getLogger("minibatch_rx").addHandler(watch)
-    try:
+    with full_disk_warnings() as full:
         handle = (source.count_window(5)
                   .map(lambda w: {"sum": sum(m.data["n"] for m in w.messages), "pad": PAD})
                   .sink(out).with_retries(max_retries=0)  # a retry must not be what saves it
@@ -266,8 +265,6 @@ def test_sink_on_a_full_disk_waits_instead_of_dead_lettering(tmp_path: Path, sma
             assert wait_until(lambda: source.position("c") == 20), handle.error
         finally:
             handle.stop()
-    finally:
-        logging.getLogger("minibatch_rx").removeHandler(watch)
     assert handle.error is None
     assert [m.data["sum"] for m in out.read()] == [10, 35, 60, 85]
     assert stream("in.dead", url).count() == 0
