@@ -22,17 +22,19 @@ behind the end of the stream, the clock decides nothing.
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable
-from reactivex.scheduler import TimeoutScheduler
+from reactivex.scheduler import EventLoopScheduler, VirtualTimeScheduler
 from reactivex.subject import Subject
 
 from minibatch_rx.message import Message
@@ -175,9 +177,18 @@ class WindowOperator:
         def subscribe(
             observer: abc.ObserverBase[Window], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            scheduler = self._scheduler or scheduler_ or TimeoutScheduler.singleton()
+            own: EventLoopScheduler | None = None
+            scheduler = self._scheduler or scheduler_
+            if scheduler is None:
+                # One timer thread per subscription, whatever the input: reactivex's
+                # default (TimeoutScheduler) starts an OS thread per timer.
+                scheduler = own = EventLoopScheduler()
             resume = self.resume() if self.resume is not None else Resume()
-            return _Run(self, self._make_core(), scheduler, observer, resume).subscribe(source, scheduler_)
+            run = _Run(self, self._make_core(), scheduler, observer, resume)
+            subscription = run.subscribe(source, scheduler_)
+            if own is None:
+                return subscription
+            return CompositeDisposable(subscription, own)
 
         return reactivex.create(subscribe)
 
@@ -188,6 +199,10 @@ class _Run:
     def __init__(self, operator: WindowOperator, core: WindowCore, scheduler: abc.SchedulerBase,
                  observer: abc.ObserverBase[Window], resume: Resume) -> None:
         self.operator, self.core, self.scheduler, self.observer = operator, core, scheduler, observer
+        # Real-time schedulers read the wall clock; time.time() is that, without a datetime.
+        self.clock: Callable[[], float] = (
+            partial(scheduler_seconds, scheduler) if isinstance(scheduler, VirtualTimeScheduler)
+            else time.time)
         self.lock = threading.RLock()
         self.timer = SerialDisposable()
         self.armed: float | None = None
@@ -219,7 +234,7 @@ class _Run:
                 return
             if self.replay:
                 self.apply_journaled(message.seq)
-            now = scheduler_seconds(self.scheduler)
+            now = self.clock()
             if self.core.clock_due(now) and self.clock_may_decide():
                 self.clock_step(now)
             if message.seq > self.last_seen:
@@ -251,9 +266,9 @@ class _Run:
                 # followed are gone (trimmed); apply them now.
                 self.apply_journaled(None)
             if self.clock_may_decide():
-                self.clock_step(scheduler_seconds(self.scheduler))
+                self.clock_step(self.clock())
             else:
-                self.arm(scheduler_seconds(self.scheduler) + RECHECK)
+                self.arm(self.clock() + RECHECK)
 
     # -- the clock -------------------------------------------------------------
     def behind(self) -> bool:
@@ -300,7 +315,7 @@ class _Run:
         producer, or into a timer thread where it would be lost.
         """
         try:
-            windows = call(scheduler_seconds(self.scheduler) if now is None else now)
+            windows = call(self.clock() if now is None else now)
         except Exception as error:
             self.on_error(error)
             return False
@@ -318,8 +333,10 @@ class _Run:
         replays the whole step, which emits the same windows again (same
         contents, same idempotency keys).
         """
-        for message in self.core.late():
-            self.operator.late.on_next(message)
+        late = self.core.late()
+        if late:
+            for message in late:
+                self.operator.late.on_next(message)
         if windows:
             held = self.core.held_min_seq()
             ack = self.last_seen if held is None else held - 1
@@ -334,8 +351,12 @@ class _Run:
             self.arm()
 
     def arm(self, at: float | None = None) -> None:
+        """Keep one timer at the core's next deadline. A deadline that moved
+        later (say, a quiet period restarted by each message) keeps the
+        earlier timer, which re-arms when it fires: replacing a timer per
+        message would cost a scheduler call (or a thread) per message."""
         deadline = self.core.deadline() if at is None else at
-        if deadline is None or deadline == self.armed:
+        if deadline is None or (self.armed is not None and deadline >= self.armed - EPS):
             return
         self.armed = deadline
         self.timer.disposable = self.scheduler.schedule_absolute(to_datetime(deadline), self.on_timer)

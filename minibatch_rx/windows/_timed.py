@@ -51,6 +51,7 @@ class TimeGridCore(WindowCore):
         self.origin_us = _micros(origin)
         self.open: dict[int, list[Message]] = {}
         self.closed_upto: int | None = None  # windows below this index are emitted
+        self.next_close = math.inf  # end + grace of window `closed_upto`: the next to close
         self.tentative = False  # closed_upto only guessed from the subscription time
         self.seen = 0  # highest seq seen
         # (closed_upto after a closing step, highest seq seen then): which replayed
@@ -91,10 +92,15 @@ class TimeGridCore(WindowCore):
         key = f"{self.start_us(k)}us" if self.step_us < self.size_us or not messages else None
         return Window(tuple(messages), self.stream, start, start + self.size_us * _MICROSECOND, key=key)
 
+    def set_closed_upto(self, k: int) -> None:
+        """Windows below ``k`` are out; keeps :attr:`next_close` in step."""
+        self.closed_upto = k
+        self.next_close = (self.origin_us + k * self.step_us + self.size_us) / 1_000_000 + self.grace
+
     # -- the trigger ---------------------------------------------------------
     def start(self, now: float) -> list[Window]:
         if self.emit_empty and self.closed_upto is None:
-            self.closed_upto = self.first_open_after(now - self.grace)
+            self.set_closed_upto(self.first_open_after(now - self.grace))
             self.tentative = True
         # Subscribing counts as activity: a replayed backlog is about to arrive,
         # so no window closes by the clock alone until the stream has been
@@ -104,27 +110,43 @@ class TimeGridCore(WindowCore):
         return []
 
     def on_message(self, message: Message, now: float) -> list[Window]:
+        # The hot path of every time window: kept to plain arithmetic on ints.
         self.stream = message.stream
-        self.seen = max(self.seen, message.seq)
+        seq = message.seq
+        if seq > self.seen:
+            self.seen = seq
         t = message.ts.timestamp()
-        ks = self.indexes(message.ts)
-        if ks and (self.closed_upto is None or (self.tentative and ks[0] < self.closed_upto)):
-            self.closed_upto = ks[0]
-        if ks:
+        # Exact microseconds: a float epoch reading is within 0.25 us of the
+        # true value, so rounding recovers it (the grid must be exact).
+        t_us = round(t * 1_000_000)
+        last = (t_us - self.origin_us) // self.step_us
+        first = (t_us - self.size_us - self.origin_us) // self.step_us + 1
+        if first <= last:  # else: in a gap between hopping windows
+            closed = self.closed_upto
+            if closed is None or (self.tentative and first < closed):
+                self.set_closed_upto(first)
+                closed = first
             self.tentative = False
-        late = False
-        for k in ks:
-            assert self.closed_upto is not None
-            if k >= self.closed_upto:
-                self.open.setdefault(k, []).append(message)
-            elif message.seq > self.closed_after(k):
-                late = True
-            # else: a replayed member of a window already emitted before a restart
-        if late:
-            self.late_messages.append(message)
-        self.max_ts = max(self.max_ts, t)
+            late = False
+            open_ = self.open
+            for k in range(first, last + 1):
+                if k >= closed:
+                    bucket = open_.get(k)
+                    if bucket is None:
+                        open_[k] = [message]
+                    else:
+                        bucket.append(message)
+                elif seq > self.closed_after(k):
+                    late = True
+                # else: a replayed member of a window already emitted before a restart
+            if late:
+                self.late_messages.append(message)
+        if t > self.max_ts:
+            self.max_ts = t
         self.last_arrival = now
-        return self.close(now)
+        if self.next_close <= self.closable_until(now) + EPS:
+            return self.close(now)
+        return []
 
     def closed_after(self, k: int) -> int:
         """The last seq seen when window ``k`` closed: messages up to it were its members."""
@@ -143,25 +165,25 @@ class TimeGridCore(WindowCore):
         if self.closed_upto is None:
             if not forced:
                 return []
-            self.closed_upto = self.first_open_after(now - self.grace)  # replayed decision, fresh core
+            self.set_closed_upto(self.first_open_after(now - self.grace))  # replayed, fresh core
         bound = (now if forced else self.closable_until(now)) - self.grace + EPS
         out: list[Window] = []
-        before = self.closed_upto
-        while self.end(self.closed_upto) <= bound:
-            k = self.closed_upto
+        before = k = self.closed_upto
+        assert k is not None
+        while self.end(k) <= bound:
             messages = self.open.pop(k, None)
             if messages or self.emit_empty:
                 out.append(self.window(k, messages or []))
-            self.closed_upto = k + 1
+            k += 1
             if not self.emit_empty:  # skip the empty stretch at once
-                target = min([self.first_open_after(bound), *self.open])
-                self.closed_upto = max(self.closed_upto, target)
-        if self.closed_upto != before:
+                k = max(k, min([self.first_open_after(bound), *self.open]))
+        self.set_closed_upto(k)
+        if k != before:
             self.tentative = False
             if self.closures and self.closures[-1][1] == self.seen:
-                self.closures[-1] = (self.closed_upto, self.seen)
+                self.closures[-1] = (k, self.seen)
             else:
-                self.closures.append((self.closed_upto, self.seen))
+                self.closures.append((k, self.seen))
                 del self.closures[:-MAX_CLOSURES]
         return out
 
@@ -178,9 +200,7 @@ class TimeGridCore(WindowCore):
         return self.close(now, forced)
 
     def clock_due(self, now: float) -> bool:
-        if self.closed_upto is None:
-            return False
-        return self.end(self.closed_upto) + self.grace <= self.closable_until(now) + EPS
+        return self.next_close <= self.closable_until(now) + EPS
 
     def on_complete(self, now: float) -> list[Window]:
         out = [self.window(k, self.open.pop(k)) for k in sorted(self.open)]
@@ -191,6 +211,8 @@ class TimeGridCore(WindowCore):
         return min(seqs) if seqs else None
 
     def late(self) -> list[Message]:
+        if not self.late_messages:
+            return self.late_messages
         late, self.late_messages = self.late_messages, []
         return late
 
@@ -200,7 +222,7 @@ class TimeGridCore(WindowCore):
         return {"closed_upto": self.closed_upto, "closures": [list(c) for c in self.closures]}
 
     def restore(self, state: Any) -> None:
-        self.closed_upto = int(state["closed_upto"])
+        self.set_closed_upto(int(state["closed_upto"]))
         self.closures = [(int(upto), int(seq)) for upto, seq in state["closures"]]
         self.seen = max((seq for _, seq in self.closures), default=0)
         self.tentative = False
