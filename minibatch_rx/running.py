@@ -122,15 +122,23 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
 
 
 class _PendingAck:
-    """The latest acknowledged seq not yet written, and when to write it."""
+    """The latest acknowledged seq not yet written, and when to write it.
+
+    A deferred write is made by one flusher thread per pipeline, started at
+    the first deferral and kept until the pipeline stops (a ``threading.Timer``
+    per deferral would start a thread every ``interval``).
+    """
 
     def __init__(self, acknowledge: Acknowledge, outage_timeout: float, interval: float) -> None:
         self.acknowledge, self.outage_timeout, self.interval = acknowledge, outage_timeout, interval
         self.lock = threading.RLock()
+        self.wake = threading.Condition(self.lock)
         self.seq: int | None = None
         self.checkpoint: Any = None
         self.written_at = -math.inf
-        self.timer: threading.Timer | None = None
+        self.due: float | None = None  # when the deferred write is due (monotonic)
+        self.flusher: threading.Thread | None = None
+        self.stopped = False
 
     def ack(self, seq: int, checkpoint: Any = None) -> None:
         with self.lock:
@@ -139,18 +147,16 @@ class _PendingAck:
                 self.checkpoint = checkpoint
             if time.monotonic() - self.written_at >= self.interval:
                 self.write()
-            elif self.timer is None:
-                self.timer = threading.Timer(self.interval, self.flush_later)
-                self.timer.daemon = True
-                self.timer.start()
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+            elif self.due is None:
+                self.due = self.written_at + self.interval
+                if self.flusher is None:
+                    self.flusher = threading.Thread(target=self.flush_later, name="minibatch-commit",
+                                                    daemon=True)
+                    self.flusher.start()
+                self.wake.notify()
 
     def write(self) -> None:
-        self.cancel_timer()
+        self.due = None
         if self.seq is None:
             return
         seq, checkpoint = self.seq, self.checkpoint
@@ -168,7 +174,9 @@ class _PendingAck:
         store is unreachable now, the windows since the last write will be
         delivered again: logged, as at-least-once allows."""
         with self.lock:
-            self.cancel_timer()
+            self.stopped = True
+            self.due = None
+            self.wake.notify()
             if self.seq is None:
                 return
             seq, self.seq = self.seq, None
@@ -179,10 +187,21 @@ class _PendingAck:
                             "delivered again", seq, exc)
 
     def flush_later(self) -> None:
-        try:
-            self.flush()
-        except Exception:  # in a timer thread: report it; the next ack or stop retries
-            log.exception("could not commit the consumer position; will retry")
+        """The flusher thread: write each deferred acknowledgement when it is due."""
+        with self.lock:
+            while not self.stopped:
+                if self.due is None:
+                    self.wake.wait()
+                    continue
+                delay = self.due - time.monotonic()
+                if delay > 0:
+                    self.wake.wait(delay)
+                    continue
+                try:
+                    self.write()
+                except Exception:  # reported; the next ack or the stop writes it again
+                    self.due = None
+                    log.exception("could not commit the consumer position; will retry")
 
 
 class PipelineHandle:
