@@ -17,6 +17,7 @@ trimmed as positions are committed, so the journal stays a few records long.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import Resume
 
 PREFIX = "_mb.windows."
+log = logging.getLogger(__name__)
 
 
 def journal_name(stream: str, owner: str) -> str:
@@ -41,8 +43,9 @@ def journal_name(stream: str, owner: str) -> str:
 class StreamJournal:
     """A :class:`~minibatch_rx.windows.Journal` in a stream of the source's store."""
 
-    def __init__(self, store: Store, stream: str, owner: str, outage_timeout: float) -> None:
-        self.store, self.stream, self.owner = store, stream, owner
+    def __init__(self, store: Store, stream: str, owner: str, strategy: str,
+                 outage_timeout: float) -> None:
+        self.store, self.stream, self.owner, self.strategy = store, stream, owner, strategy
         self.name = journal_name(stream, owner)
         self.outage_timeout = outage_timeout
         self.checkpoint_seq = 0  # journal seq of the newest checkpoint written
@@ -61,6 +64,17 @@ class StreamJournal:
         position = until_reachable(lambda: self.store.get_position(self.stream, self.owner),
                                    self.outage_timeout)
         state, base, top = None, 0, 0
+        if any(r.data.get("strategy") != self.strategy for r in records):
+            # The pipeline's window changed under the same consumer name: what the old
+            # one decided means nothing to the new one. Start afresh (it replays from
+            # the committed position like a first run).
+            log.warning("consumer %r of stream %r now uses %s; the window decisions its earlier "
+                        "runs saved for another strategy are discarded", self.owner, self.stream,
+                        self.strategy)
+            top = max((int(r.data["event"]) for r in records), default=0)
+            last = records[-1].seq
+            until_reachable(lambda: self.store.trim(self.name, last), self.outage_timeout)
+            records = []
         for record in records:
             data = record.data
             top = max(top, int(data["event"]))
@@ -74,7 +88,8 @@ class StreamJournal:
 
     def record_clock(self, event: int, after: int, at: float) -> None:
         """Note a clock decision before anything it produced leaves the operator."""
-        self._append({"kind": "clock", "event": event, "after": after, "at": at})
+        self._append({"kind": "clock", "event": event, "after": after, "at": at,
+                      "strategy": self.strategy})
 
     def checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         """Save the operator state that goes with the position about to be committed."""
@@ -82,7 +97,8 @@ class StreamJournal:
         if event == self.written_event:
             return
         self.checkpoint_seq = self._append(
-            {"kind": "checkpoint", "event": event, "state": checkpoint["state"]})
+            {"kind": "checkpoint", "event": event, "state": checkpoint["state"],
+             "strategy": self.strategy})
         self.written_event = event
 
     def prune(self) -> None:

@@ -77,6 +77,7 @@ class Pipeline:
 
     source: Stream
     window_factory: WindowFactory | None = None
+    window_label: str | None = None
     stages: tuple[StageFactory, ...] = ()
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     late_target: SinkTarget | None = None
@@ -126,7 +127,8 @@ class Pipeline:
             raise InvalidArgumentError("a pipeline has one window strategy; it already has one")
         if self.stages:
             raise InvalidArgumentError("the window strategy must come before map/filter/sink")
-        return self._with(window_factory=factory, shape=(*self.shape, label), **changes)
+        return self._with(window_factory=factory, window_label=label, shape=(*self.shape, label),
+                          **changes)
 
     @fluent
     def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
@@ -348,7 +350,7 @@ class Pipeline:
                 operator = self.window_factory(scheduler)
                 operator.progress = progress
                 if consumer is not None and operator.clocked:
-                    journal = StreamJournal(source.store, source.name, consumer,
+                    journal = StreamJournal(source.store, source.name, consumer, self.window_label or "",
                                             self.retry_policy.outage_timeout)
                     operator.journal, operator.resume = journal, journal.load
                 operator.late.subscribe(self._late_sink(owner))

@@ -148,3 +148,21 @@ def test_late_messages_are_written_once_and_never_also_windowed() -> None:
         late_ids = [d["i"] for d in late]
         assert len(late_ids) == len(set(late_ids))
         assert not windowed & {i + 1 for i in late_ids}  # seq = i + 1 in this stream
+
+
+def test_changing_the_window_under_the_same_consumer_starts_its_decisions_afresh(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, STEADY)
+    first: list[Any] = []
+    vt.run(s.fixed_time_window(10).map(describe).sink(first.append), until=30)
+    assert first, "the first strategy emitted windows"
+    then: list[Any] = []
+    vt.run(s.session_window(4).map(describe).sink(then.append), until=END)  # same consumer
+    assert then and all(w["start"] is not None for w in then)
+    assert "discarded" in caplog.text
+    again: list[Any] = []
+    vt.run(s.session_window(4).map(describe).sink(again.append), until=END + 10)
+    assert "discarded" not in caplog.text.split("discarded", 1)[1]  # warned once, not at every start
