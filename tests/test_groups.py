@@ -113,6 +113,16 @@ def test_a_dead_members_lease_is_taken_over(tmp_path: Path) -> None:
     survivor = start_member(url, "g", "groups.out", "--size", "20", "--work", "0.01", "--lease-timeout", "1")
     try:
         wait_for_count(sink, 200, [slow, survivor], 60)
+        # Both must have worked before the kill (on a loaded machine the slow one
+        # may not have finished a window by the time the survivor has 200).
+        deadline = time.monotonic() + 60
+        while slow.pid not in {m.data["pid"] for m in sink.read()}:
+            assert time.monotonic() < deadline, "the slow member never finished a window"
+            assert slow.poll() is None, f"member died: {slow.stderr.read()}"  # type: ignore[union-attr]
+            try:
+                slow.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                continue
         os.kill(slow.pid, signal.SIGKILL)
         slow.wait(10)
         wait_for_count(sink, 2000, [survivor], 120)
