@@ -51,7 +51,7 @@ from typing import Any
 import pymongo
 
 from minibatch_rx.store import close_all
-from minibatch_rx.stream import Stream
+from minibatch_rx.streams import Stream
 
 ROOT = Path(__file__).resolve().parent.parent
 STORES = ("memory", "sqlite", "mongodb")

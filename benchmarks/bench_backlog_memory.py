@@ -130,7 +130,7 @@ def memory_report() -> Report:
 def child_fill(url: str, size: int) -> Report:
     """Store ``size`` messages with ``Stream.extend`` in batches of ``FILL_BATCH``."""
     from minibatch_rx.store import close_all
-    from minibatch_rx.stream import Stream
+    from minibatch_rx.streams import Stream
 
     target = Stream.get_or_create(STREAM, url)
     started = time.perf_counter()

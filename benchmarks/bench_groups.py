@@ -86,7 +86,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from minibatch_rx.store import close_all
-from minibatch_rx.stream import Stream
+from minibatch_rx.streams import Stream
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "workers" / "consumer.py"

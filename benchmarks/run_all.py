@@ -284,7 +284,7 @@ def emit(report: Report) -> None:
 def child_producer(params: Report) -> None:
     """Append ``n`` documents with ``Stream.extend`` in batches (after ``ready``)."""
     from minibatch_rx.store import close_all
-    from minibatch_rx.stream import Stream
+    from minibatch_rx.streams import Stream
 
     target = Stream.get_or_create(params["stream"], params["url"])
     docs = bench_append.make_docs(params["n"])
@@ -346,7 +346,7 @@ def paced_appends(append: Callable[[dict[str, Any]], Any], pace: float, total: i
 def child_latency_producer(params: Report) -> None:
     """Append ``{"i", "t": time.time()}`` one at a time, one every ``pace`` seconds."""
     from minibatch_rx.store import close_all
-    from minibatch_rx.stream import Stream
+    from minibatch_rx.streams import Stream
 
     target = Stream.get_or_create(params["stream"], params["url"])
     pace, total = params["pace"], params["warmup"] + params["samples"]

@@ -36,7 +36,7 @@ from minibatch_rx.message import Message
 from minibatch_rx.pipeline import Pipeline
 from minibatch_rx.running import PipelineHandle
 from minibatch_rx.store import open_store, resolve_url
-from minibatch_rx.stream import ConsumerInfo, Stream, list_streams, stream
+from minibatch_rx.streams import ConsumerInfo, Stream, list_streams, stream
 from minibatch_rx.usage import PipelineNeverRunWarning
 from minibatch_rx.window import Window
 from minibatch_rx.windows import (

@@ -35,7 +35,7 @@ from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.pipeline import Pipeline, SinkTarget
 from minibatch_rx.running import PipelineHandle
-from minibatch_rx.stream import Stream
+from minibatch_rx.streams import Stream
 from minibatch_rx.window import Window
 from minibatch_rx.windows import (
     WindowCore,

@@ -14,18 +14,18 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.scheduler import VirtualTimeScheduler
 
-from minibatch_rx import windows
+from minibatch_rx.dsl import WindowDSL, set_root
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
 from minibatch_rx.message import Message
-from minibatch_rx.naming import check_consumer, consumer_name, function_name, label
+from minibatch_rx.naming import check_consumer, consumer_name, function_name
 from minibatch_rx.running import PipelineHandle, claim, commit, guard, only_items
 from minibatch_rx.source import store_source
 from minibatch_rx.stages import (
@@ -42,10 +42,10 @@ from minibatch_rx.stages import (
     stream_sink_stage,
     until_reachable,
 )
-from minibatch_rx.stream import Stream
+from minibatch_rx.streams import Stream
 from minibatch_rx.usage import PipelineNeverRunWarning, Usage, fluent
 from minibatch_rx.validation import check_stream_name
-from minibatch_rx.windows import ReadProgress, WindowOperator
+from minibatch_rx.windows import Count, Custom, ReadProgress, WindowOperator, WindowSpec
 from minibatch_rx.windows._engine import scheduler_seconds
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
@@ -63,10 +63,11 @@ class Retention:
     """Delete messages older than this many seconds."""
 SinkTarget = Stream | str | Callable[[Any], Any]
 @dataclass(frozen=True)
-class Pipeline:
+class Pipeline(WindowDSL):
     """A stream processing pipeline over one source stream.
 
-    Build it fluently from :func:`minibatch_rx.stream`::
+    Build it fluently from :func:`minibatch_rx.stream` (the window methods,
+    ``count_window`` and the rest, are :class:`~minibatch_rx.dsl.WindowDSL`'s)::
 
         stream('readings').fixed_time_window('1s').map(summarise).sink('summaries').run()
 
@@ -76,14 +77,11 @@ class Pipeline:
     """
 
     source: Stream
-    window_factory: WindowFactory | None = None
-    window_label: str | None = None
+    window_spec: WindowSpec | None = None
     stages: tuple[StageFactory, ...] = ()
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     late_target: SinkTarget | None = None
     retention_policy: Retention = field(default_factory=lambda: Retention())
-    group_size: int | None = None
-    group_timeout: float | None = None
     prefetch: int = 500
     commit_interval: float = 0.05
     after_ack: Callable[[int | None], None] | None = None
@@ -116,63 +114,19 @@ class Pipeline:
         new consumer (pass ``consumer=`` to keep a position across changes)."""
         return consumer_name(self.shape)
 
-    # -- windows ---------------------------------------------------------------
+    # -- windows (the named strategies come from WindowDSL) ---------------------
     @fluent
-    def window(self, factory: WindowFactory) -> Pipeline:
-        """Use a custom window operator; ``factory(scheduler)`` makes one per run."""
-        return self._window(f"window:{function_name(factory)}", factory)
-
-    def _window(self, label: str, factory: WindowFactory, **changes: Any) -> Pipeline:
-        if self.window_factory is not None:
+    def window(self, spec: WindowSpec | WindowFactory) -> Pipeline:
+        """Window the messages with ``spec``: a window spec (``Count(2)``,
+        ``Tumbling('5s')``... from :mod:`minibatch_rx.windows`) or an operator
+        factory (``factory(scheduler)`` makes one operator per run)."""
+        if not isinstance(spec, WindowSpec):
+            spec = Custom(spec)
+        if self.window_spec is not None:
             raise InvalidArgumentError("a pipeline has one window strategy; it already has one")
         if self.stages:
             raise InvalidArgumentError("the window strategy must come before map/filter/sink")
-        return self._with(window_factory=factory, window_label=label, shape=(*self.shape, label),
-                          **changes)
-
-    @fluent
-    def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
-        """Windows of ``n`` messages; see :func:`minibatch_rx.windows.count_window`."""
-        windows.count_window(n, timeout)  # validate now, not at run time
-        seconds = None if timeout is None else to_seconds(timeout, "count_window timeout")
-        return self._window(label("count_window", n, timeout),
-                            lambda s: windows.count_window(n, timeout, scheduler=s),
-                            group_size=n, group_timeout=seconds)
-
-    @fluent
-    def fixed_time_window(self, interval: Interval, grace: Interval = 0,
-                          emit_empty: bool = False) -> Pipeline:
-        """Tumbling time windows; see :func:`minibatch_rx.windows.fixed_time_window`."""
-        windows.fixed_time_window(interval, grace, emit_empty)
-        return self._window(
-            label("fixed_time_window", interval, grace, emit_empty),
-            lambda s: windows.fixed_time_window(interval, grace, emit_empty, scheduler=s)
-        )
-
-    @fluent
-    def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
-        """Everything since the last window, every ``interval``; see
-        :func:`minibatch_rx.windows.relaxed_time_window`."""
-        windows.relaxed_time_window(interval, emit_empty)
-        return self._window(label("relaxed_time_window", interval, emit_empty),
-                            lambda s: windows.relaxed_time_window(interval, emit_empty, scheduler=s))
-
-    @fluent
-    def sliding_window(self, size: int | Interval, step: int | Interval,
-                       by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
-        """Overlapping windows; see :func:`minibatch_rx.windows.sliding_window`."""
-        windows.sliding_window(size, step, by=by, grace=grace)
-        return self._window(
-            label("sliding_window", size, step, by, grace),
-            lambda s: windows.sliding_window(size, step, by=by, grace=grace, scheduler=s)
-        )
-
-    @fluent
-    def session_window(self, gap: Interval) -> Pipeline:
-        """Sessions split by silence; see :func:`minibatch_rx.windows.session_window`."""
-        windows.session_window(gap)
-        return self._window(label("session_window", gap),
-                            lambda s: windows.session_window(gap, scheduler=s))
+        return self._with(window_spec=spec, shape=(*self.shape, spec.label))
 
     # -- stages ------------------------------------------------------------------
     def _stage(self, label: str, factory: StageFactory) -> Pipeline:
@@ -346,11 +300,11 @@ class Pipeline:
             progress = ReadProgress()
             windowed = store_source(source.store, source.name, None, consumer, scheduler,
                                     self.prefetch, progress).pipe(guard(active))
-            if self.window_factory is not None:
-                operator = self.window_factory(scheduler)
+            if self.window_spec is not None:
+                operator = self.window_spec.operator(scheduler)
                 operator.progress = progress
                 if consumer is not None and operator.clocked:
-                    journal = StreamJournal(source.store, source.name, consumer, self.window_label or "",
+                    journal = StreamJournal(source.store, source.name, consumer, self.window_spec.label,
                                             self.retry_policy.outage_timeout)
                     operator.journal, operator.resume = journal, journal.load
                 operator.late.subscribe(self._late_sink(owner))
@@ -438,14 +392,14 @@ class Pipeline:
 
     def _group_feed(self, group: str, lease_timeout: Interval) -> GroupFeed:
         check_stream_name(group)
-        if self.group_size is None:
+        spec = self.window_spec
+        if not isinstance(spec, Count):
             raise InvalidArgumentError(
                 f"group {group!r} needs a count window: consumer groups share count_window(n) windows; "
                 "time-based windows need a single consumer per group"
             )
         ttl = to_seconds(lease_timeout, "lease_timeout")
-        return GroupFeed(self.source.store, self.source.name, group, self.group_size,
-                         self.group_timeout, ttl)
+        return GroupFeed(self.source.store, self.source.name, group, spec.n, spec.timeout_s, ttl)
 
     def run(self, consumer: str | None = None, max_windows: int | None = None,
             duration: Interval | None = None, *, group: str | None = None,
@@ -527,3 +481,4 @@ def _resolve(target: SinkTarget, source: Stream) -> Stream | Callable[[Any], Any
     return target
 
 
+set_root(Pipeline)

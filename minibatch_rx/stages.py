@@ -27,7 +27,7 @@ from minibatch_rx.errors import (
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
-from minibatch_rx.stream import Stream
+from minibatch_rx.streams import Stream
 from minibatch_rx.validation import encode_json
 from minibatch_rx.window import Window
 

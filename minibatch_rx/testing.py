@@ -59,7 +59,7 @@ from reactivex.testing.recorded import Recorded
 from minibatch_rx.message import Message
 from minibatch_rx.pipeline import Pipeline
 from minibatch_rx.store.memory import MemoryStore
-from minibatch_rx.stream import Stream
+from minibatch_rx.streams import Stream
 from minibatch_rx.window import Window
 
 __all__ = [

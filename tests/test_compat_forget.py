@@ -9,7 +9,7 @@ import pytest
 from conftest import make_url
 
 from minibatch_rx import InvalidArgumentError, Stream, streaming
-from minibatch_rx.stream import ConsumerInfo
+from minibatch_rx.streams import ConsumerInfo
 
 pytestmark = pytest.mark.timeout(60)
 

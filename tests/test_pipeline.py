@@ -370,7 +370,7 @@ def test_fluent_calls_return_new_pipelines_and_leave_the_old_ones_alone() -> Non
     assert isinstance(base, Pipeline)
     assert len({id(base), id(mapped), id(filtered)}) == 3
     assert (len(base.stages), len(mapped.stages), len(filtered.stages)) == (0, 1, 2)
-    assert base.window_factory is mapped.window_factory
+    assert base.window_spec is mapped.window_spec
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.stages = ()  # type: ignore[misc]
 

@@ -16,7 +16,7 @@ from minibatch_rx.store.mongodb import MongoStore
 from minibatch_rx.store.sqlite import SqliteStore
 
 # The package re-exports a function called ``stream``, which shadows the module attribute.
-stream_module = importlib.import_module("minibatch_rx.stream")
+stream_module = importlib.import_module("minibatch_rx.streams")
 
 # -- appending -----------------------------------------------------------------
 

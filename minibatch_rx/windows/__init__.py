@@ -7,18 +7,26 @@ windows also expose a ``late`` observable of messages that missed their window.
 """
 
 from minibatch_rx.windows._engine import Journal, ReadProgress, Resume, WindowCore, WindowOperator
-from minibatch_rx.windows.count import count_window
-from minibatch_rx.windows.fixed_time import fixed_time_window
-from minibatch_rx.windows.relaxed_time import relaxed_time_window
-from minibatch_rx.windows.session import session_window
-from minibatch_rx.windows.sliding import sliding_window
+from minibatch_rx.windows.count import Count, count_window
+from minibatch_rx.windows.fixed_time import Tumbling, fixed_time_window
+from minibatch_rx.windows.relaxed_time import Relaxed, relaxed_time_window
+from minibatch_rx.windows.session import Session, session_window
+from minibatch_rx.windows.sliding import Sliding, sliding_window
+from minibatch_rx.windows.specs import Custom, WindowSpec
 
 __all__ = [
+    "Count",
+    "Custom",
     "Journal",
     "ReadProgress",
+    "Relaxed",
     "Resume",
+    "Session",
+    "Sliding",
+    "Tumbling",
     "WindowCore",
     "WindowOperator",
+    "WindowSpec",
     "count_window",
     "fixed_time_window",
     "relaxed_time_window",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import ClassVar
+
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, positive_int, to_seconds
 from minibatch_rx.message import Message
+from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator
+from minibatch_rx.windows.specs import WindowSpec
 
 
 class _CountCore(WindowCore):
@@ -52,6 +57,30 @@ class _CountCore(WindowCore):
         return self.buffer[0].seq if self.buffer else None
 
 
+@dataclass(frozen=True)
+class Count(WindowSpec):
+    """Windows of exactly ``n`` messages; with ``timeout``, a partial window is
+    flushed once its first message has waited that long. Consumer groups share them."""
+
+    n: int
+    timeout: Interval | None = None
+    timeout_s: float | None = field(init=False, repr=False, compare=False)
+    groupable: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        positive_int(self.n, "count_window size n")
+        seconds = None if self.timeout is None else to_seconds(self.timeout, "count_window timeout")
+        object.__setattr__(self, "timeout_s", seconds)
+
+    @property
+    def label(self) -> str:
+        return label("count_window", self.n, self.timeout)
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        n, timeout = self.n, self.timeout_s
+        return WindowOperator(lambda: _CountCore(n, timeout), scheduler)
+
+
 def count_window(
     n: int, timeout: Interval | None = None, *, scheduler: abc.SchedulerBase | None = None
 ) -> WindowOperator:
@@ -74,6 +103,4 @@ def count_window(
     >>> out
     [[{'i': 1}, {'i': 2}], [{'i': 3}]]
     """
-    size = positive_int(n, "count_window size n")
-    seconds = None if timeout is None else to_seconds(timeout, "count_window timeout")
-    return WindowOperator(lambda: _CountCore(size, seconds), scheduler)
+    return Count(n, timeout).operator(scheduler)

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, to_seconds
+from minibatch_rx.naming import label
 from minibatch_rx.windows._engine import WindowOperator
 from minibatch_rx.windows._timed import DEFAULT_QUIET, TimeGridCore
+from minibatch_rx.windows.specs import WindowSpec
+
+
+@dataclass(frozen=True)
+class Tumbling(WindowSpec):
+    """Fixed (tumbling) windows ``[k*interval, (k+1)*interval)`` of message time;
+    see :func:`fixed_time_window`."""
+
+    interval: Interval
+    grace: Interval = 0
+    emit_empty: bool = False
+    quiet: Interval = DEFAULT_QUIET
+    seconds: tuple[float, float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seconds", (
+            to_seconds(self.interval, "fixed_time_window interval"),
+            to_seconds(self.grace, "fixed_time_window grace", allow_zero=True),
+            to_seconds(self.quiet, "fixed_time_window quiet", allow_zero=True)))
+
+    @property
+    def label(self) -> str:
+        return label("fixed_time_window", self.interval, self.grace, self.emit_empty)
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        size, grace, quiet = self.seconds
+        emit_empty = self.emit_empty
+        return WindowOperator(lambda: TimeGridCore(size, size, grace, quiet, emit_empty), scheduler)
 
 
 def fixed_time_window(
@@ -39,9 +70,4 @@ def fixed_time_window(
         op.late.subscribe(print)                 # late side output
         messages.pipe(op).subscribe(handle)
     """
-    size = to_seconds(interval, "fixed_time_window interval")
-    grace_s = to_seconds(grace, "fixed_time_window grace", allow_zero=True)
-    quiet_s = to_seconds(quiet, "fixed_time_window quiet", allow_zero=True)
-    return WindowOperator(
-        lambda: TimeGridCore(size, size, grace_s, quiet_s, emit_empty), scheduler
-    )
+    return Tumbling(interval, grace, emit_empty, quiet).operator(scheduler)

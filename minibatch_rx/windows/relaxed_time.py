@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.message import Message
+from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator, to_datetime
+from minibatch_rx.windows.specs import WindowSpec
 
 
 class _RelaxedCore(WindowCore):
@@ -55,6 +59,27 @@ class _RelaxedCore(WindowCore):
         return self.buffer[0].seq if self.buffer else None
 
 
+@dataclass(frozen=True)
+class Relaxed(WindowSpec):
+    """Every ``interval`` of scheduler time, whatever arrived since the last
+    window; see :func:`relaxed_time_window`."""
+
+    interval: Interval
+    emit_empty: bool = False
+
+    def __post_init__(self) -> None:
+        self.operator()  # validates every argument
+
+    @property
+    def label(self) -> str:
+        return label("relaxed_time_window", self.interval, self.emit_empty)
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        seconds = to_seconds(self.interval, "relaxed_time_window interval")
+        emit_empty = self.emit_empty
+        return WindowOperator(lambda: _RelaxedCore(seconds, emit_empty), scheduler)
+
+
 def relaxed_time_window(
     interval: Interval, emit_empty: bool = False, *, scheduler: abc.SchedulerBase | None = None
 ) -> WindowOperator:
@@ -71,5 +96,4 @@ def relaxed_time_window(
 
         stream('clicks').relaxed_time_window('5s').map(len).sink(print)
     """
-    seconds = to_seconds(interval, "relaxed_time_window interval")
-    return WindowOperator(lambda: _RelaxedCore(seconds, emit_empty), scheduler)
+    return Relaxed(interval, emit_empty).operator(scheduler)

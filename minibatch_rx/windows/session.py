@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.message import Message
+from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator, to_datetime
 from minibatch_rx.windows._timed import DEFAULT_QUIET
+from minibatch_rx.windows.specs import WindowSpec
 
 
 class _SessionCore(WindowCore):
@@ -93,6 +96,26 @@ class _SessionCore(WindowCore):
         self.closed_after = self.seen = int(state["closed_after"])
 
 
+@dataclass(frozen=True)
+class Session(WindowSpec):
+    """Bursts of messages separated by at least ``gap`` of silence; see :func:`session_window`."""
+
+    gap: Interval
+    quiet: Interval = DEFAULT_QUIET
+
+    def __post_init__(self) -> None:
+        self.operator()  # validates every argument
+
+    @property
+    def label(self) -> str:
+        return label("session_window", self.gap)
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        gap_s = to_seconds(self.gap, "session_window gap")
+        quiet_s = to_seconds(self.quiet, "session_window quiet", allow_zero=True)
+        return WindowOperator(lambda: _SessionCore(gap_s, quiet_s), scheduler)
+
+
 def session_window(
     gap: Interval,
     *,
@@ -116,6 +139,4 @@ def session_window(
 
         stream('clicks').session_window('30s').map(lambda w: len(w)).sink('visits')
     """
-    gap_s = to_seconds(gap, "session_window gap")
-    quiet_s = to_seconds(quiet, "session_window quiet", allow_zero=True)
-    return WindowOperator(lambda: _SessionCore(gap_s, quiet_s), scheduler)
+    return Session(gap, quiet).operator(scheduler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from reactivex import abc
@@ -9,9 +10,11 @@ from reactivex import abc
 from minibatch_rx.durations import Interval, positive_int, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.message import Message
+from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import WindowCore, WindowOperator
 from minibatch_rx.windows._timed import DEFAULT_QUIET, TimeGridCore
+from minibatch_rx.windows.specs import WindowSpec
 
 
 class _SlidingCountCore(WindowCore):
@@ -55,6 +58,42 @@ class _SlidingCountCore(WindowCore):
         self.anchor, self.done = int(state["anchor"]), int(state["done"])
 
 
+@dataclass(frozen=True)
+class Sliding(WindowSpec):
+    """Windows of ``size`` starting every ``step``: by message count, or by
+    message time (``by='time'``); see :func:`sliding_window`."""
+
+    size: int | Interval
+    step: int | Interval
+    by: Literal["count", "time"] = "count"
+    grace: Interval = 0
+    quiet: Interval = DEFAULT_QUIET
+
+    def __post_init__(self) -> None:
+        self.operator()  # validates every argument
+
+    @property
+    def label(self) -> str:
+        return label("sliding_window", self.size, self.step, None if self.by == "count" else self.by,
+                     self.grace)
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        size, step, grace, quiet = self.size, self.step, self.grace, self.quiet
+        if self.by == "count":
+            n = positive_int(size, "sliding_window size")
+            k = positive_int(step, "sliding_window step")
+            return WindowOperator(lambda: _SlidingCountCore(n, k), scheduler)
+        if self.by == "time":
+            size_s = to_seconds(size, "sliding_window size")
+            step_s = to_seconds(step, "sliding_window step")
+            grace_s = to_seconds(grace, "sliding_window grace", allow_zero=True)
+            quiet_s = to_seconds(quiet, "sliding_window quiet", allow_zero=True)
+            return WindowOperator(
+                lambda: TimeGridCore(size_s, step_s, grace_s, quiet_s, emit_empty=False), scheduler
+            )
+        raise InvalidArgumentError(f"sliding_window by must be 'count' or 'time', got {self.by!r}")
+
+
 def sliding_window(
     size: int | Interval,
     step: int | Interval,
@@ -81,16 +120,4 @@ def sliding_window(
 
         stream('prices').sliding_window('1m', '10s', by='time').map(average).sink('avg')
     """
-    if by == "count":
-        n = positive_int(size, "sliding_window size")
-        k = positive_int(step, "sliding_window step")
-        return WindowOperator(lambda: _SlidingCountCore(n, k), scheduler)
-    if by == "time":
-        size_s = to_seconds(size, "sliding_window size")
-        step_s = to_seconds(step, "sliding_window step")
-        grace_s = to_seconds(grace, "sliding_window grace", allow_zero=True)
-        quiet_s = to_seconds(quiet, "sliding_window quiet", allow_zero=True)
-        return WindowOperator(
-            lambda: TimeGridCore(size_s, step_s, grace_s, quiet_s, emit_empty=False), scheduler
-        )
-    raise InvalidArgumentError(f"sliding_window by must be 'count' or 'time', got {by!r}")
+    return Sliding(size, step, by, grace, quiet).operator(scheduler)

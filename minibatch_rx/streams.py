@@ -6,10 +6,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from reactivex import Observable, abc
 
+from minibatch_rx import dsl
 from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.source import store_source
@@ -39,7 +40,7 @@ class ConsumerInfo:
     lag: int
 
 
-class Stream:
+class Stream(dsl.WindowDSL):
     """A named, append-only, durable sequence of JSON-like messages.
 
     Producers ``append`` payloads; each gets a ``seq`` from the store.
@@ -187,34 +188,10 @@ class Stream:
             raise InvalidArgumentError(f"seq must be >= 0, got {seq}")
         self.store.commit_position(self.name, consumer, seq)
 
-    # -- fluent pipelines (one-line delegations to Pipeline) -------------------
+    # -- fluent pipelines (the window methods come from WindowDSL) ------------
     def pipeline(self) -> Pipeline:
         """An empty :class:`~minibatch_rx.pipeline.Pipeline` reading this stream."""
-        from minibatch_rx.pipeline import Pipeline
-
-        return Pipeline(self)
-
-    def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
-        """Start a pipeline with windows of ``n`` messages."""
-        return self.pipeline().count_window(n, timeout)
-
-    def fixed_time_window(self, interval: Interval, grace: Interval = 0,
-                          emit_empty: bool = False) -> Pipeline:
-        """Start a pipeline with tumbling time windows."""
-        return self.pipeline().fixed_time_window(interval, grace, emit_empty)
-
-    def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
-        """Start a pipeline emitting what arrived, every ``interval``."""
-        return self.pipeline().relaxed_time_window(interval, emit_empty)
-
-    def sliding_window(self, size: int | Interval, step: int | Interval,
-                       by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
-        """Start a pipeline with overlapping windows."""
-        return self.pipeline().sliding_window(size, step, by, grace)
-
-    def session_window(self, gap: Interval) -> Pipeline:
-        """Start a pipeline with session windows."""
-        return self.pipeline().session_window(gap)
+        return dsl.root(self)
 
     def map(self, fn: Any) -> Pipeline:
         """Start a window-less pipeline: ``fn`` gets each Message."""
@@ -304,17 +281,18 @@ class Stream:
         done = min(positions) if positions else 0
         return QueryResult(self.read(), lambda m: m.seq <= done).filter(**filters)
 
-    def window(self, factory: Any = None, /, **filters: Any) -> Pipeline:
-        """With a window operator factory, start a pipeline windowed by it
-        (``Pipeline.window``). The original's ``window(**filters)`` queried
-        stored windows, which are not kept: it raises ``CompatibilityError``."""
-        if factory is None or filters:
+    def window(self, spec: Any = None, /, **filters: Any) -> Pipeline:
+        """Start a pipeline windowed by ``spec`` (a window spec such as
+        ``Count(2)``, or an operator factory; ``Pipeline.window``). The
+        original's ``window(**filters)`` queried stored windows, which are not
+        kept: it raises ``CompatibilityError``."""
+        if spec is None or filters:
 
             raise CompatibilityError(
                 "windows are not stored: send each window's result to a stream with "
                 "@streaming(..., sink='name') or Pipeline.sink('name'), then read that stream"
             )
-        return self.pipeline().window(factory)
+        return self.pipeline().window(spec)
 
     def flush(self) -> None:
         """Nothing to do: every append is stored when it returns (the original batched)."""

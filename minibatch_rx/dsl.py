@@ -1,0 +1,68 @@
+"""The window methods of the fluent DSL, written once for ``Stream`` and ``Pipeline``.
+
+``stream('in').count_window(2)`` and ``pipeline.count_window(2)`` are the same
+method: each builds a window spec (:mod:`minibatch_rx.windows`) and hands it
+to :meth:`WindowDSL.window`. A ``Stream`` starts a new pipeline there; the
+pipeline module registers how (:func:`set_root`), so ``stream.py`` needs no
+import of the pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from minibatch_rx.durations import Interval
+from minibatch_rx.windows import Count, Relaxed, Session, Sliding, Tumbling, WindowSpec
+
+if TYPE_CHECKING:
+    from minibatch_rx.pipeline import Pipeline
+    from minibatch_rx.streams import Stream
+
+_root: list[Callable[[Stream], Pipeline]] = []
+
+
+def set_root(make: Callable[[Stream], Pipeline]) -> None:
+    """Register how a stream starts a pipeline (called by ``minibatch_rx.pipeline``)."""
+    _root[:] = [make]
+
+
+def root(stream: Stream) -> Pipeline:
+    """An empty pipeline reading ``stream``."""
+    return _root[0](stream)
+
+
+class WindowDSL(ABC):
+    """The named window strategies; each is ``self.window(<spec>)``."""
+
+    @abstractmethod
+    def window(self, spec: Any) -> Pipeline:
+        """Window the stream with ``spec`` (a :class:`~minibatch_rx.windows.WindowSpec`,
+        or an operator factory such as a ``WindowEmitter``'s ``.operator``)."""
+
+    def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
+        """Windows of ``n`` messages; see :func:`minibatch_rx.windows.count_window`."""
+        return self.window(Count(n, timeout))
+
+    def fixed_time_window(self, interval: Interval, grace: Interval = 0,
+                          emit_empty: bool = False) -> Pipeline:
+        """Tumbling time windows; see :func:`minibatch_rx.windows.fixed_time_window`."""
+        return self.window(Tumbling(interval, grace, emit_empty))
+
+    def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
+        """Everything since the last window, every ``interval``; see
+        :func:`minibatch_rx.windows.relaxed_time_window`."""
+        return self.window(Relaxed(interval, emit_empty))
+
+    def sliding_window(self, size: int | Interval, step: int | Interval,
+                       by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
+        """Overlapping windows; see :func:`minibatch_rx.windows.sliding_window`."""
+        return self.window(Sliding(size, step, by, grace))
+
+    def session_window(self, gap: Interval) -> Pipeline:
+        """Sessions split by silence; see :func:`minibatch_rx.windows.session_window`."""
+        return self.window(Session(gap))
+
+
+__all__ = ["WindowDSL", "WindowSpec", "root", "set_root"]

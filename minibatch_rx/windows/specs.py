@@ -1,0 +1,70 @@
+"""Window strategies as values: what a window is, defined once.
+
+A spec is frozen and validated when it is made, so a bad size or interval
+fails where the pipeline is written, not when it runs. It knows its label
+(part of the default consumer name), whether consumer groups can share it,
+and how to build its reactivex operator for one run. Each strategy's spec
+lives in the strategy's own module (``Count`` in ``count.py``...); the
+operator factories (``count_window(...)``) are thin wrappers around them.
+
+>>> from minibatch_rx.windows import Count, Tumbling
+>>> Count(2).label
+'count_window(2)'
+>>> Tumbling('5s', grace=1).label
+'fixed_time_window(5s,1)'
+>>> Count(0)
+Traceback (most recent call last):
+...
+minibatch_rx.errors.InvalidArgumentError: count_window size n must be an int > 0, got 0
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from reactivex import abc
+
+from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.naming import function_name
+from minibatch_rx.windows._engine import WindowOperator
+
+OperatorFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
+
+
+class WindowSpec(ABC):
+    """A window strategy as a value; see :class:`Count`, :class:`Tumbling`,
+    :class:`Sliding`, :class:`Session`, :class:`Relaxed` and :class:`Custom`."""
+
+    groupable: ClassVar[bool] = False
+    """True if members of a consumer group can share this strategy's windows."""
+
+    @property
+    @abstractmethod
+    def label(self) -> str:
+        """How the strategy reads in a pipeline's shape, e.g. ``count_window(2)``."""
+
+    @abstractmethod
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        """A fresh reactivex operator for one run."""
+
+
+@dataclass(frozen=True)
+class Custom(WindowSpec):
+    """Any window operator: ``make(scheduler)`` builds one per run (a
+    ``WindowEmitter``'s ``.operator``, or a factory of your own)."""
+
+    make: OperatorFactory
+
+    def __post_init__(self) -> None:
+        if not callable(self.make):
+            raise InvalidArgumentError(f"a custom window needs an operator factory, got {self.make!r}")
+
+    @property
+    def label(self) -> str:
+        return f"window:{function_name(self.make)}"
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+        return self.make(scheduler)
