@@ -43,6 +43,11 @@ class Activity:
         with self._lock:
             self._running.pop(threading.get_ident(), None)
 
+    def running_here(self) -> bool:
+        """True if the calling thread is inside a user function of the pipeline."""
+        with self._lock:
+            return threading.get_ident() in self._running
+
     def describe(self) -> str | None:
         """The longest-running stage, e.g. ``"map on window s#1..10 for 12.3 s"``."""
         with self._lock:

@@ -7,11 +7,13 @@ stream of the same store, one per consumer and source stream:
 * ``clock``: the clock closed something (``event``, ``after`` seq, ``at``),
   written before any window or late message that decision produced;
 * ``checkpoint``: the operator's state after the step that emitted the
-  window being committed, written just before the consumer position.
+  window being committed, and the last clock decision that state includes
+  (``clock``), written just before the consumer position.
 
-On restart the newest checkpoint is restored and the clock records after it
-are replayed at their seqs. Records older than the newest checkpoint are
-trimmed as positions are committed, so the journal stays a few records long.
+On restart the newest checkpoint is restored and the clock records it does
+not include are replayed at their seqs. Records the newest checkpoint made
+obsolete are trimmed as positions are committed, so the journal stays a few
+records long; a clock record for a window still in flight is never trimmed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class StreamJournal:
         self.name = journal_name(stream, owner)
         self.outage_timeout = outage_timeout
         self.checkpoint_seq = 0  # journal seq of the newest checkpoint written
+        self.included = 0  # the last clock decision that checkpoint includes
+        self.clock_seqs: list[tuple[int, int]] = []  # (event, journal seq) of the clock records
         self.trimmed = 0
         self.written_event: int | None = None
 
@@ -59,11 +63,11 @@ class StreamJournal:
 
     def load(self) -> Resume:
         """What the operator resumes from: the newest checkpoint, the clock
-        decisions after it, and the consumer's position."""
+        decisions it does not include, and the consumer's position."""
         records = until_reachable(lambda: self.store.read(self.name, 0), self.outage_timeout)
         position = until_reachable(lambda: self.store.get_position(self.stream, self.owner),
                                    self.outage_timeout)
-        state, base, top = None, 0, 0
+        top = max((int(r.data["event"]) for r in records), default=0)
         if any(r.data.get("strategy") != self.strategy for r in records):
             # The pipeline's window changed under the same consumer name: what the old
             # one decided means nothing to the new one. Start afresh (it replays from
@@ -71,25 +75,26 @@ class StreamJournal:
             log.warning("consumer %r of stream %r now uses %s; the window decisions its earlier "
                         "runs saved for another strategy are discarded", self.owner, self.stream,
                         self.strategy)
-            top = max((int(r.data["event"]) for r in records), default=0)
             last = records[-1].seq
             until_reachable(lambda: self.store.trim(self.name, last), self.outage_timeout)
             records = []
-        for record in records:
-            data = record.data
-            top = max(top, int(data["event"]))
-            if data["kind"] == "checkpoint" and int(data["event"]) >= base:
-                state, base = data["state"], int(data["event"])
+        state, included = None, 0
+        for record in records:  # in journal order: the last checkpoint written wins
+            if record.data["kind"] == "checkpoint":
+                state, included = record.data["state"], int(record.data["clock"])
                 self.checkpoint_seq = record.seq
+        self.clock_seqs = sorted((int(r.data["event"]), r.seq) for r in records
+                                 if r.data["kind"] == "clock")
         clock = sorted((int(d["event"]), int(d["after"]), float(d["at"]))
                        for d in (r.data for r in records)
-                       if d["kind"] == "clock" and int(d["event"]) > base)
-        return Resume(state, tuple(clock), top + 1, position)
+                       if d["kind"] == "clock" and int(d["event"]) > included)
+        return Resume(state, tuple(clock), top + 1, position, included)
 
     def record_clock(self, event: int, after: int, at: float) -> None:
         """Note a clock decision before anything it produced leaves the operator."""
-        self._append({"kind": "clock", "event": event, "after": after, "at": at,
-                      "strategy": self.strategy})
+        seq = self._append({"kind": "clock", "event": event, "after": after, "at": at,
+                            "strategy": self.strategy})
+        self.clock_seqs.append((event, seq))
 
     def checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         """Save the operator state that goes with the position about to be committed."""
@@ -97,13 +102,21 @@ class StreamJournal:
         if event == self.written_event:
             return
         self.checkpoint_seq = self._append(
-            {"kind": "checkpoint", "event": event, "state": checkpoint["state"],
-             "strategy": self.strategy})
+            {"kind": "checkpoint", "event": event, "clock": int(checkpoint["clock"]),
+             "state": checkpoint["state"], "strategy": self.strategy})
         self.written_event = event
+        self.included = int(checkpoint["clock"])
 
     def prune(self) -> None:
-        """Drop the records the newest checkpoint (now committed) made obsolete."""
+        """Drop the records the newest checkpoint (now committed) made obsolete:
+        older checkpoints, and the clock decisions it includes. A clock decision
+        it does not include (one for a window still in flight) is kept, and so
+        is everything written after it."""
         upto = self.checkpoint_seq - 1
+        newer = [seq for event, seq in self.clock_seqs if event > self.included]
+        if newer:
+            upto = min(upto, min(newer) - 1)
+        self.clock_seqs = [(event, seq) for event, seq in self.clock_seqs if seq > upto]
         if upto > self.trimmed:
             until_reachable(lambda: self.store.trim(self.name, upto), self.outage_timeout)
             self.trimmed = upto

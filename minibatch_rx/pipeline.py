@@ -302,7 +302,7 @@ class Pipeline(WindowDSL):
                                     self.prefetch, progress).pipe(guard(active))
             if self.window_spec is not None:
                 operator = self.window_spec.operator(scheduler)
-                operator.progress = progress
+                operator.progress, operator.stream = progress, source.name
                 if consumer is not None and operator.clocked:
                     journal = StreamJournal(source.store, source.name, consumer, self.window_spec.label,
                                             self.retry_policy.outage_timeout)

@@ -258,7 +258,10 @@ class PipelineHandle:
         self.windows += 1
         if seq is not None:
             self.position = seq
-        if self.max_windows is not None and self.windows >= self.max_windows:
+        # Stop only where a position is committed: windows closed together share
+        # one (the step's last carries it), and stopping inside such a step would
+        # hand its first windows to the next run again.
+        if seq is not None and self.max_windows is not None and self.windows >= self.max_windows:
             self.stop(timeout=0)  # from inside the flow: never wait for ourselves
 
     def _on_error(self, error: Exception) -> None:
@@ -298,7 +301,10 @@ class PipelineHandle:
                 self._stopper = threading.Thread(target=self._dispose, args=(subscription,),
                                                  name="minibatch-stop", daemon=True)
                 self._stopper.start()
-        if self._stopper is threading.current_thread() or timeout == 0:
+        inside = self._failure is not None and self._failure.activity.running_here()
+        if self._stopper is threading.current_thread() or timeout == 0 or inside:
+            # Called from a user function of this pipeline: the stop completes once
+            # that function returns; waiting here would wait for ourselves.
             return self._disposed.is_set()
         if self._disposed.wait(timeout):
             return True

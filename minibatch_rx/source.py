@@ -53,6 +53,7 @@ def store_source(
     ``progress.behind`` says, while messages are handed on, whether more were
     already stored behind them (a backlog is being replayed)."""
     progress = progress or ReadProgress()
+    progress.behind = True  # until the first read has reached the end of the stream
 
     def subscribe(
         observer: abc.ObserverBase[Message], default: abc.SchedulerBase | None = None

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from minibatch_rx import Pipeline, Stream, Window
-from minibatch_rx.testing import VirtualTime
+from minibatch_rx.testing import VirtualTime, seconds
+from minibatch_rx.windows import Tumbling
 
 
 class Crash(BaseException):
@@ -166,3 +167,150 @@ def test_changing_the_window_under_the_same_consumer_starts_its_decisions_afresh
     again: list[Any] = []
     vt.run(s.session_window(4).map(describe).sink(again.append), until=END + 10)
     assert "discarded" not in caplog.text.split("discarded", 1)[1]  # warned once, not at every start
+
+
+# -- regressions found in review: each scenario below cut different windows before the fix --
+
+LAG: Schedule = [(1, None), (3, None), (12, 9.5), (14, None), (31, 29.0), (32, 28.0), (44, None),
+                 (46, 44.5), (58, 51)]
+AHEAD: Schedule = [(1, None), (3, None), (7, 12), (8, None), (15, None), (22, None), (35, None)]
+
+
+@pytest.mark.parametrize("name, build, plan", [
+    ("empty windows with late messages", lambda s: s.fixed_time_window(10, emit_empty=True), LAG),
+    ("no quiet period", lambda s: s.window(Tumbling(10, quiet=0)), STEADY),
+    ("a producer clock ahead", lambda s: s.fixed_time_window(10), AHEAD),
+])
+def test_more_strategies_cut_the_same_windows_after_a_crash(name: str, build: Build, plan: Schedule) -> None:
+    expected, expected_late, _ = run(build, plan, None)
+    for crash_after in range(1, len(expected) + 1):
+        out, late, _ = run(build, plan, crash_after)
+        assert (out, late) == (expected, expected_late), f"{name}: crash after window {crash_after}"
+
+
+def deferred_commits(monkeypatch: pytest.MonkeyPatch, hold: Callable[[], bool]) -> Callable[[], None]:
+    """Commits are held back (as the default 50 ms coalescing does) while ``hold()``;
+    the returned function writes the held one, as the flusher thread would."""
+    real = Pipeline._acknowledger
+    pending: list[Callable[[], None]] = []
+
+    def acknowledger(self: Pipeline, *args: Any, **kwargs: Any) -> Callable[[int, Any], None]:
+        acknowledge = real(self, *args, **kwargs)
+
+        def deferred(seq: int, checkpoint: Any) -> None:
+            if hold():
+                pending[:] = [lambda: acknowledge(seq, checkpoint)]
+            else:
+                acknowledge(seq, checkpoint)
+
+        return deferred
+
+    monkeypatch.setattr(Pipeline, "_acknowledger", acknowledger)
+
+    def flush() -> None:
+        while pending:
+            pending.pop()()
+
+    return flush
+
+
+def test_a_commit_written_while_the_next_window_is_in_flight_keeps_its_clock_decision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan: Schedule = [(1, None), (5, None), (12, None), (15, None), (21, 19.5), (33, None)]
+    expected, expected_late, _ = run(lambda s: s.fixed_time_window(10), plan, None)
+    flush = deferred_commits(monkeypatch, lambda: True)
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, plan)
+    count = [0]
+
+    def work(window: Window) -> Window:
+        count[0] += 1
+        flush()  # the flusher writes the previous window's position meanwhile
+        if count[0] == 2:
+            raise Crash
+        return window
+
+    pipeline = s.fixed_time_window(10).map(work).map(describe).sink("out")
+    with pytest.raises(Crash):
+        vt.run(pipeline, until=END)
+    vt.scheduler.stop()
+    vt.advance_to(25)
+    vt.run(pipeline, until=END)
+    flush()
+    assert [m.data for m in vt.stream("out").read()] == expected
+    assert [m.data for m in vt.stream("in.late").read()] == expected_late
+
+
+def test_clock_decisions_survive_a_replayed_window_committed_before_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan: Schedule = [(1, None), (5, None), (12, None), (15, None), (21, 19.5), (33, None)]
+    expected, expected_late, _ = run(lambda s: s.fixed_time_window(10), plan, None)
+    state = {"run": 1, "n": 0}
+    deferred_commits(monkeypatch, lambda: state["run"] == 1)  # run 1 dies before any commit
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, plan)
+
+    def work(window: Window) -> dict[str, Any]:
+        state["n"] += 1
+        if state["run"] in (1, 2) and state["n"] == 2:
+            raise Crash
+        return describe(window)
+
+    pipeline = s.fixed_time_window(10).map(work).sink("out")
+    for run_no, restart_at in ((1, 0), (2, 22), (3, 23)):
+        state.update(run=run_no, n=0)
+        if vt.now < restart_at:
+            vt.advance_to(restart_at)
+        try:
+            vt.run(pipeline, until=END)
+        except Crash:
+            vt.scheduler.stop()
+    assert [m.data for m in vt.stream("out").read()] == expected
+    assert [m.data for m in vt.stream("in.late").read()] == expected_late
+
+
+def test_relaxed_windows_keep_their_start_across_a_restart() -> None:
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, STEADY)
+    seen: list[Window] = []
+    count = [0]
+
+    def crash_second(window: Window) -> Window:
+        seen.append(window)
+        count[0] += 1
+        if count[0] == 2:
+            raise Crash
+        return window
+
+    pipeline = s.relaxed_time_window(10).map(crash_second).map(describe).sink("out")
+    with pytest.raises(Crash):
+        vt.run(pipeline, until=END)
+    vt.scheduler.stop()
+    vt.advance_to(100)  # down for a while
+    vt.run(pipeline, until=130)
+    assert seen[1].messages == seen[2].messages  # the unacknowledged window, again
+    assert all(w.start is not None and w.end is not None and w.start <= w.end for w in seen)
+    assert (seen[2].start, seen[2].end) == (seen[1].start, seen[1].end)
+
+
+def test_max_windows_stops_between_steps_so_the_next_run_goes_on() -> None:
+    vt = VirtualTime()
+    s = vt.stream("in")
+    for t in (1, 2, 11):
+        vt.append_at(t, s, {"t": t})
+    vt.advance_to(12)
+    seen: list[tuple[float | None, list[int]]] = []
+    pipeline = s.sliding_window(10, 5, by="time").sink(
+        lambda w: seen.append((seconds(w.start), [m.seq for m in w.messages])))
+    first = pipeline.start("c", scheduler=vt.scheduler, max_windows=1)
+    vt.advance_to(13)  # one step closes two windows: the run stops after both
+    assert not first.running and first.windows == 2 and first.position == 2
+    second = pipeline.start("c", scheduler=vt.scheduler, max_windows=1)
+    vt.advance_to(30)
+    assert not second.running and second.windows == 1
+    assert seen == [(-5.0, [1, 2]), (0.0, [1, 2]), (5.0, [3])]  # nothing handed over twice

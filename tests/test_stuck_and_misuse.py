@@ -283,3 +283,24 @@ def test_library_logs_under_its_package_names_and_installs_no_handler(
     assert names and all(n.startswith("minibatch_rx.") for n in names)
     for name in ("minibatch_rx", *names):
         assert logging.getLogger(name).handlers == []
+
+
+@pytest.mark.parametrize("window", ["count", "time"])
+def test_a_sink_may_stop_its_own_pipeline(window: str, sqlite_url: str) -> None:
+    src = stream("in", sqlite_url)
+    src.extend({"i": i} for i in range(5))
+    box: dict[str, Any] = {}
+
+    def sink(w: Window) -> None:
+        if w.data[0]["i"] >= 2:
+            started = time.monotonic()
+            box["stopped"] = (box["handle"].stop(), time.monotonic() - started)
+
+    pipeline = src.count_window(2) if window == "count" else src.fixed_time_window("200ms")
+    box["handle"] = handle = pipeline.sink(sink).start(consumer="self-stop")
+    if window == "time":
+        assert wait_for(lambda: src.position("self-stop") > 0 or "stopped" in box)
+        src.append({"i": 9})  # a later message closes the window holding i >= 2
+    assert handle.join(WAIT), "a stop() called from the sink deadlocked"
+    returned, waited = box["stopped"]
+    assert returned is False and waited < 1.0  # it cannot wait for itself: it returns at once

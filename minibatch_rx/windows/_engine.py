@@ -136,6 +136,8 @@ class Resume:
     next_event: int = 1
     position: int = 0
     """The seq the source resumes after."""
+    included: int = 0
+    """The last clock decision (event) the state includes."""
 
 
 class ReadProgress:
@@ -165,6 +167,8 @@ class WindowOperator:
         self._scheduler = scheduler
         self.late: Subject[Message] = Subject()
         self.progress: ReadProgress | None = None
+        self.stream: str | None = None
+        """The source stream's name, for windows emitted before any message (empty ones)."""
         self.journal: Journal | None = None
         self.resume: Callable[[], Resume] | None = None
 
@@ -207,11 +211,13 @@ class _Run:
         self.timer = SerialDisposable()
         self.armed: float | None = None
         self.last_seen = resume.position
-        self.last_ack: int | None = None
         self.event = resume.next_event - 1
+        self.included = resume.included  # the last clock decision applied to the core
         self.replay: deque[tuple[int, int, float]] = deque(resume.clock)
         self.journal = operator.journal if core.clocked else None
         self.done = False
+        if operator.stream is not None:
+            core.stream = operator.stream
         if resume.state is not None:
             core.restore(resume.state)
 
@@ -292,6 +298,7 @@ class _Run:
         if any(w.messages for w in windows) or self.core.snapshot() != before:
             self.event += 1
             self.journal.record_clock(self.event, self.last_seen, now)
+            self.included = self.event
         self.emit(windows)
 
     def apply_journaled(self, next_seq: int | None) -> None:
@@ -299,6 +306,7 @@ class _Run:
         while self.replay and (next_seq is None or self.replay[0][1] < next_seq):
             event, _after, at = self.replay.popleft()
             self.event = max(self.event, event)
+            self.included = event
             try:
                 windows = self.core.on_timer(at, forced=True)
             except Exception as error:
@@ -329,7 +337,7 @@ class _Run:
 
         Windows closed in one step share one checkpoint, the core's state after
         the step, so only the last of them carries the step's ack: the earlier
-        ones repeat the previous ack. A crash in the middle of a step then
+        ones carry none. A crash in the middle of a step then
         replays the whole step, which emits the same windows again (same
         contents, same idempotency keys).
         """
@@ -342,11 +350,11 @@ class _Run:
             ack = self.last_seen if held is None else held - 1
             checkpoint = None
             if self.journal is not None:
-                checkpoint = {"event": self.event, "state": self.core.snapshot()}
+                checkpoint = {"event": self.event, "clock": self.included,
+                              "state": self.core.snapshot()}
             for window in windows[:-1]:
-                self.observer.on_next(replace(window, ack=self.last_ack))
+                self.observer.on_next(window)  # no ack: committed with the step's last window
             self.observer.on_next(replace(windows[-1], ack=ack, checkpoint=checkpoint))
-            self.last_ack = ack
         if not self.done:
             self.arm()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from reactivex import abc
 
@@ -22,10 +23,19 @@ class _RelaxedCore(WindowCore):
         self.emit_empty = emit_empty
         self.buffer: list[Message] = []
         self.started = 0.0
+        self.restored = False
 
     def start(self, now: float) -> list[Window]:
-        self.started = now
+        if not self.restored:
+            self.started = now
         return []
+
+    def snapshot(self) -> Any:
+        return {"started": self.started}
+
+    def restore(self, state: Any) -> None:
+        self.started = float(state["started"])
+        self.restored = True
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         self.stream = message.stream

@@ -181,10 +181,10 @@ def test_sliding_time_replay_is_not_misfiled_as_late() -> None:
 
     assert emitted(results) == [
         (500, [1], 96, 102, 0),        # closed by message 2 (ts 104 >= 102)
-        (500, [1, 2], 99, 105, 0),     # closed with the next one by message 3: committed with it
+        (500, [1, 2], 99, 105, None),  # closed with the next one by message 3: committed with it
         (500, [2], 102, 108, 2),       # ts 108 is not in [102, 108)
         (500, [3], 105, 111, 2),
-        (500.25, [3, 4], 108, 114, 2),  # the rest once the stream was quiet for 0.25 s
+        (500.25, [3, 4], 108, 114, None),  # the rest once the stream was quiet for 0.25 s
         (500.25, [4], 111, 117, 4),
     ]
     assert late == []
@@ -210,7 +210,7 @@ def test_sliding_time_completion_flushes_every_open_window() -> None:
 
     assert emitted(results) == [
         (215, [1], 205, 215, 0),
-        (218, [1, 2], 210, 220, 0),  # flushed together: committed with the last one
+        (218, [1, 2], 210, 220, None),  # flushed together: committed with the last one
         (218, [2], 215, 225, 2),
         (218, "completed"),
     ]
