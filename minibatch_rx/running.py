@@ -306,7 +306,10 @@ class PipelineHandle:
             # Called from a user function of this pipeline: the stop completes once
             # that function returns; waiting here would wait for ourselves.
             return self._disposed.is_set()
-        if self._disposed.wait(timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Keep a little of the bound for writing the last position if we give up.
+        reserve = 0.0 if timeout is None else min(0.5, timeout / 4)
+        if self._disposed.wait(None if timeout is None else timeout - reserve):
             return True
         self._abandoned = True
         if self._failure is not None:
@@ -314,11 +317,18 @@ class PipelineHandle:
         log.warning("stopping pipeline %r: gave up after %.3g s; stuck in %s. That window is not "
                     "acknowledged and will be delivered again; its thread is abandoned.",
                     self.consumer, timeout, self.stuck or "the window operator")
+        # The last position is written in a thread of its own: a store outage (or the
+        # stuck flow holding the commit lock) must not stretch stop() past its bound.
+        writer = threading.Thread(target=self._flush_all, name="minibatch-stop-flush", daemon=True)
+        writer.start()
+        writer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._finish()
+        return False
+
+    def _flush_all(self) -> None:
         for flush in self._on_stop:
             with contextlib.suppress(StoreUnavailableError, StoreBusyError):
                 flush()
-        self._finish()
-        return False
 
     def _dispose(self, subscription: abc.DisposableBase | None) -> None:
         try:

@@ -70,3 +70,36 @@ def test_threads_do_not_grow_with_input(
     # A reader thread, a timer thread, the stop thread: a handful, not one per message or window.
     assert started[0] <= 4, f"{started[0]} threads started for {total} messages"
     assert peak[0] - baseline <= 4, f"{peak[0] - baseline} threads at once for {total} messages"
+
+
+def test_a_backlog_replayed_through_relaxed_windows_is_cut_by_the_clock_not_held_whole(
+    tmp_path: Path,
+) -> None:
+    # Time windows wait until the reader has caught up before the clock closes
+    # anything (else the backlog would be misfiled as late); relaxed windows have
+    # no late messages, and holding the whole backlog in one window would defeat
+    # the prefetch bound.
+    src = stream("in", f"sqlite://{tmp_path / 'backlog.db'}")
+    total = 20_000
+    for start in range(0, total, 5_000):
+        src.extend({"i": i} for i in range(start, start + 5_000))
+    sizes: list[int] = []
+    done = threading.Event()
+
+    def slow(window: Window) -> int:
+        deadline = time.process_time() + 0.005  # CPU work, not a sleep
+        while time.process_time() < deadline:
+            pass
+        sizes.append(len(window))
+        if sum(sizes) >= total:
+            done.set()
+        return len(window)
+
+    handle = (src.relaxed_time_window("20ms").with_prefetch(50).map(slow).sink(lambda _: None)
+              .start(consumer="backlog"))
+    try:
+        assert done.wait(WAIT), f"{sum(sizes)} of {total} delivered"
+    finally:
+        handle.stop(timeout=5)
+    assert sum(sizes) == total
+    assert len(sizes) >= 3 and max(sizes) < total / 2, sizes

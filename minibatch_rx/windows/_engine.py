@@ -70,6 +70,12 @@ class WindowCore(ABC):
     clocked: bool = False
     """True if ``on_timer`` can emit or close windows: its decisions are
     journaled so that a restart reproduces them."""
+    waits_for_catch_up: bool = True
+    """True if the clock must not decide while a backlog is read: a backlog
+    arrives faster than the clock, so time windows would misfile it as late and
+    count windows would flush it in partial windows. Relaxed windows are cut by
+    the clock meanwhile (they have no late messages), which keeps a replayed
+    backlog from piling up in one window."""
 
     def start(self, now: float) -> list[Window]:
         """Called once at subscription."""
@@ -282,7 +288,7 @@ class _Run:
         return progress is not None and progress.behind
 
     def clock_may_decide(self) -> bool:
-        return not self.replay and not self.behind()
+        return not self.replay and not (self.core.waits_for_catch_up and self.behind())
 
     def clock_step(self, now: float) -> None:
         """Let the clock close windows, journaling the decision first if it changes anything."""

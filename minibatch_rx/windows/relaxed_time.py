@@ -17,6 +17,7 @@ from minibatch_rx.windows.specs import WindowSpec
 
 class _RelaxedCore(WindowCore):
     clocked = True
+    waits_for_catch_up = False
 
     def __init__(self, interval: float, emit_empty: bool) -> None:
         self.interval = interval
