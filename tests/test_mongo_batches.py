@@ -153,3 +153,65 @@ def test_extend_of_1000_small_documents_is_not_staged(mongo_url: str) -> None:
     store = MongoStore(mongo_url)
     assert store.append("s", [{"i": i} for i in range(1000)]) == list(range(1, 1001))
     assert raw(mongo_url).count_documents({"b": {"$exists": True}}) == 0
+
+
+def test_a_live_reader_never_skips_the_head_of_a_batch_committed_during_its_read(
+    mongo_url: str, small_chunks: None,
+) -> None:
+    # A read that finds a batch's tail but not its head (inserted, as the commit,
+    # right after the read) must stop in front of it and read again, else it
+    # skips the head for good.
+    writer, reading = MongoStore(mongo_url), MongoStore(mongo_url)
+    writer.append("s", [{"pre": 1}])
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        reader, after = reading.reader("s"), 0
+        while not stop.is_set() or after < writer.last_seq("s"):
+            messages = reader.read(after)
+            for message in messages:
+                seen.append(message.seq)
+                after = message.seq
+            if not messages:
+                reader.wait(after, 0.05)
+        reader.close()
+
+    def produce() -> None:
+        store = MongoStore(mongo_url)
+        for batch in range(8):
+            store.append("s", [{"b": batch, "i": i, "pad": "x" * 300} for i in range(10)])
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    producers = [threading.Thread(target=produce) for _ in range(2)]
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join()
+    stop.set()
+    thread.join(60)
+    assert seen == list(range(1, writer.last_seq("s") + 1)) == list(range(1, 162))
+
+
+@pytest.mark.parametrize("removal", ["trim", "clear"])
+def test_removing_a_committed_batch_whose_writer_died_before_tidying_keeps_its_tail(
+    mongo_url: str, small_chunks: None, removal: str,
+) -> None:
+    store = MongoStore(mongo_url)
+    store.append("s", [{"i": 0}])
+    ts = store.read("s")[0].ts
+    # What a producer killed after its commit (the head) and before removing the
+    # tail's marks leaves behind: a committed batch, still marked.
+    raw(mongo_url).insert_many([{"s": "s", "q": q, "t": ts, "d": {"i": q}, "h": 2, "b": "tok"}
+                                for q in (3, 4, 5)])
+    raw(mongo_url).insert_one({"s": "s", "q": 2, "t": ts, "d": {"i": 2}, "b": "tok"})
+    assert [m.seq for m in store.read("s")] == [1, 2, 3, 4, 5]
+    if removal == "trim":
+        store.trim("s", 2)
+        assert [m.seq for m in store.read("s")] == [3, 4, 5]
+    else:
+        store.clear("s")
+        assert store.read("s") == []
+    assert store.last_seq("s") == 5
+    assert store.append("s", [{"new": 1}]) == [6], "no seq is reused"

@@ -191,13 +191,18 @@ class Batches:
             return PENDING
         return COMMITTED if head.get("b") == doc["b"] and not head.get("void") else ZOMBIE
 
-    def visible_prefix(self, stream: str, docs: Sequence[Doc]) -> int:
-        """How many of ``docs`` (consecutive, in seq order) a reader may see:
-        it stops at the first one of a batch that is not committed."""
+    def visible_prefix(self, stream: str, docs: Sequence[Doc], after: int) -> int:
+        """How many of ``docs`` (in seq order, everything after seq ``after``)
+        a reader may see: it stops at the first one of a batch that is not
+        committed. A tail whose head is after ``after`` but not among ``docs``
+        was committed after the read: the head would be skipped, so the reader
+        stops there and reads again."""
         known = {int(d["q"]): d for d in docs}
         decided: dict[Any, bool] = {}
         for index, doc in enumerate(docs):
             if "h" in doc:
+                if int(doc["h"]) > after and int(doc["h"]) not in known:
+                    return index
                 mark = (doc.get("h"), doc.get("b"), doc.get("void"))
                 if mark not in decided:
                     decided[mark] = self.state(stream, doc, known) == COMMITTED
@@ -272,6 +277,19 @@ class Batches:
             return False
         self.finalize(stream, token, head["q"])
         return True
+
+    def finalize_upto(self, stream: str, top: int) -> None:
+        """Finalize every committed batch at or below seq ``top`` whose writer
+        died before removing its marks: deleting its head (trim, clear, expire)
+        must not make its tail look uncommitted."""
+        marked = self._messages.find({"s": stream, "q": {"$lte": top}, "h": {"$exists": True}},
+                                     {"h": 1, "b": 1, "void": 1, "s": 1, "q": 1})
+        done: set[tuple[Any, Any]] = set()
+        for doc in marked:
+            mark = (doc.get("h"), doc.get("b"))
+            if mark not in done and not doc.get("void") and self.state(stream, doc) == COMMITTED:
+                self.finalize(stream, doc["b"], doc["h"])
+            done.add(mark)
 
     def finalize(self, stream: str, token: str, head: int) -> None:
         """Drop a committed batch's marks, so it reads like any other messages."""

@@ -181,7 +181,7 @@ class MongoStore:
             if want is not None:
                 cursor = cursor.limit(want)
             docs: list[dict[str, Any]] = self._guard(partial(list, cursor))
-            visible: int = self._guard(partial(self._batches.visible_prefix, stream, docs))
+            visible: int = self._guard(partial(self._batches.visible_prefix, stream, docs, after))
             kept = [Message(stream, d["q"], d["t"], d["d"]) for d in docs[:visible] if "gone" not in d]
             messages.extend(kept)
             if want is None or len(docs) < want or len(kept) == len(docs) or visible < len(docs):
@@ -213,6 +213,7 @@ class MongoStore:
         top = self._batches.visible_end(stream)  # an uncommitted batch above it is left alone
         if top is None:
             return 0
+        self._batches.finalize_upto(stream, top["q"])
         below_top = top["q"] - 1 if upto is None else min(upto, top["q"] - 1)
         condition: dict[str, Any] = {"s": stream, "q": {"$lte": below_top}}
         if before is not None:
