@@ -18,28 +18,16 @@ records long; a clock record for a window still in flight is never trimmed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from minibatch_rx.errors import InvalidStreamNameError
+from minibatch_rx.naming import journal_name
 from minibatch_rx.stages import until_reachable
 from minibatch_rx.store.base import Store
-from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import Resume
 
-PREFIX = "_mb.windows."
 log = logging.getLogger(__name__)
-
-
-def journal_name(stream: str, owner: str) -> str:
-    """The journal stream of ``owner`` (a consumer or group) reading ``stream``."""
-    try:
-        return check_stream_name(f"{PREFIX}{owner}.{stream}")
-    except InvalidStreamNameError:  # an owner name with characters streams may not use
-        digest = hashlib.sha1(f"{owner}\0{stream}".encode()).hexdigest()[:20]
-        return f"{PREFIX}{digest}"
 
 
 class StreamJournal:

@@ -11,9 +11,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.errors import InvalidArgumentError, InvalidStreamNameError
+from minibatch_rx.validation import check_stream_name
 
 MAX_CONSUMER_NAME = 150
+JOURNAL_PREFIX = "_mb.windows."
+
+
+def journal_name(stream: str, owner: str) -> str:
+    """The window journal stream of ``owner`` (a consumer or group) reading ``stream``.
+
+    >>> journal_name('readings', 'aggregator')
+    '_mb.windows.aggregator.readings'
+    """
+    try:
+        return check_stream_name(f"{JOURNAL_PREFIX}{owner}.{stream}")
+    except InvalidStreamNameError:  # an owner name with characters streams may not use
+        digest = hashlib.sha1(f"{owner}\0{stream}".encode()).hexdigest()[:20]
+        return f"{JOURNAL_PREFIX}{digest}"
 
 
 def function_name(fn: object) -> str:

@@ -13,6 +13,7 @@ from reactivex import Observable, abc
 from minibatch_rx import dsl
 from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 from minibatch_rx.message import Message
+from minibatch_rx.naming import journal_name
 from minibatch_rx.source import store_source
 from minibatch_rx.store import Store, open_store
 from minibatch_rx.validation import check_payload, check_stream_name
@@ -238,7 +239,11 @@ class Stream(dsl.WindowDSL):
         (from its old position: stop it first)."""
         if not isinstance(consumer, str) or not consumer:
             raise InvalidArgumentError(f"consumer must be a non-empty str, got {consumer!r}")
-        return self.store.remove_position(self.name, consumer)
+        known = self.store.remove_position(self.name, consumer)
+        # Its window decisions go too: a pipeline started later under this name
+        # is a new consumer, from the beginning, for every window strategy.
+        self.store.delete(journal_name(self.name, consumer))
+        return known
 
     # -- the original package's Stream methods ----------------------------------
     def attach(self, source: Any, background: bool = True) -> Any:

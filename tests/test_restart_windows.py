@@ -314,3 +314,16 @@ def test_max_windows_stops_between_steps_so_the_next_run_goes_on() -> None:
     vt.advance_to(30)
     assert not second.running and second.windows == 1
     assert seen == [(-5.0, [1, 2]), (0.0, [1, 2]), (5.0, [3])]  # nothing handed over twice
+
+
+def test_a_forgotten_consumer_starts_afresh_for_every_window_strategy() -> None:
+    vt = VirtualTime()
+    s = vt.stream("in")
+    schedule(vt, s, STEADY)
+    first: list[Any] = []
+    vt.run(s.sliding_window(3, 1).map(describe).sink(first.append), until=END, consumer="sl")
+    assert s.forget("sl")
+    assert not any(name.startswith("_mb.windows.sl.") for name in vt.store.streams())
+    again: list[Any] = []
+    vt.run(s.sliding_window(3, 1).map(describe).sink(again.append), until=END + 1, consumer="sl")
+    assert again == first  # from the beginning, as a new consumer

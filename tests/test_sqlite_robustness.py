@@ -462,3 +462,36 @@ def test_concurrent_producers_give_ts_non_decreasing_in_seq_order(tmp_path: Path
     stamps = [m.ts for m in stream("ts", url).read()]
     assert len(stamps) == 1000
     assert all(a <= b for a, b in itertools.pairwise(stamps))
+
+
+HOLD_EXCLUSIVE = """
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('CREATE TABLE IF NOT EXISTS junk(x)')
+c.execute('BEGIN EXCLUSIVE'); c.execute('INSERT INTO junk VALUES (1)')
+print('held', flush=True)
+sys.stdin.readline()  # hold the lock until the test says so (or closes stdin)
+c.execute('COMMIT')
+"""
+
+
+def test_a_new_connection_waits_out_a_lock_on_its_first_statement(tmp_path: Path) -> None:
+    # A connection's first statement reads the schema, which an exclusive lock
+    # blocks: it is retried within the append budget (4 x timeout), not failed
+    # after one timeout.
+    import subprocess
+    import sys
+
+    path = tmp_path / "locked.db"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_EXCLUSIVE, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "held"
+    release = threading.Timer(0.8, lambda: holder.stdin.close() if holder.stdin else None)
+    release.start()  # frees the lock after 0.8 s: more than one timeout, within the budget
+    try:
+        s = stream("x", f"sqlite://{path}?timeout=0.3")
+        assert s.append({"a": 1}) == 1
+    finally:
+        release.cancel()
+        holder.wait(10)

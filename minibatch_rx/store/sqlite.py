@@ -173,7 +173,9 @@ class SqliteStore:
         try:
             conn = sqlite3.connect(target, timeout=self._timeout, isolation_level=None,
                                    check_same_thread=False, uri=bool(self.read_only))
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            # The first statement reads the schema, which another writer may lock:
+            # retried within the same budget as appends.
+            self._retry_busy(lambda: conn.execute(f"PRAGMA synchronous={self._synchronous}"))
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
         return conn
