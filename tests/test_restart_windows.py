@@ -74,6 +74,18 @@ def stamp_at(vt: VirtualTime, at: float, s: Stream, ts: float, payload: dict[str
     vt.scheduler.schedule_absolute(at, action)
 
 
+def crashing(after: int | None, seen: list[Any]) -> Callable[[Any], Any]:
+    """A stage that records each value and crashes on the ``after``-th (never if ``None``)."""
+
+    def stage(value: Any) -> Any:
+        seen.append(value)
+        if after is not None and len(seen) == after:
+            raise Crash
+        return value
+
+    return stage
+
+
 def run(build: Build, plan: Schedule, crash_after: int | None) -> tuple[list[Any], list[Any], list[Any]]:
     """Sink stream, late stream and every window a callable saw, for one run
     (crashing after the ``crash_after``-th sunk window, then restarting)."""
@@ -81,16 +93,7 @@ def run(build: Build, plan: Schedule, crash_after: int | None) -> tuple[list[Any
     s = vt.stream("in")
     schedule(vt, s, plan)
     seen: list[Any] = []
-    sunk = [0]
-
-    def maybe_crash(value: Any) -> Any:
-        seen.append(value)
-        sunk[0] += 1
-        if crash_after is not None and sunk[0] == crash_after:
-            raise Crash
-        return value
-
-    pipeline = build(s).map(describe).sink("out").map(maybe_crash)
+    pipeline = build(s).map(describe).sink("out").map(crashing(crash_after, seen))
     try:
         vt.run(pipeline, until=END)
     except Crash:
@@ -278,16 +281,7 @@ def test_relaxed_windows_keep_their_start_across_a_restart() -> None:
     s = vt.stream("in")
     schedule(vt, s, STEADY)
     seen: list[Window] = []
-    count = [0]
-
-    def crash_second(window: Window) -> Window:
-        seen.append(window)
-        count[0] += 1
-        if count[0] == 2:
-            raise Crash
-        return window
-
-    pipeline = s.relaxed_time_window(10).map(crash_second).map(describe).sink("out")
+    pipeline = s.relaxed_time_window(10).map(crashing(2, seen)).map(describe).sink("out")
     with pytest.raises(Crash):
         vt.run(pipeline, until=END)
     vt.scheduler.stop()
