@@ -435,10 +435,33 @@ def test_ts_never_decreases_when_the_clock_goes_back(tmp_path: Path, clock: list
     assert [m.ts.timestamp() for m in store.read("s")] == [1000.0] * 4
     clock[0] = 1100.0
     store.append("s", [{"n": 5}])
-    store.trim("s", 5)  # the last message is gone: nothing to clamp to
+    store.trim("s", 5)  # the last message is gone: the stream still remembers its ts
     clock[0] = 700.0
     store.append("s", [{"n": 6}])
-    assert [m.ts.timestamp() for m in store.read("s")] == [700.0]
+    assert [m.ts.timestamp() for m in store.read("s")] == [1100.0]
+    store.clear("s")
+    store.append("s", [{"n": 7}])
+    assert [m.ts.timestamp() for m in store.read("s")] == [1100.0]
+
+
+def test_a_database_from_before_the_ts_floor_column_is_upgraded_on_open(
+    tmp_path: Path, clock: list[float]
+) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE mb_streams (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL DEFAULT 0,
+                                 created REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE mb_messages (stream TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+                                  data TEXT NOT NULL, key TEXT, PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+        INSERT INTO mb_streams VALUES ('s', 1, 0);
+        INSERT INTO mb_messages VALUES ('s', 1, 1000.0, '{"n": 1}', NULL);
+    """)
+    old.close()
+    store = open_store(f"sqlite://{path}")
+    clock[0] = 500.0
+    assert store.append("s", [{"n": 2}]) == [2]
+    assert [m.ts.timestamp() for m in store.read("s")] == [1000.0, 1000.0]
 
 
 def produce(url: str, count: int, start: Any) -> None:

@@ -51,7 +51,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mb_streams (
     name TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    last_ts REAL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mb_messages (
     stream TEXT NOT NULL,
@@ -83,9 +84,10 @@ _BUSY_RETRIES = 3
 _POOL_SIZE = 8
 
 
-# The stream's counter, and the ingest time of its last message (if still held).
-_LAST = ("SELECT s.last_seq, m.ts FROM mb_streams s LEFT JOIN mb_messages m "
-         "ON m.stream = s.name AND m.seq = s.last_seq WHERE s.name = ?")
+# The stream's counter, and the latest ingest time it gave (kept in the stream's row, so
+# it outlives the message; databases made before that column read the last message).
+_LAST = ("SELECT s.last_seq, max(coalesce(s.last_ts, m.ts, 0), coalesce(m.ts, 0)) FROM mb_streams s "
+         "LEFT JOIN mb_messages m ON m.stream = s.name AND m.seq = s.last_seq WHERE s.name = ?")
 __all__ = ["SqliteReader", "SqliteStore", "parse_sqlite_url"]
 
 
@@ -152,6 +154,13 @@ class SqliteStore:
         if not self.read_only:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(mb_streams)")}
+            if "last_ts" not in columns:  # a database made by an earlier version
+                try:
+                    conn.execute("ALTER TABLE mb_streams ADD COLUMN last_ts REAL")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process just added it
+                        raise
             return
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"mb_streams", "mb_messages", "mb_positions", "mb_leases"} <= tables:
@@ -260,7 +269,7 @@ class SqliteStore:
         if row is None:
             conn.execute("INSERT INTO mb_streams (name, last_seq, created) VALUES (?, 0, ?)", (stream, ts))
             return 0, ts
-        return row[0], ts if row[1] is None else max(ts, row[1])
+        return row[0], max(ts, row[1] or 0.0)
 
     # -- messages ----------------------------------------------------------
     def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
@@ -274,9 +283,8 @@ class SqliteStore:
                 "INSERT INTO mb_messages (stream, seq, ts, data) VALUES (?, ?, ?, ?)",
                 [(stream, last + i, ts, data) for i, data in enumerate(encoded, 1)],
             )
-            conn.execute(
-                "UPDATE mb_streams SET last_seq = ? WHERE name = ?", (last + len(encoded), stream)
-            )
+            conn.execute("UPDATE mb_streams SET last_seq = ?, last_ts = ? WHERE name = ?",
+                         (last + len(encoded), ts, stream))
         self._notify(stream)
         return list(range(last + 1, last + 1 + len(encoded)))
 
@@ -298,7 +306,9 @@ class SqliteStore:
                   encode_json(payloads[i]), keys[i])
                  for n, i in enumerate(fresh, 1)],
             )
-            conn.execute("UPDATE mb_streams SET last_seq = ? WHERE name = ?", (last + len(fresh), stream))
+            if fresh:
+                conn.execute("UPDATE mb_streams SET last_seq = ?, last_ts = ? WHERE name = ?",
+                             (last + len(fresh), ts, stream))
         if fresh:
             self._notify(stream)
         return merge_seqs(keys, existing, fresh, range(last + 1, last + 1 + len(fresh)))
