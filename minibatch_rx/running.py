@@ -164,11 +164,6 @@ class _PendingAck:
         self.seq = None
         self.written_at = time.monotonic()
 
-    def flush(self) -> None:
-        """Write the pending acknowledgement now."""
-        with self.lock:
-            self.write()
-
     def flush_on_stop(self) -> None:
         """Write the pending acknowledgement once, as the pipeline stops. If the
         store is unreachable now, the windows since the last write will be

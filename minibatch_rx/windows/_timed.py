@@ -75,15 +75,6 @@ class TimeGridCore(WindowCore):
     def _first_open_after_us(self, t_us: int) -> int:
         return (t_us - self.size_us - self.origin_us) // self.step_us + 1
 
-    def indexes(self, t: float | datetime) -> range:
-        """The windows containing time ``t`` (none if ``t`` falls in a hop gap)."""
-        if isinstance(t, datetime):  # exact; a naive ts keeps its old local-time reading
-            t_us = (t - _EPOCH) // _MICROSECOND if t.tzinfo else _micros(t.timestamp())
-        else:
-            t_us = _micros(t)
-        last = (t_us - self.origin_us) // self.step_us
-        return range(self._first_open_after_us(t_us), last + 1)
-
     def window(self, k: int, messages: list[Message]) -> Window:
         start = _EPOCH + self.start_us(k) * _MICROSECOND
         messages.sort(key=lambda m: m.seq)
