@@ -293,13 +293,11 @@ class _Run:
     def clock_step(self, now: float) -> None:
         """Let the clock close windows, journaling the decision first if it changes anything."""
         if self.journal is None:
-            self.step(lambda at: self.core.on_timer(at))
+            self.step(self.core.on_timer, now)
             return
         before = self.core.snapshot()
-        try:
-            windows = self.core.on_timer(now)
-        except Exception as error:
-            self.on_error(error)
+        windows = self.call_core(self.core.on_timer, now)
+        if windows is None:
             return
         if any(w.messages for w in windows) or self.core.snapshot() != before:
             self.event += 1
@@ -313,25 +311,29 @@ class _Run:
             event, _after, at = self.replay.popleft()
             self.event = max(self.event, event)
             self.included = event
-            try:
-                windows = self.core.on_timer(at, forced=True)
-            except Exception as error:
-                self.on_error(error)
+            windows = self.call_core(lambda when: self.core.on_timer(when, forced=True), at)
+            if windows is None:
                 return
             self.emit(windows)
 
     # -- emitting --------------------------------------------------------------
-    def step(self, call: Callable[[float], list[Window]], now: float | None = None) -> bool:
-        """Run one core method and emit its windows; False if it failed.
+    def call_core(self, call: Callable[[float], list[Window]], now: float) -> list[Window] | None:
+        """Run one core method at ``now``; ``None`` if it raised.
 
         A strategy may run user code (a ``WindowEmitter``); its exception ends
         the subscription with ``on_error`` instead of escaping into the
         producer, or into a timer thread where it would be lost.
         """
         try:
-            windows = call(self.clock() if now is None else now)
+            return call(now)
         except Exception as error:
             self.on_error(error)
+            return None
+
+    def step(self, call: Callable[[float], list[Window]], now: float | None = None) -> bool:
+        """Run one core method and emit its windows; False if it failed."""
+        windows = self.call_core(call, self.clock() if now is None else now)
+        if windows is None:
             return False
         if windows:
             self.event += 1
