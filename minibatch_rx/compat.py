@@ -20,6 +20,7 @@ README's compatibility table lists every difference.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -244,6 +245,12 @@ class _EmitterCore(WindowCore):
 
     def deadline(self) -> float | None:
         return self.next_tick
+
+    def spawn(self) -> WindowCore:
+        """A core over a copy of the emitter with an empty buffer (one per key)."""
+        emitter = copy.copy(self.emitter)
+        emitter.buffer = []
+        return _EmitterCore(emitter)
 
     def on_timer(self, now: float, forced: bool = False) -> list[Window]:
         self.next_tick = max(self.next_tick + self.period, now + self.period / 2)

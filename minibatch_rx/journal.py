@@ -73,15 +73,17 @@ class StreamJournal:
                 self.checkpoint_seq = record.seq
         self.clock_seqs = sorted((int(r.data["event"]), r.seq) for r in records
                                  if r.data["kind"] == "clock")
-        clock = sorted((int(d["event"]), int(d["after"]), float(d["at"]))
+        clock = sorted((int(d["event"]), int(d["after"]), float(d["at"]), d.get("detail"))
                        for d in (r.data for r in records)
                        if d["kind"] == "clock" and int(d["event"]) > included)
         return Resume(state, tuple(clock), top + 1, position, included)
 
-    def record_clock(self, event: int, after: int, at: float) -> None:
+    def record_clock(self, event: int, after: int, at: float, detail: Any = None) -> None:
         """Note a clock decision before anything it produced leaves the operator."""
-        seq = self._append({"kind": "clock", "event": event, "after": after, "at": at,
-                            "strategy": self.strategy})
+        record = {"kind": "clock", "event": event, "after": after, "at": at, "strategy": self.strategy}
+        if detail is not None:
+            record["detail"] = detail
+        seq = self._append(record)
         self.clock_seqs.append((event, seq))
 
     def checkpoint(self, checkpoint: Mapping[str, Any]) -> None:

@@ -26,8 +26,10 @@ class Window:
         checkpoint: the window operator's decisions up to this window (which
             windows are closed, where), saved with the consumer position so a
             restarted pipeline re-emits exactly the same windows. Opaque.
-        key: tells apart windows of the same messages (overlapping sliding
-            windows, empty windows); part of stream sinks' idempotency keys.
+        key: the key the window belongs to, after ``key_by`` (``None`` without it).
+        tag: tells apart windows of the same messages (overlapping sliding
+            windows, empty windows); with ``key``, part of stream sinks'
+            idempotency keys.
 
     >>> from datetime import datetime, timezone
     >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -42,7 +44,8 @@ class Window:
     end: datetime | None = None
     ack: int | None = None
     checkpoint: Any = field(default=None, compare=False, repr=False)
-    key: str | None = field(default=None, compare=False, repr=False)
+    key: Any = None
+    tag: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def data(self) -> list[dict[str, Any]]:

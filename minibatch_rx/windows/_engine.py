@@ -21,6 +21,7 @@ behind the end of the stream, the clock decides nothing.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -114,6 +115,24 @@ class WindowCore(ABC):
         """Messages found late since the last call (then forgotten)."""
         return []
 
+    def rejected(self) -> list[tuple[Message, str]]:
+        """Messages that could not be placed since the last call (a missing or
+        malformed timestamp or key), each with the reason; then forgotten."""
+        return []
+
+    def decision(self) -> Any:
+        """What the last :meth:`on_timer` decided, as JSON, if ``at`` alone
+        cannot say it (a watermark, the keys it flushed); journaled with it."""
+        return None
+
+    def replay_timer(self, at: float, detail: Any) -> list[Window]:
+        """Apply a journaled clock decision (``detail`` is :meth:`decision`'s)."""
+        return self.on_timer(at, forced=True)
+
+    def spawn(self) -> WindowCore:
+        """A fresh core of the same strategy, for another key (``key_by``)."""
+        return copy.deepcopy(self)
+
     def snapshot(self) -> Any:
         """JSON-compatible state that replaying messages cannot rebuild (which
         windows are already out); ``None`` if there is none."""
@@ -126,8 +145,9 @@ class WindowCore(ABC):
 class Journal(Protocol):
     """Where an operator keeps its clock decisions (see the module docstring)."""
 
-    def record_clock(self, event: int, after: int, at: float) -> None:
-        """Durably note: at step ``event``, after seq ``after``, the clock read ``at``."""
+    def record_clock(self, event: int, after: int, at: float, detail: Any = None) -> None:
+        """Durably note: at step ``event``, after seq ``after``, the clock read
+        ``at`` and decided ``detail`` (see :meth:`WindowCore.decision`)."""
         ...
 
 
@@ -137,8 +157,8 @@ class Resume:
 
     state: Any = None
     """The core snapshot saved with the committed position."""
-    clock: tuple[tuple[int, int, float], ...] = ()
-    """Clock decisions ``(event, after_seq, at)`` made after that snapshot, in order."""
+    clock: tuple[tuple[int, int, float, Any], ...] = ()
+    """Clock decisions ``(event, after_seq, at, detail)`` made after that snapshot, in order."""
     next_event: int = 1
     position: int = 0
     """The seq the source resumes after."""
@@ -172,11 +192,23 @@ class WindowOperator:
         self._make_core = make_core
         self._scheduler = scheduler
         self.late: Subject[Message] = Subject()
+        self.rejected: Subject[tuple[Message, str]] = Subject()
+        """Messages the strategy could not place (bad timestamp or key), with the reason."""
         self.progress: ReadProgress | None = None
         self.stream: str | None = None
         """The source stream's name, for windows emitted before any message (empty ones)."""
         self.journal: Journal | None = None
         self.resume: Callable[[], Resume] | None = None
+
+    @property
+    def make_core(self) -> Callable[[], WindowCore]:
+        """The factory of this operator's strategy core (one per subscription)."""
+        return self._make_core
+
+    @property
+    def scheduler(self) -> abc.SchedulerBase | None:
+        """The scheduler given when the operator was made, if any."""
+        return self._scheduler
 
     @property
     def clocked(self) -> bool:
@@ -219,7 +251,7 @@ class _Run:
         self.last_seen = resume.position
         self.event = resume.next_event - 1
         self.included = resume.included  # the last clock decision applied to the core
-        self.replay: deque[tuple[int, int, float]] = deque(resume.clock)
+        self.replay: deque[tuple[int, int, float, Any]] = deque(resume.clock)
         self.journal = operator.journal if core.clocked else None
         self.done = False
         if operator.stream is not None:
@@ -301,17 +333,17 @@ class _Run:
             return
         if any(w.messages for w in windows) or self.core.snapshot() != before:
             self.event += 1
-            self.journal.record_clock(self.event, self.last_seen, now)
+            self.journal.record_clock(self.event, self.last_seen, now, self.core.decision())
             self.included = self.event
         self.emit(windows)
 
     def apply_journaled(self, next_seq: int | None) -> None:
         """Replay the journaled clock decisions made before message ``next_seq``."""
         while self.replay and (next_seq is None or self.replay[0][1] < next_seq):
-            event, _after, at = self.replay.popleft()
+            event, _after, at, detail = self.replay.popleft()
             self.event = max(self.event, event)
             self.included = event
-            windows = self.call_core(lambda when: self.core.on_timer(when, forced=True), at)
+            windows = self.call_core(partial(self.core.replay_timer, detail=detail), at)
             if windows is None:
                 return
             self.emit(windows)
@@ -353,6 +385,10 @@ class _Run:
         if late:
             for message in late:
                 self.operator.late.on_next(message)
+        rejected = self.core.rejected()
+        if rejected:
+            for bad in rejected:
+                self.operator.rejected.on_next(bad)
         if windows:
             held = self.core.held_min_seq()
             ack = self.last_seen if held is None else held - 1

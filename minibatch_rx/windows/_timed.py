@@ -1,207 +1,355 @@
-"""Event-time windows aligned on a grid: tumbling (fixed) and hopping (sliding).
+"""The one engine of time windows: clock x assigner x trigger, per key.
 
-Window ``k`` covers ``[origin + k*step, origin + k*step + size)`` of message
-``ts``, half-open. Deciding *which* windows a message belongs to (the grid)
-is kept apart from deciding *when* a window is emitted (the trigger):
+* The **clock** (:mod:`~minibatch_rx.windows.clocks`) gives each record its
+  time and moves the watermark: ingest time or event time.
+* The **assigner** (:mod:`~minibatch_rx.windows.assigners`) says which windows
+  a time belongs to: a grid (tumbling, sliding) or sessions, which merge.
+* The **trigger** is the watermark: a window ``[start, end)`` is emitted once
+  the watermark reaches ``end + grace``. A record whose window is already
+  closed is late: it goes to the late output, never silently dropped.
 
-A window whose end is ``e`` is emitted once the scheduler clock has reached
-``e + grace`` **and** no message for it can still be in flight: either a
-message with ``ts >= e + grace`` has been seen, or no message has arrived for
-``quiet`` seconds. The second condition matters while a consumer replays a
-backlog: old messages then arrive faster than the clock-based trigger, and
-would otherwise be declared late by mistake.
+Windows are kept per key (one key, ``None``, without ``key_by``). A key's
+state is freed once its last window closes, so memory follows the windows
+open at once, not the keys ever seen. One heap orders the open windows of
+all keys by closing time; windows closing together are emitted in that
+order, then by their first record.
+
+**Deterministic replay.** The watermark the records give is recomputed by a
+replay. When the scheduler clock moves it (a quiet stream), the new
+watermark is the decision the operator journals (:meth:`decision`), and a
+replay applies it at the same point. Which records were members of a window
+already emitted before a restart, and which arrived after it closed (late),
+is told by the closure history: each closing step notes the watermark and
+the highest seq seen then.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import EPS, WindowCore
+from minibatch_rx.windows._engine import WindowCore
+from minibatch_rx.windows.assigners import Assigner, Gaps, Grid
+from minibatch_rx.windows.clocks import BadRecordError, RunClock
+from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_to_json
 
-DEFAULT_QUIET = 0.25
-MAX_CLOSURES = 256  # closing steps remembered for replayed messages of windows already out
-
+NEVER = -(2**62)  # a watermark below every time (microseconds)
+MAX_CLOSURES = 256  # closing steps remembered between checkpoints
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _micros(seconds: float) -> int:
-    """Seconds as whole microseconds, the resolution of ``Message.ts``."""
-    return round(seconds * 1_000_000)
+def micros(seconds: float) -> int:
+    """Seconds as whole microseconds; ``-inf`` as :data:`NEVER`. A float epoch
+    reading is within a fraction of a microsecond of the true value, so
+    rounding recovers it exactly."""
+    return round(seconds * 1_000_000) if seconds > -math.inf else NEVER
 
 
-class TimeGridCore(WindowCore):
-    """Shared core of ``fixed_time_window`` and the time-based ``sliding_window``."""
+class _Open:
+    """One open window of one key."""
+
+    __slots__ = ("alive", "close", "end", "index", "key", "members", "start")
+
+    def __init__(self, key: Key, index: int, start: int, end: int, close: int, first: Message) -> None:
+        self.key, self.index, self.start, self.end, self.close = key, index, start, end, close
+        self.members = [first]
+        self.alive = True
+
+
+class TimeWindowCore(WindowCore):
+    """Tumbling, sliding and session windows on any clock, per key."""
 
     clocked = True
 
-    def __init__(self, size: float, step: float, grace: float, quiet: float,
-                 emit_empty: bool, origin: float = 0.0) -> None:
-        self.size, self.step, self.grace, self.quiet = size, step, grace, quiet
-        self.emit_empty, self.origin = emit_empty, origin
-        # The grid is computed in integer microseconds: with float seconds,
-        # floor(0.6 / 0.1) == 5, which put a message at exactly 0.6 in the wrong
-        # window, or (for fixed windows) in none at all.
-        self.size_us = max(1, _micros(size))
-        self.step_us = max(1, _micros(step))
-        self.origin_us = _micros(origin)
-        self.open: dict[int, list[Message]] = {}
-        self.closed_upto: int | None = None  # windows below this index are emitted
-        self.next_close = math.inf  # end + grace of window `closed_upto`: the next to close
-        self.tentative = False  # closed_upto only guessed from the subscription time
+    def __init__(self, clock: RunClock, assigner: Assigner, grace: float = 0.0,
+                 emit_empty: bool = False, key_by: KeyBy | None = None) -> None:
+        self.clock, self.assigner, self.key_by = clock, assigner, key_by
+        self.grace = micros(grace)
+        self.grid = assigner if isinstance(assigner, Grid) else None
+        self.emit_empty = emit_empty and self.grid is not None and key_by is None
+        self.by_key: dict[Key, Any] = {}  # grid: {index: _Open}; sessions: [_Open]
+        self.heap: list[tuple[int, int, int, _Open]] = []  # (close, first seq, counter, window)
+        self.counter = 0
+        self.next_close = math.inf
+        self.wm = NEVER  # the watermark, microseconds; it never goes back
         self.seen = 0  # highest seq seen
-        # (closed_upto after a closing step, highest seq seen then): which replayed
-        # messages were members of windows already out, and which were late.
-        self.closures: list[tuple[int, int]] = []
-        self.max_ts = -math.inf
-        self.last_arrival = -math.inf
+        self.closures: list[tuple[int, int]] = []  # (watermark after a closing step, seen then)
+        self.floor = NEVER  # closures at or below this watermark were pruned: all late now
+        self.cursor: int | None = None  # emit_empty: the next grid window to emit
+        self.tentative = False  # the cursor only guessed from the subscription time
+        self.decided = NEVER
         self.late_messages: list[Message] = []
+        self.bad: list[tuple[Message, str]] = []
+        self.recent: dict[Key, int] = {}  # sessions: the end of each key's last emitted session
+        self.recent_order: deque[tuple[int, Key]] = deque()
 
-    # -- the grid ----------------------------------------------------------
-    def start_us(self, k: int) -> int:
-        return self.origin_us + k * self.step_us
-
-    def end(self, k: int) -> float:
-        return (self.start_us(k) + self.size_us) / 1_000_000
-
-    def first_open_after(self, t: float) -> int:
-        """Smallest k whose window ends after ``t``."""
-        return self._first_open_after_us(_micros(t))
-
-    def _first_open_after_us(self, t_us: int) -> int:
-        return (t_us - self.size_us - self.origin_us) // self.step_us + 1
-
-    def window(self, k: int, messages: list[Message]) -> Window:
-        start = _EPOCH + self.start_us(k) * _MICROSECOND
-        messages.sort(key=lambda m: m.seq)
-        # Overlapping windows may hold the same messages, and empty ones none:
-        # their grid position tells them apart.
-        key = f"{self.start_us(k)}us" if self.step_us < self.size_us or not messages else None
-        return Window(tuple(messages), self.stream, start, start + self.size_us * _MICROSECOND, key=key)
-
-    def set_closed_upto(self, k: int) -> None:
-        """Windows below ``k`` are out; keeps :attr:`next_close` in step."""
-        self.closed_upto = k
-        self.next_close = (self.origin_us + k * self.step_us + self.size_us) / 1_000_000 + self.grace
-
-    # -- the trigger ---------------------------------------------------------
+    # -- records -------------------------------------------------------------
     def start(self, now: float) -> list[Window]:
-        if self.emit_empty and self.closed_upto is None:
-            self.set_closed_upto(self.first_open_after(now - self.grace))
+        # Subscribing counts as activity: a replayed backlog is about to arrive.
+        self.clock.last_arrival = now
+        if self.emit_empty and self.cursor is None:
+            assert self.grid is not None
+            self.clock.from_start = True
+            self.cursor = self.grid.first_after(micros(now) - self.grace)
             self.tentative = True
-        # Subscribing counts as activity: a replayed backlog is about to arrive,
-        # so no window closes by the clock alone until the stream has been
-        # quiet for ``quiet`` (else a boundary right after subscribing could
-        # emit an empty window and send the backlog to the late output).
-        self.last_arrival = now
+            self.next_close = self.cursor_due()
         return []
 
     def on_message(self, message: Message, now: float) -> list[Window]:
-        # The hot path of every time window: kept to plain arithmetic on ints.
+        # The hot path of every time window.
         self.stream = message.stream
         seq = message.seq
         if seq > self.seen:
             self.seen = seq
-        t = message.ts.timestamp()
-        # Exact microseconds: a float epoch reading is within 0.25 us of the
-        # true value, so rounding recovers it (the grid must be exact).
+        try:
+            t = self.clock.time_of(message)
+            key = None if self.key_by is None else self.key_by.key_of(message.data)
+        except BadRecordError as error:
+            self.bad.append((message, str(error)))
+            return []
+        self.clock.arrived(t, now)
         t_us = round(t * 1_000_000)
-        last = (t_us - self.origin_us) // self.step_us
-        first = (t_us - self.size_us - self.origin_us) // self.step_us + 1
-        if first <= last:  # else: in a gap between hopping windows
-            closed = self.closed_upto
-            if closed is None or (self.tentative and first < closed):
-                self.set_closed_upto(first)
-                closed = first
-            self.tentative = False
-            late = False
-            open_ = self.open
-            for k in range(first, last + 1):
-                if k >= closed:
-                    bucket = open_.get(k)
-                    if bucket is None:
-                        open_[k] = [message]
-                    else:
-                        bucket.append(message)
-                elif seq > self.closed_after(k):
-                    late = True
-                # else: a replayed member of a window already emitted before a restart
-            if late:
-                self.late_messages.append(message)
-        if t > self.max_ts:
-            self.max_ts = t
-        self.last_arrival = now
-        # Only the messages close windows here (the clock's closes go through
+        if self.grid is not None:
+            self._place_on_grid(self.grid, message, key, t_us)
+        else:
+            self._place_in_session(message, key, t_us)
+        data_wm = self.clock.data_watermark()
+        if data_wm > -math.inf:
+            wm = round(data_wm * 1_000_000)
+            if wm > self.wm:
+                self.wm = wm
+        # Only the records close windows here (the clock's closes go through
         # on_timer, which is journaled), so a replay closes them the same way.
-        if self.next_close <= self.max_ts + EPS:
-            return self.close(self.max_ts, forced=True)
+        if self.next_close <= self.wm:
+            return self._close()
         return []
 
-    def closed_after(self, k: int) -> int:
-        """The last seq seen when window ``k`` closed: messages up to it were its members."""
-        for upto, seq in self.closures:
-            if k < upto:
-                return seq
-        return self.seen
-
-    def closable_until(self, now: float) -> float:
-        """Windows whose ``end + grace`` is at or below this may be emitted."""
-        if now - self.last_arrival >= self.quiet - EPS:
-            return now
-        return min(now, self.max_ts)
-
-    def close(self, now: float, forced: bool = False) -> list[Window]:
-        if self.closed_upto is None:
-            if not forced:
-                return []
-            self.set_closed_upto(self.first_open_after(now - self.grace))  # replayed, fresh core
-        bound = (now if forced else self.closable_until(now)) - self.grace + EPS
-        out: list[Window] = []
-        before = k = self.closed_upto
-        assert k is not None
-        while self.end(k) <= bound:
-            messages = self.open.pop(k, None)
-            if messages or self.emit_empty:
-                out.append(self.window(k, messages or []))
-            k += 1
-            if not self.emit_empty:  # skip the empty stretch at once
-                k = max(k, min([self.first_open_after(bound), *self.open]))
-        self.set_closed_upto(k)
-        if k != before:
+    def _place_on_grid(self, grid: Grid, message: Message, key: Key, t: int) -> None:
+        indexes = grid.indexes(t)
+        if not indexes:
+            return  # in a gap between hopping windows
+        if self.tentative:
             self.tentative = False
-            if self.closures and self.closures[-1][1] == self.seen:
-                self.closures[-1] = (k, self.seen)
+            assert self.cursor is not None
+            self.cursor = min(self.cursor, indexes[0])
+            self.next_close = self.cursor_due()
+        windows = self.by_key.get(key)
+        late = False
+        for index in indexes:
+            start = grid.origin + index * grid.step
+            close = start + grid.size + self.grace
+            if (index < self.cursor) if self.cursor is not None else (close <= self.wm):
+                late = late or self._is_late(message.seq, close)
+                continue
+            if windows is None:
+                windows = self.by_key[key] = {}
+            window = windows.get(index)
+            if window is None:
+                windows[index] = self._open(key, index, start, start + grid.size, close, message)
             else:
-                self.closures.append((k, self.seen))
-                del self.closures[:-MAX_CLOSURES]
+                window.members.append(message)
+        if late:
+            self.late_messages.append(message)
+
+    def _place_in_session(self, message: Message, key: Key, t: int) -> None:
+        assert isinstance(self.assigner, Gaps)
+        start, end = t, t + self.assigner.gap
+        sessions: list[_Open] | None = self.by_key.get(key)
+        merged = [s for s in sessions if s.start < end and start < s.end] if sessions else []
+        if not merged:
+            # Late: a session of its own would be closed already, or it falls
+            # inside the key's session emitted last.
+            closed_end = self.recent.get(key)
+            if closed_end is not None and start < closed_end:
+                end = closed_end  # inside it: late, like a member of it after a restart
+            elif end + self.grace > self.wm:
+                closed_end = None
+            if closed_end is not None or end + self.grace <= self.wm:
+                if self._is_late(message.seq, end + self.grace):
+                    self.late_messages.append(message)
+                return
+            if sessions is None:
+                sessions = self.by_key[key] = []
+            sessions.append(self._open(key, 0, start, end, end + self.grace, message))
+            return
+        keep = merged[0]
+        keep.members.append(message)
+        for other in merged[1:]:  # a record bridging two sessions joins them
+            other.alive = False
+            sessions.remove(other)  # type: ignore[union-attr]
+            keep.members.extend(other.members)
+            start, end = min(start, other.start), max(end, other.end)
+        if len(merged) > 1:
+            keep.members.sort(key=_seq)
+        keep.start = min(keep.start, start)
+        if end > keep.end:
+            keep.end, keep.close = end, end + self.grace
+            self._push(keep)  # the old heap entry is now stale
+
+    def _open(self, key: Key, index: int, start: int, end: int, close: int, first: Message) -> _Open:
+        window = _Open(key, index, start, end, close, first)
+        self._push(window)
+        return window
+
+    def _push(self, window: _Open) -> None:
+        self.counter += 1
+        heapq.heappush(self.heap, (window.close, window.members[0].seq, self.counter, window))
+        if window.close < self.next_close:
+            self.next_close = window.close
+
+    def _is_late(self, seq: int, close: int) -> bool:
+        """A record for a window that closed at ``close``: late, or (after a
+        restart) a replayed member of that window, already emitted?"""
+        if close <= self.floor:
+            return True
+        i = bisect.bisect_left(self.closures, (close, -1))
+        return i == len(self.closures) or seq > self.closures[i][1]
+
+    # -- closing -------------------------------------------------------------
+    def _close(self) -> list[Window]:
+        out: list[Window] = []
+        wm = self.wm
+        if self.cursor is not None:
+            grid = self.grid
+            assert grid is not None
+            windows = self.by_key.get(None, {})
+            while grid.bounds(self.cursor)[1] + self.grace <= wm:
+                window = windows.pop(self.cursor, None)
+                if window is not None:
+                    window.alive = False
+                    out.append(self._window(window))
+                else:
+                    out.append(self._empty(self.cursor))
+                self.cursor += 1
+            self.tentative = False
+        heap = self.heap
+        while heap and heap[0][0] <= wm:
+            close, _, _, window = heapq.heappop(heap)
+            if not window.alive or window.close != close:
+                continue  # emitted already, or a session since extended (a newer entry exists)
+            window.alive = False
+            self._forget(window)
+            out.append(self._window(window))
+        self.next_close = heap[0][0] if heap else math.inf
+        if self.cursor is not None:
+            self.next_close = self.cursor_due()
+        if out:
+            self._note_closure(wm)
         return out
+
+    def _forget(self, window: _Open) -> None:
+        """Free the window, and its key once the key has no open window."""
+        windows = self.by_key[window.key]
+        if self.grid is not None:
+            del windows[window.index]
+        else:
+            windows.remove(window)
+            self._remember_session(window)
+        if not windows:
+            del self.by_key[window.key]
+
+    def _remember_session(self, window: _Open) -> None:
+        """Keep an emitted session's end while a record could still fall inside
+        it without being behind the watermark (for ``gap`` of watermark)."""
+        assert isinstance(self.assigner, Gaps)
+        self.recent[window.key] = window.end
+        self.recent_order.append((window.end, window.key))
+        horizon = self.wm - self.assigner.gap - self.grace
+        order = self.recent_order
+        while order and order[0][0] <= horizon:
+            end, key = order.popleft()
+            if self.recent.get(key) == end:
+                del self.recent[key]
+
+    def _note_closure(self, wm: int) -> None:
+        closures = self.closures
+        if closures and closures[-1][1] == self.seen:
+            closures[-1] = (wm, self.seen)
+            return
+        closures.append((wm, self.seen))
+        if len(closures) > MAX_CLOSURES:
+            # Merge the two oldest, erring towards "late": a replayed record is
+            # then sent late (a duplicate), never dropped.
+            (_, seen), (wm1, _) = closures[0], closures[1]
+            closures[:2] = [(wm1, seen)]
+
+    def _window(self, window: _Open) -> Window:
+        start = _EPOCH + window.start * _MICROSECOND
+        # Overlapping grid windows may hold the same records: their start tells them apart.
+        tag = f"{window.start}us" if self.grid is not None and self.grid.overlapping else None
+        return Window(tuple(window.members), self.stream, start,
+                      start + (window.end - window.start) * _MICROSECOND, key=window.key, tag=tag)
+
+    def _empty(self, index: int) -> Window:
+        assert self.grid is not None
+        start, end = self.grid.bounds(index)
+        return Window((), self.stream, _EPOCH + start * _MICROSECOND, _EPOCH + end * _MICROSECOND,
+                      tag=f"{start}us")
+
+    # -- the clock -----------------------------------------------------------
+    def _next_due(self) -> int | None:
+        """Microseconds at which the watermark closes the next window."""
+        if self.cursor is not None:
+            assert self.grid is not None
+            return self.grid.bounds(self.cursor)[1] + self.grace
+        heap = self.heap
+        while heap and (not heap[0][3].alive or heap[0][3].close != heap[0][0]):
+            heapq.heappop(heap)  # stale entries
+        self.next_close = heap[0][0] if heap else math.inf
+        return heap[0][0] if heap else None
 
     def deadline(self) -> float | None:
-        if self.closed_upto is None or not (self.emit_empty or self.open):
-            return None
-        k = self.closed_upto if self.emit_empty else min(self.open)
-        due = self.end(k) + self.grace
-        if due > self.max_ts:
-            due = max(due, self.last_arrival + self.quiet)
-        return due
-
-    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
-        return self.close(now, forced)
+        due = self._next_due()
+        return None if due is None else self.clock.reaches(due / 1_000_000)
 
     def clock_due(self, now: float) -> bool:
-        return self.next_close <= self.closable_until(now) + EPS
+        """Whether the clock moved the watermark past a window's close: the
+        next open window's, or (for the records about to arrive) the next grid
+        boundary, or for sessions any advance at all. Settled before the
+        record is placed, so it is late exactly when its window is closed."""
+        wm = micros(self.clock.watermark(now))
+        if wm <= self.wm:
+            return False
+        if self.next_close <= wm or self.grid is None:
+            return True
+        return self.grid.bounds(self.grid.first_after(self.wm - self.grace))[1] + self.grace <= wm
+
+    def cursor_due(self) -> int:
+        assert self.grid is not None and self.cursor is not None
+        return self.grid.bounds(self.cursor)[1] + self.grace
+
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        wm = micros(now) if forced else micros(self.clock.watermark(now))
+        return self._advance(wm)
+
+    def replay_timer(self, at: float, detail: Any) -> list[Window]:
+        return self._advance(int(detail) if detail is not None else micros(at))
+
+    def _advance(self, wm: int) -> list[Window]:
+        if wm <= self.wm:
+            return []
+        self.wm = self.decided = wm
+        return self._close()
+
+    def decision(self) -> Any:
+        return self.decided
 
     def on_complete(self, now: float) -> list[Window]:
-        out = [self.window(k, self.open.pop(k)) for k in sorted(self.open)]
-        return out
+        entries = sorted((e for e in self.heap if e[3].alive and e[3].close == e[0]), key=lambda e: e[:3])
+        self.heap, self.by_key, self.next_close = [], {}, math.inf
+        for entry in entries:
+            entry[3].alive = False
+        return [self._window(entry[3]) for entry in entries]
 
     def held_min_seq(self) -> int | None:
-        seqs = [m.seq for messages in self.open.values() for m in messages]
-        return min(seqs) if seqs else None
+        return min((e[3].members[0].seq for e in self.heap if e[3].alive), default=None)
 
     def late(self) -> list[Message]:
         if not self.late_messages:
@@ -209,13 +357,50 @@ class TimeGridCore(WindowCore):
         late, self.late_messages = self.late_messages, []
         return late
 
+    def rejected(self) -> list[tuple[Message, str]]:
+        if not self.bad:
+            return self.bad
+        bad, self.bad = self.bad, []
+        return bad
+
+    # -- checkpoints ---------------------------------------------------------
     def snapshot(self) -> Any:
-        if self.closed_upto is None or self.tentative:
+        if self.wm == NEVER and (self.cursor is None or self.tentative):
             return None
-        return {"closed_upto": self.closed_upto, "closures": [list(c) for c in self.closures]}
+        held = self.held_min_seq()
+        acked = self.seen if held is None else held - 1
+        # Closures whose members are all acknowledged never see a replayed record.
+        while self.closures and self.closures[0][1] <= acked:
+            self.floor = max(self.floor, self.closures.pop(0)[0])
+        state: dict[str, Any] = {"wm": self.wm, "floor": self.floor,
+                                 "closures": [list(c) for c in self.closures]}
+        if self.clock.max_time > -math.inf:
+            state["max"] = self.clock.max_time
+        if self.cursor is not None and not self.tentative:
+            state["cursor"] = self.cursor
+        if self.recent:
+            state["recent"] = [[key_to_json(key), end] for end, key in self.recent_order
+                               if self.recent.get(key) == end]
+        return state
 
     def restore(self, state: Any) -> None:
-        self.set_closed_upto(int(state["closed_upto"]))
-        self.closures = [(int(upto), int(seq)) for upto, seq in state["closures"]]
-        self.seen = max((seq for _, seq in self.closures), default=0)
-        self.tentative = False
+        if not isinstance(state, dict) or "wm" not in state:
+            return  # written by an older version: start afresh (replays like a first run)
+        self.wm, self.floor = int(state["wm"]), int(state["floor"])
+        self.closures = [(int(wm), int(seen)) for wm, seen in state["closures"]]
+        self.seen = max((seen for _, seen in self.closures), default=0)
+        if "max" in state:
+            self.clock.max_time = float(state["max"])
+        for key, end in state.get("recent", []):
+            self.recent[key_from_json(key)] = int(end)
+            self.recent_order.append((int(end), key_from_json(key)))
+        if "cursor" in state:
+            self.cursor, self.tentative = int(state["cursor"]), False
+            self.next_close = self.cursor_due()
+
+
+def _seq(message: Message) -> int:
+    return message.seq
+
+
+__all__ = ["TimeWindowCore", "micros"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from reactivex import abc
 
@@ -12,6 +12,8 @@ from minibatch_rx.message import Message
 from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator
+from minibatch_rx.windows.clocks import BadRecordError, ClockSpec
+from minibatch_rx.windows.keys import Key, KeyBy
 from minibatch_rx.windows.specs import WindowSpec
 
 
@@ -57,6 +59,79 @@ class _CountCore(WindowCore):
         return self.buffer[0].seq if self.buffer else None
 
 
+class _KeyedCountCore(WindowCore):
+    """Count windows per key. Buffers are kept in the order they opened, which
+    is also the order of their first seqs: the oldest is first, so the lowest
+    held seq and the next timeout are read in O(1), and a timeout flush is
+    journaled as "every buffer opened up to seq X"."""
+
+    def __init__(self, size: int, timeout: float | None, key_by: KeyBy) -> None:
+        self.size, self.timeout, self.key_by = size, timeout, key_by
+        self.clocked = timeout is not None
+        self.buffers: dict[Key, list[Message]] = {}
+        self.opened: dict[Key, float] = {}
+        self.flushed_upto = 0
+        self.bad: list[tuple[Message, str]] = []
+
+    def on_message(self, message: Message, now: float) -> list[Window]:
+        try:
+            key = self.key_by.key_of(message.data)
+        except BadRecordError as error:
+            self.bad.append((message, str(error)))
+            return []
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = [message]
+            self.opened[key] = now
+        else:
+            buffer.append(message)
+        if len(buffer) < self.size:
+            return []
+        return [self._flush(key)]
+
+    def _flush(self, key: Key) -> Window:
+        buffer = self.buffers.pop(key)
+        del self.opened[key]
+        return Window(tuple(buffer), buffer[0].stream, key=key)
+
+    def deadline(self) -> float | None:
+        if self.timeout is None or not self.opened:
+            return None
+        return next(iter(self.opened.values())) + self.timeout
+
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        out: list[Window] = []
+        while self.timeout is not None and self.opened:
+            key, opened = next(iter(self.opened.items()))
+            if not forced and now < opened + self.timeout - EPS:
+                break
+            self.flushed_upto = self.buffers[key][0].seq
+            out.append(self._flush(key))
+        return out
+
+    def decision(self) -> Any:
+        return self.flushed_upto
+
+    def replay_timer(self, at: float, detail: Any) -> list[Window]:
+        out: list[Window] = []
+        while self.buffers:
+            key, buffer = next(iter(self.buffers.items()))
+            if detail is not None and buffer[0].seq > int(detail):
+                break
+            out.append(self._flush(key))
+        return out
+
+    def on_complete(self, now: float) -> list[Window]:
+        return [self._flush(key) for key in list(self.buffers)]
+
+    def held_min_seq(self) -> int | None:
+        return next(iter(self.buffers.values()))[0].seq if self.buffers else None
+
+    def rejected(self) -> list[tuple[Message, str]]:
+        bad, self.bad = self.bad, []
+        return bad
+
+
 @dataclass(frozen=True)
 class Count(WindowSpec):
     """Windows of exactly ``n`` messages; with ``timeout``, a partial window is
@@ -76,8 +151,12 @@ class Count(WindowSpec):
     def label(self) -> str:
         return label("count_window", self.n, self.timeout)
 
-    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+    def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
+                 clock: ClockSpec | None = None) -> WindowOperator:
+        self.check(key_by, clock)
         n, timeout = self.n, self.timeout_s
+        if key_by is not None:
+            return WindowOperator(lambda: _KeyedCountCore(n, timeout, key_by), scheduler)
         return WindowOperator(lambda: _CountCore(n, timeout), scheduler)
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, to_seconds
+from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.naming import label
 from minibatch_rx.windows._engine import WindowOperator
-from minibatch_rx.windows._timed import DEFAULT_QUIET, TimeGridCore
+from minibatch_rx.windows._timed import TimeWindowCore, micros
+from minibatch_rx.windows.assigners import Grid
+from minibatch_rx.windows.clocks import DEFAULT_QUIET, ClockSpec, IngestTime
+from minibatch_rx.windows.keys import KeyBy
 from minibatch_rx.windows.specs import WindowSpec
 
 
@@ -23,6 +28,7 @@ class Tumbling(WindowSpec):
     emit_empty: bool = False
     quiet: Interval = DEFAULT_QUIET
     seconds: tuple[float, float, float] = field(init=False, repr=False, compare=False)
+    timed: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seconds", (
@@ -34,10 +40,19 @@ class Tumbling(WindowSpec):
     def label(self) -> str:
         return label("fixed_time_window", self.interval, self.grace, self.emit_empty)
 
-    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+    def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:
+        super().check(key_by, clock)
+        if self.emit_empty and key_by is not None:
+            raise InvalidArgumentError("fixed_time_window(emit_empty=True) cannot run per key "
+                                       "(key_by): a key with no message has no window to emit")
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
+                 clock: ClockSpec | None = None) -> WindowOperator:
+        self.check(key_by, clock)
         size, grace, quiet = self.seconds
-        emit_empty = self.emit_empty
-        return WindowOperator(lambda: TimeGridCore(size, size, grace, quiet, emit_empty), scheduler)
+        grid = Grid(micros(size), micros(size))
+        emit_empty, on = self.emit_empty, clock or IngestTime(quiet)
+        return WindowOperator(lambda: TimeWindowCore(on.start(), grid, grace, emit_empty, key_by), scheduler)
 
 
 def fixed_time_window(

@@ -8,11 +8,14 @@ from typing import Any
 from reactivex import abc
 
 from minibatch_rx.durations import Interval, to_seconds
+from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator, to_datetime
-from minibatch_rx.windows.specs import WindowSpec
+from minibatch_rx.windows.clocks import ClockSpec
+from minibatch_rx.windows.keys import KeyBy
+from minibatch_rx.windows.specs import WindowSpec, per_key
 
 
 class _RelaxedCore(WindowCore):
@@ -53,7 +56,7 @@ class _RelaxedCore(WindowCore):
         elif now < end - EPS:
             return []
         window = Window(tuple(self.buffer), self.stream, to_datetime(self.started), to_datetime(end),
-                        key=None if self.buffer else f"{to_datetime(self.started).isoformat()}")
+                        tag=None if self.buffer else f"{to_datetime(self.started).isoformat()}")
         self.buffer = []
         # Step from the previous boundary, not from `now`, so windows do not drift.
         self.started = max(end, now - self.interval)
@@ -85,10 +88,19 @@ class Relaxed(WindowSpec):
     def label(self) -> str:
         return label("relaxed_time_window", self.interval, self.emit_empty)
 
-    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+    def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:
+        super().check(key_by, clock)
+        if self.emit_empty and key_by is not None:
+            raise InvalidArgumentError("relaxed_time_window(emit_empty=True) cannot run per key "
+                                       "(key_by): a key with no message has no window to emit")
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
+                 clock: ClockSpec | None = None) -> WindowOperator:
+        self.check(key_by, clock)
         seconds = to_seconds(self.interval, "relaxed_time_window interval")
         emit_empty = self.emit_empty
-        return WindowOperator(lambda: _RelaxedCore(seconds, emit_empty), scheduler)
+        operator = WindowOperator(lambda: _RelaxedCore(seconds, emit_empty), scheduler)
+        return operator if key_by is None else per_key(operator, key_by)
 
 
 def relaxed_time_window(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from reactivex import abc
 
@@ -13,7 +13,10 @@ from minibatch_rx.message import Message
 from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import WindowCore, WindowOperator
-from minibatch_rx.windows._timed import DEFAULT_QUIET, TimeGridCore
+from minibatch_rx.windows._timed import TimeWindowCore, micros
+from minibatch_rx.windows.assigners import Grid
+from minibatch_rx.windows.clocks import DEFAULT_QUIET, ClockSpec, IngestTime
+from minibatch_rx.windows.keys import KeyBy
 from minibatch_rx.windows.specs import WindowSpec
 
 
@@ -68,6 +71,7 @@ class Sliding(WindowSpec):
     by: Literal["count", "time"] = "count"
     grace: Interval = 0
     quiet: Interval = DEFAULT_QUIET
+    timed: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.operator()  # validates every argument
@@ -77,20 +81,30 @@ class Sliding(WindowSpec):
         return label("sliding_window", self.size, self.step, None if self.by == "count" else self.by,
                      self.grace)
 
-    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
+    def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:
+        if self.by == "count":
+            if clock is not None and not isinstance(clock, IngestTime):
+                raise InvalidArgumentError("event_time applies to sliding_window(by='time'), "
+                                           f"not to {self.label}")
+            if key_by is not None:
+                raise InvalidArgumentError(
+                    f"{self.label} cannot run per key (key_by) yet: its windows are cut by seq; "
+                    "use count_window or sliding_window(by='time') per key")
+
+    def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
+                 clock: ClockSpec | None = None) -> WindowOperator:
         size, step, grace, quiet = self.size, self.step, self.grace, self.quiet
         if self.by == "count":
+            self.check(key_by, clock)
             n = positive_int(size, "sliding_window size")
             k = positive_int(step, "sliding_window step")
             return WindowOperator(lambda: _SlidingCountCore(n, k), scheduler)
         if self.by == "time":
-            size_s = to_seconds(size, "sliding_window size")
-            step_s = to_seconds(step, "sliding_window step")
+            grid = Grid(micros(to_seconds(size, "sliding_window size")),
+                        micros(to_seconds(step, "sliding_window step")))
             grace_s = to_seconds(grace, "sliding_window grace", allow_zero=True)
-            quiet_s = to_seconds(quiet, "sliding_window quiet", allow_zero=True)
-            return WindowOperator(
-                lambda: TimeGridCore(size_s, step_s, grace_s, quiet_s, emit_empty=False), scheduler
-            )
+            on = clock or IngestTime(to_seconds(quiet, "sliding_window quiet", allow_zero=True))
+            return WindowOperator(lambda: TimeWindowCore(on.start(), grid, grace_s, False, key_by), scheduler)
         raise InvalidArgumentError(f"sliding_window by must be 'count' or 'time', got {self.by!r}")
 
 

@@ -30,6 +30,9 @@ from reactivex import abc
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.naming import function_name
 from minibatch_rx.windows._engine import WindowOperator
+from minibatch_rx.windows.clocks import ClockSpec, IngestTime
+from minibatch_rx.windows.keyed import KeyedCore
+from minibatch_rx.windows.keys import KeyBy
 
 OperatorFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
 
@@ -40,15 +43,26 @@ class WindowSpec(ABC):
 
     groupable: ClassVar[bool] = False
     """True if members of a consumer group can share this strategy's windows."""
+    timed: ClassVar[bool] = False
+    """True if the windows are cut on record time, so ``event_time`` applies."""
 
     @property
     @abstractmethod
     def label(self) -> str:
         """How the strategy reads in a pipeline's shape, e.g. ``count_window(2)``."""
 
+    def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:
+        """Refuse a key or clock this strategy cannot use (when the pipeline is built)."""
+        if clock is not None and not isinstance(clock, IngestTime) and not self.timed:
+            raise InvalidArgumentError(
+                f"event_time applies to time windows (fixed_time_window, sliding_window(by='time'), "
+                f"session_window), not to {self.label}")
+
     @abstractmethod
-    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
-        """A fresh reactivex operator for one run."""
+    def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
+                 clock: ClockSpec | None = None) -> WindowOperator:
+        """A fresh reactivex operator for one run: per key of ``key_by`` if
+        given, on ``clock`` (time windows; ingest time by default)."""
 
 
 @dataclass(frozen=True)
@@ -66,5 +80,16 @@ class Custom(WindowSpec):
     def label(self) -> str:
         return f"window:{function_name(self.make)}"
 
-    def operator(self, scheduler: abc.SchedulerBase | None = None) -> WindowOperator:
-        return self.make(scheduler)
+    def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
+                 clock: ClockSpec | None = None) -> WindowOperator:
+        self.check(key_by, clock)
+        operator = self.make(scheduler)
+        return operator if key_by is None else per_key(operator, key_by)
+
+
+def per_key(operator: WindowOperator, key_by: KeyBy) -> WindowOperator:
+    """``operator``'s strategy run once per key."""
+    make = operator.make_core
+    keyed = WindowOperator(lambda: KeyedCore(make(), key_by), operator.scheduler)
+    keyed.late = operator.late  # late messages reach whoever subscribed to the original
+    return keyed

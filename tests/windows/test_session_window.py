@@ -84,9 +84,10 @@ def test_session_out_of_order_message_extends_the_session_start() -> None:
     assert emitted(results) == [(218, [1, 2], 211, 218, 2)]
 
 
-def test_session_out_of_order_message_a_gap_before_the_session_is_its_own_session() -> None:
-    # A lagging producer's message, 7 s before the open session (gap 5): it used to
-    # be merged, giving one "session" across a 7 s silence.
+def test_session_out_of_order_message_behind_the_watermark_is_late() -> None:
+    # A lagging producer's messages, 6-7 s before the open session (gap 5): the
+    # watermark (ts 210) is past them, so a session of their own would already be
+    # over: they are late, never merged into one "session" across a 7 s silence.
     scheduler = TestScheduler()
     xs = scheduler.create_hot_observable(
         arrive(210, 1), arrive(211, 2, ts=203), arrive(212, 3, ts=204), arrive(212.5, 4, ts=208.5)
@@ -97,10 +98,9 @@ def test_session_out_of_order_message_a_gap_before_the_session_is_its_own_sessio
     results = scheduler.start(lambda: xs.pipe(op))
 
     assert emitted(results) == [
-        (211, [2], 203, 208, 0),  # closed at once: message 1 (ts 210) is 5 s after it
         (215, [1, 4], 208.5, 215, 4),  # ts 208.5 is within 5 s of 210: joins the open session
     ]
-    assert late == [(212, 3)]  # ts 204 falls in the emitted session [203, 208)
+    assert late == [(211, 2), (212, 3)]
 
 
 def test_session_late_message_goes_to_the_late_side_output() -> None:

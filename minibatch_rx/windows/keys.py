@@ -1,0 +1,95 @@
+"""``key_by``: which partition a record belongs to.
+
+A key is read from each record's value (the payload, or what a previous
+stage produced) by a field name or a function. Keys must be plain values,
+``str``, ``int``, ``float``, ``bool`` or ``None``, or a tuple (or list) of
+them, so they can name a window in sink idempotency keys and journals. A
+record whose key is missing or of another type is dead-lettered with the
+reason; the stream flows on.
+
+>>> KeyBy('room').key_of({'room': 'kitchen', 't': 21.5})
+'kitchen'
+>>> KeyBy(lambda v: (v['floor'], v['room'])).key_of({'floor': 1, 'room': 'hall'})
+(1, 'hall')
+>>> KeyBy('room').key_of({'room': {'id': 1}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+minibatch_rx.windows.clocks.BadRecordError: key {'id': 1} is a dict; keys must be str, int, ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from minibatch_rx.naming import function_name, label
+from minibatch_rx.windows.clocks import BadRecordError, field_reader
+
+Key = Any
+"""A window key: ``str``, ``int``, ``float``, ``bool``, ``None`` or a tuple of them."""
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def normalise_key(key: Any) -> Key:
+    """``key`` if it is a valid key (a list becomes a tuple), else :class:`BadRecordError`."""
+    kind = type(key)
+    if kind is str or kind is int or key is None or kind is bool:
+        return key
+    if kind is float:
+        if math.isfinite(key):
+            return key
+        raise BadRecordError(f"key {key!r} is not a finite number")
+    if isinstance(key, (tuple, list)):
+        return tuple(normalise_key(part) for part in key)
+    if isinstance(key, _SCALARS):  # subclasses (an IntEnum, a str subclass): their plain value
+        return key
+    raise BadRecordError(f"key {key!r} is a {kind.__name__}; keys must be str, int, float, bool, "
+                         "None or a tuple of them")
+
+
+def key_text(key: Key) -> str:
+    """A key as text for idempotency keys: stable, and distinct for distinct keys.
+
+    >>> key_text('a'), key_text(1), key_text('1'), key_text((1, 'a'))
+    ("'a'", '1', "'1'", "(1, 'a')")
+    """
+    return repr(key)
+
+
+def key_to_json(key: Key) -> Any:
+    """A key as a JSON value (tuples become lists)."""
+    return list(map(key_to_json, key)) if isinstance(key, tuple) else key
+
+
+def key_from_json(value: Any) -> Key:
+    """The key :func:`key_to_json` wrote."""
+    return tuple(map(key_from_json, value)) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class KeyBy:
+    """Partition records by ``source``: a field name of the value, or a
+    function of it. Every window strategy then runs once per key."""
+
+    source: str | Callable[[Any], Any]
+    read: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read", field_reader(self.source, "key_by"))
+
+    @property
+    def label(self) -> str:
+        return label("key_by", self.source if isinstance(self.source, str) else function_name(self.source))
+
+    def key_of(self, value: Any) -> Key:
+        """The key of a record's value; :class:`BadRecordError` if it has none."""
+        key = self.read(value)
+        if type(key) is str:  # the common case, without the checks
+            return key
+        return normalise_key(key)
+
+
+__all__ = ["Key", "KeyBy", "key_from_json", "key_text", "key_to_json", "normalise_key"]
