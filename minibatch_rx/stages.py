@@ -36,6 +36,7 @@ from minibatch_rx.naming import function_name
 from minibatch_rx.streams import Stream
 from minibatch_rx.validation import encode_json
 from minibatch_rx.window import Window
+from minibatch_rx.windows.keys import key_text
 
 log = logging.getLogger(__name__)
 
@@ -455,8 +456,10 @@ def origin_key(origin: Window | Message) -> str:
     span = f"{min(seqs)}-{max(seqs)}" if seqs else "empty"
     # Overlapping or empty windows: the strategy's key tells them apart. Never a
     # clock reading: a window replayed after a restart must get the same key.
-    tag = f"@{origin.key}" if origin.key else ""
-    return f"{origin.stream}:{span}{tag}"
+    tag = f"@{origin.tag}" if origin.tag else ""
+    # Keyed windows: the key too (two keys' empty windows share everything else).
+    key = "" if origin.key is None else f"#{key_text(origin.key)}"
+    return f"{origin.stream}:{span}{tag}{key}"
 
 
 def late_sink(target: Stream | Callable[[Any], Any], owner: str) -> Callable[[Message], Any]:
