@@ -26,6 +26,7 @@ from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
 from minibatch_rx.message import Message
 from minibatch_rx.naming import check_consumer, consumer_name, function_name
+from minibatch_rx.records import as_records, dead_letter_rejected
 from minibatch_rx.running import PipelineHandle, claim, commit, guard, only_items
 from minibatch_rx.source import store_source
 from minibatch_rx.stages import (
@@ -47,6 +48,8 @@ from minibatch_rx.usage import PipelineNeverRunWarning, Usage, fluent
 from minibatch_rx.validation import check_stream_name
 from minibatch_rx.windows import Count, Custom, ReadProgress, WindowOperator, WindowSpec
 from minibatch_rx.windows._engine import scheduler_seconds
+from minibatch_rx.windows.clocks import DEFAULT_IDLE, ClockSpec, EventTime
+from minibatch_rx.windows.keys import KeyBy
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
 StageFactory = Callable[[Failure, Stream, str], Stage]
@@ -79,6 +82,12 @@ class Pipeline(WindowDSL):
     source: Stream
     window_spec: WindowSpec | None = None
     stages: tuple[StageFactory, ...] = ()
+    key_spec: KeyBy | None = None
+    """``key_by``: the window runs once per key."""
+    clock_spec: ClockSpec | None = None
+    """``event_time``: the clock of the time window (ingest time if ``None``)."""
+    pre_stages: tuple[StageFactory, ...] = ()
+    """The stages before the window: their values are what it holds."""
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     late_target: SinkTarget | None = None
     retention_policy: Retention = field(default_factory=lambda: Retention())
@@ -124,9 +133,56 @@ class Pipeline(WindowDSL):
             spec = Custom(spec)
         if self.window_spec is not None:
             raise InvalidArgumentError("a pipeline has one window strategy; it already has one")
-        if self.stages:
-            raise InvalidArgumentError("the window strategy must come before map/filter/sink")
-        return self._with(window_spec=spec, shape=(*self.shape, spec.label))
+        spec.check(self.key_spec, self.clock_spec)
+        # The stages so far run on each message; the window holds their values.
+        return self._with(window_spec=spec, shape=(*self.shape, spec.label),
+                          pre_stages=self.stages, stages=())
+
+    @fluent
+    def key_by(self, key: str | Callable[[Any], Any]) -> Pipeline:
+        """Run the next window once per key: ``key`` is a field name of each
+        payload (or of the value a previous stage produced), or a function
+        of it. Keys are ``str``, ``int``, ``float``, ``bool``, ``None`` or
+        tuples of them; a record without a valid key goes to the dead-letter
+        stream ``<name>.dead`` with the reason. Windows carry their key
+        (``window.key``)::
+
+            stream('readings').key_by('sensor').fixed_time_window('5s').map(mean).sink('means')
+        """
+        self._before_window("key_by", self.key_spec is not None)
+        spec = KeyBy(key)
+        return self._with(key_spec=spec, shape=(*self.shape, spec.label))
+
+    @fluent
+    def event_time(self, timestamp: str | Callable[[Any], Any], max_delay: Interval = 0,
+                   idle: Interval = DEFAULT_IDLE) -> Pipeline:
+        """Cut the next time window on the time each event happened, read from
+        ``timestamp``: a field name of the payload (or of the value a previous
+        stage produced), or a function of it, giving ISO-8601 text, epoch
+        seconds or a ``datetime`` (naive times are UTC).
+
+        The watermark is the highest event time seen minus ``max_delay``; it
+        never goes back. A window ``[start, end)`` is emitted when the
+        watermark reaches ``end`` (plus ``grace``); an event for a window
+        already emitted goes to the late stream. Once nothing has arrived for
+        ``idle``, the watermark advances with the clock, so the last windows
+        of a quiet stream close too. An event without a valid timestamp goes
+        to the dead-letter stream ``<name>.dead`` with the reason::
+
+            (stream('readings').key_by('sensor').event_time('ts', max_delay='2s')
+                .fixed_time_window('5s').map(mean).sink('means'))
+        """
+        self._before_window("event_time", self.clock_spec is not None)
+        spec = EventTime(timestamp, max_delay, idle)
+        return self._with(clock_spec=spec, shape=(*self.shape, spec.label))
+
+    def _before_window(self, what: str, twice: bool) -> None:
+        if twice:
+            raise InvalidArgumentError(f"{what} is already set for this window")
+        if self.window_spec is not None:
+            raise InvalidArgumentError(
+                f"{what} must come before the window (one window per pipeline: sink into a stream "
+                "and start a second pipeline from it for a second window)")
 
     # -- stages ------------------------------------------------------------------
     def _stage(self, label: str, factory: StageFactory) -> Pipeline:
@@ -300,9 +356,13 @@ class Pipeline(WindowDSL):
             progress = ReadProgress()
             windowed = store_source(source.store, source.name, None, consumer, scheduler,
                                     self.prefetch, progress).pipe(guard(active))
+            if self.pre_stages:
+                windowed = windowed.pipe(as_records(tuple(make(failure, source, owner)
+                                                          for make in self.pre_stages)))
             if self.window_spec is not None:
-                operator = self.window_spec.operator(scheduler)
+                operator = self.window_spec.operator(scheduler, key_by=self.key_spec, clock=self.clock_spec)
                 operator.progress, operator.stream = progress, source.name
+                operator.rejected.subscribe(dead_letter_rejected(failure, owner))
                 if consumer is not None and operator.clocked:
                     journal = StreamJournal(source.store, source.name, consumer, self.window_spec.label,
                                             self.retry_policy.outage_timeout)
@@ -393,11 +453,15 @@ class Pipeline(WindowDSL):
     def _group_feed(self, group: str, lease_timeout: Interval) -> GroupFeed:
         check_stream_name(group)
         spec = self.window_spec
-        if not isinstance(spec, Count):
+        if spec is None or not spec.groupable or not isinstance(spec, Count):
             raise InvalidArgumentError(
                 f"group {group!r} needs a count window: consumer groups share count_window(n) windows; "
                 "time-based windows need a single consumer per group"
             )
+        if self.key_spec is not None or self.pre_stages:
+            raise InvalidArgumentError(
+                f"group {group!r}: consumer groups take count_window(n) straight on the stream, "
+                "without key_by or stages before the window")
         ttl = to_seconds(lease_timeout, "lease_timeout")
         return GroupFeed(self.source.store, self.source.name, group, spec.n, spec.timeout_s, ttl)
 

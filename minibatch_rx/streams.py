@@ -194,6 +194,16 @@ class Stream(dsl.WindowDSL):
         """An empty :class:`~minibatch_rx.pipeline.Pipeline` reading this stream."""
         return dsl.root(self)
 
+    def key_by(self, key: Any) -> Pipeline:
+        """Start a pipeline whose window runs per key; see
+        :meth:`~minibatch_rx.pipeline.Pipeline.key_by`."""
+        return self.pipeline().key_by(key)
+
+    def event_time(self, timestamp: Any, max_delay: Interval = 0, idle: Interval = 1.0) -> Pipeline:
+        """Start a pipeline whose time window runs on event time; see
+        :meth:`~minibatch_rx.pipeline.Pipeline.event_time`."""
+        return self.pipeline().event_time(timestamp, max_delay, idle)
+
     def map(self, fn: Any) -> Pipeline:
         """Start a window-less pipeline: ``fn`` gets each Message."""
         return self.pipeline().map(fn)

@@ -128,7 +128,10 @@ class TimeWindowCore(WindowCore):
         # Only the records close windows here (the clock's closes go through
         # on_timer, which is journaled), so a replay closes them the same way.
         if self.next_close <= self.wm:
-            return self._close()
+            # Noted as closed before this seq: the record closing them is never
+            # their member, and one message can make several records (flat_map),
+            # of which a later one may be late for the windows just closed.
+            return self._close(seq - 1)
         return []
 
     def _place_on_grid(self, grid: Grid, message: Message, key: Key, t: int) -> None:
@@ -213,7 +216,9 @@ class TimeWindowCore(WindowCore):
         return i == len(self.closures) or seq > self.closures[i][1]
 
     # -- closing -------------------------------------------------------------
-    def _close(self) -> list[Window]:
+    def _close(self, seen: int | None = None) -> list[Window]:
+        """Emit the windows the watermark closed; ``seen``: the last seq whose
+        records were all placed (default: the highest seq seen)."""
         out: list[Window] = []
         wm = self.wm
         if self.cursor is not None:
@@ -241,7 +246,7 @@ class TimeWindowCore(WindowCore):
         if self.cursor is not None:
             self.next_close = self.cursor_due()
         if out:
-            self._note_closure(wm)
+            self._note_closure(wm, self.seen if seen is None else seen)
         return out
 
     def _forget(self, window: _Open) -> None:
@@ -268,12 +273,12 @@ class TimeWindowCore(WindowCore):
             if self.recent.get(key) == end:
                 del self.recent[key]
 
-    def _note_closure(self, wm: int) -> None:
+    def _note_closure(self, wm: int, seen: int) -> None:
         closures = self.closures
-        if closures and closures[-1][1] == self.seen:
-            closures[-1] = (wm, self.seen)
+        if closures and closures[-1][1] == seen:
+            closures[-1] = (wm, seen)
             return
-        closures.append((wm, self.seen))
+        closures.append((wm, seen))
         if len(closures) > MAX_CLOSURES:
             # Merge the two oldest, erring towards "late": a replayed record is
             # then sent late (a duplicate), never dropped.
