@@ -16,6 +16,7 @@ from minibatch_rx.validation import check_stream_name
 
 MAX_CONSUMER_NAME = 150
 JOURNAL_PREFIX = "_mb.windows."
+STAGE_PREFIX = "_mb.stages."
 
 
 def journal_name(stream: str, owner: str) -> str:
@@ -29,6 +30,20 @@ def journal_name(stream: str, owner: str) -> str:
     except InvalidStreamNameError:  # an owner name with characters streams may not use
         digest = hashlib.sha1(f"{owner}\0{stream}".encode()).hexdigest()[:20]
         return f"{JOURNAL_PREFIX}{digest}"
+
+
+def stage_stream_name(stream: str, owner: str, hop: int) -> str:
+    """The stream carrying the values of ``owner``'s pipeline over ``stream``
+    into its window number ``hop`` (from 1).
+
+    >>> stage_stream_name('readings', 'floors', 1)
+    '_mb.stages.floors.1.readings'
+    """
+    try:
+        return check_stream_name(f"{STAGE_PREFIX}{owner}.{hop}.{stream}")
+    except InvalidStreamNameError:  # an owner name with characters streams may not use
+        digest = hashlib.sha1(f"{owner}\0{hop}\0{stream}".encode()).hexdigest()[:20]
+        return f"{STAGE_PREFIX}{digest}"
 
 
 def function_name(fn: object) -> str:

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+import reactivex
 from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import CompositeDisposable
 from reactivex.scheduler import VirtualTimeScheduler
 
 from minibatch_rx.dsl import WindowDSL, set_root
@@ -25,8 +28,8 @@ from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
 from minibatch_rx.message import Message
-from minibatch_rx.naming import check_consumer, consumer_name, function_name
-from minibatch_rx.records import as_records, dead_letter_rejected
+from minibatch_rx.naming import check_consumer, consumer_name, function_name, stage_stream_name
+from minibatch_rx.records import StageTrim, as_records, dead_letter_rejected, storable, storing
 from minibatch_rx.running import PipelineHandle, claim, commit, guard, only_items
 from minibatch_rx.source import store_source
 from minibatch_rx.stages import (
@@ -88,6 +91,11 @@ class Pipeline(WindowDSL):
     """``event_time``: the clock of the time window (ingest time if ``None``)."""
     pre_stages: tuple[StageFactory, ...] = ()
     """The stages before the window: their values are what it holds."""
+    upstream: Pipeline | None = None
+    """The pipeline up to the previous window, whose values this one windows
+    (through a stage stream, see :meth:`_next_window`)."""
+    hop: int = 0
+    """How many windows come before this pipeline's."""
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     late_target: SinkTarget | None = None
     retention_policy: Retention = field(default_factory=lambda: Retention())
@@ -132,7 +140,7 @@ class Pipeline(WindowDSL):
         if not isinstance(spec, WindowSpec):
             spec = Custom(spec)
         if self.window_spec is not None:
-            raise InvalidArgumentError("a pipeline has one window strategy; it already has one")
+            return self._next_window().window(spec)
         spec.check(self.key_spec, self.clock_spec)
         # The stages so far run on each message; the window holds their values.
         return self._with(window_spec=spec, shape=(*self.shape, spec.label),
@@ -149,6 +157,8 @@ class Pipeline(WindowDSL):
 
             stream('readings').key_by('sensor').fixed_time_window('5s').map(mean).sink('means')
         """
+        if self.window_spec is not None:
+            return self._next_window().key_by(key)
         self._before_window("key_by", self.key_spec is not None)
         spec = KeyBy(key)
         return self._with(key_spec=spec, shape=(*self.shape, spec.label))
@@ -172,6 +182,8 @@ class Pipeline(WindowDSL):
             (stream('readings').key_by('sensor').event_time('ts', max_delay='2s')
                 .fixed_time_window('5s').map(mean).sink('means'))
         """
+        if self.window_spec is not None:
+            return self._next_window().event_time(timestamp, max_delay, idle)
         self._before_window("event_time", self.clock_spec is not None)
         spec = EventTime(timestamp, max_delay, idle)
         return self._with(clock_spec=spec, shape=(*self.shape, spec.label))
@@ -179,13 +191,30 @@ class Pipeline(WindowDSL):
     def _before_window(self, what: str, twice: bool) -> None:
         if twice:
             raise InvalidArgumentError(f"{what} is already set for this window")
-        if self.window_spec is not None:
-            raise InvalidArgumentError(
-                f"{what} must come before the window (one window per pipeline: sink into a stream "
-                "and start a second pipeline from it for a second window)")
+
+    def _next_window(self) -> Pipeline:
+        """An empty pipeline windowing this one's values again.
+
+        Between two windows, values pass through a stage stream of the same
+        store (``_mb.stages.<consumer>.<hop>.<stream>``), written idempotently
+        by this pipeline and read by the next with a position of its own,
+        trimmed once read. Each window thus has its own position, journal and
+        checkpoint, and the acks of one never run ahead of the other: the
+        values are durable before the first window's position moves, and the
+        second window's position moves only once its output is sunk. (The
+        design of Kafka Streams' repartition topics.) The values must be
+        JSON-compatible.
+        """
+        return Pipeline(source=self.source, upstream=self, hop=self.hop + 1,
+                        retry_policy=self.retry_policy, late_target=self.late_target,
+                        prefetch=self.prefetch, commit_interval=self.commit_interval, shape=self.shape)
 
     # -- stages ------------------------------------------------------------------
     def _stage(self, label: str, factory: StageFactory) -> Pipeline:
+        if self.window_spec is None and (self.key_spec is not None or self.clock_spec is not None):
+            raise InvalidArgumentError(
+                f"key_by and event_time must be followed by a window, not by {label}: "
+                "put the stages before key_by")
         return self._with(stages=(*self.stages, factory), shape=(*self.shape, label))
 
     @fluent
@@ -342,10 +371,41 @@ class Pipeline(WindowDSL):
         """The whole flow up to the commits. ``active()`` turning false stops
         new messages and windows from entering it at once, even while a
         synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
+        _check_clock(self.source, scheduler)
+        if self.upstream is not None:
+            return self._chained(consumer, scheduler, active, coalesce, handle)
+        return self._own_flow(self.source, consumer, group, scheduler, active, coalesce, handle)
+
+    def _chained(self, consumer: str | None, scheduler: abc.SchedulerBase | None,
+                 active: Callable[[], bool] | None, coalesce: bool,
+                 handle: PipelineHandle | None) -> Observable[Envelope]:
+        """The flow of a pipeline after its first window: the previous
+        pipeline feeding the stage stream, and this one reading it."""
+        assert self.upstream is not None
         source = self.source
-        _check_clock(source, scheduler)
+        owner = consumer or "default"
+        stage = Stream(stage_stream_name(source.name, owner, self.hop), store=source.store)
+        feeder = self.upstream._stage("stage", lambda _f, _s, _o: storing).sink(stage)
+        feeder._usage.ran = True
+        upstream = feeder._flow(consumer, None, scheduler, active, coalesce)
+        trim = StageTrim(stage, source, owner)
+        reader = replace(self, _usage=Usage(ran=True))
+        own = reader._own_flow(stage, consumer, None, scheduler, active, coalesce, handle, trim)
+
+        def subscribe(observer: abc.ObserverBase[Envelope],
+                      scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            feeding = upstream.subscribe(on_error=observer.on_error, scheduler=scheduler_)
+            return CompositeDisposable(own.subscribe(observer, scheduler=scheduler_), feeding)
+
+        return reactivex.create(subscribe)
+
+    def _own_flow(self, source: Stream, consumer: str | None, group: GroupFeed | None,
+                  scheduler: abc.SchedulerBase | None, active: Callable[[], bool] | None, coalesce: bool,
+                  handle: PipelineHandle | None, trim: StageTrim | None = None) -> Observable[Envelope]:
+        """The flow of one window: reading ``source`` (the stream, or a stage stream) to the commits."""
         owner = group.group if group is not None else (consumer or "default")
-        failure = Failure(self.retry_policy, Stream(f"{source.name}.dead", store=source.store), scheduler)
+        home = self.source  # dead letters and late messages go next to the pipeline's own stream
+        failure = Failure(self.retry_policy, Stream(f"{home.name}.dead", store=home.store), scheduler)
         if handle is not None:
             handle._failure = failure
         journal: StreamJournal | None = None
@@ -356,6 +416,8 @@ class Pipeline(WindowDSL):
             progress = ReadProgress()
             windowed = store_source(source.store, source.name, None, consumer, scheduler,
                                     self.prefetch, progress).pipe(guard(active))
+            if trim is not None:
+                windowed = windowed.pipe(ops.map(trim.unstored))
             if self.pre_stages:
                 windowed = windowed.pipe(as_records(tuple(make(failure, source, owner)
                                                           for make in self.pre_stages)))
@@ -375,7 +437,10 @@ class Pipeline(WindowDSL):
         # completed on its own), not for plain Rx interop.
         plain = scheduler is not None or group is not None or not coalesce
         interval = 0.0 if plain else self.commit_interval
-        return flow.pipe(commit(self._acknowledger(consumer, group, scheduler, journal),
+        acknowledge = self._acknowledger(source, consumer, group, scheduler, journal)
+        if trim is not None:
+            acknowledge = _then(acknowledge, trim.acknowledged)
+        return flow.pipe(commit(acknowledge,
                                 self.retry_policy.outage_timeout, self.after_ack, interval, handle))
 
     def _late_sink(self, owner: str) -> Callable[[Message], Any]:
@@ -386,15 +451,18 @@ class Pipeline(WindowDSL):
         def deliver(message: Message) -> Any:
             if not resolved:
                 target = _resolve(self.late_target or f"{self.source.name}.late", self.source)
+                to_stream = isinstance(target, Stream)
                 resolved.append(late_sink(target, owner))
+                if to_stream:  # a record a stage made may be no dict: stored as {'v': value}
+                    resolved[0] = _storing(resolved[0])
             return resolved[0](message)
 
         return deliver
 
-    def _acknowledger(self, consumer: str | None, group: GroupFeed | None,
+    def _acknowledger(self, source: Stream, consumer: str | None, group: GroupFeed | None,
                       scheduler: abc.SchedulerBase | None,
                       journal: StreamJournal | None) -> Callable[[int, Any], None]:
-        source, retention = self.source, self.retention_policy
+        retention = self.retention_policy
         clock: Callable[[], float] = time.monotonic
         if scheduler is not None:
             clock = partial(scheduler_seconds, scheduler)
@@ -458,10 +526,10 @@ class Pipeline(WindowDSL):
                 f"group {group!r} needs a count window: consumer groups share count_window(n) windows; "
                 "time-based windows need a single consumer per group"
             )
-        if self.key_spec is not None or self.pre_stages:
+        if self.key_spec is not None or self.pre_stages or self.upstream is not None:
             raise InvalidArgumentError(
-                f"group {group!r}: consumer groups take count_window(n) straight on the stream, "
-                "without key_by or stages before the window")
+                f"group {group!r}: consumer groups take one count_window(n) straight on the stream, "
+                "without key_by, stages before the window or a second window")
         ttl = to_seconds(lease_timeout, "lease_timeout")
         return GroupFeed(self.source.store, self.source.name, group, spec.n, spec.timeout_s, ttl)
 
@@ -489,6 +557,19 @@ class Pipeline(WindowDSL):
         if handle.error is not None:
             raise handle.error
         return handle
+
+
+def _then(acknowledge: Callable[[int, Any], None],
+          after: Callable[[int], None]) -> Callable[[int, Any], None]:
+    def both(seq: int, checkpoint: Any) -> None:
+        acknowledge(seq, checkpoint)
+        after(seq)
+
+    return both
+
+
+def _storing(deliver: Callable[[Message], Any]) -> Callable[[Message], Any]:
+    return lambda message: deliver(replace(message, data=storable(message.data)))
 
 
 def _check_callable(fn: object, what: str) -> None:

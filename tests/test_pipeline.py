@@ -383,14 +383,6 @@ def test_fluent_calls_return_new_pipelines_and_leave_the_old_ones_alone() -> Non
     assert pairs == [[3, 4], [5, 6]]
 
 
-def test_one_window_strategy_per_pipeline() -> None:
-    src = stream("strategies", "memory://strategies")
-    with pytest.raises(InvalidArgumentError, match="one window strategy"):
-        src.count_window(2).fixed_time_window(1)
-    with pytest.raises(InvalidArgumentError, match="one window strategy"):
-        src.session_window(1).count_window(2)
-
-
 @pytest.mark.parametrize(
     "build",
     [

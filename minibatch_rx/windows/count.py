@@ -13,7 +13,7 @@ from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator
 from minibatch_rx.windows.clocks import BadRecordError, ClockSpec
-from minibatch_rx.windows.keys import Key, KeyBy
+from minibatch_rx.windows.keys import Key, KeyBy, done_restore, done_snapshot
 from minibatch_rx.windows.specs import WindowSpec
 
 
@@ -65,20 +65,31 @@ class _KeyedCountCore(WindowCore):
     held seq and the next timeout are read in O(1), and a timeout flush is
     journaled as "every buffer opened up to seq X"."""
 
+    # The position is the lowest seq any key holds, so a key's windows are often
+    # emitted past it; a replay after a restart feeds them again. ``done`` keeps,
+    # per key, the last seq already emitted, while it is above the position:
+    # a replayed message at or below it is skipped, not windowed anew.
+    clocked = True
+
     def __init__(self, size: int, timeout: float | None, key_by: KeyBy) -> None:
         self.size, self.timeout, self.key_by = size, timeout, key_by
-        self.clocked = timeout is not None
         self.buffers: dict[Key, list[Message]] = {}
         self.opened: dict[Key, float] = {}
+        self.done: dict[Key, int] = {}
+        self.seen = 0
         self.flushed_upto = 0
         self.bad: list[tuple[Message, str]] = []
 
     def on_message(self, message: Message, now: float) -> list[Window]:
+        if message.seq > self.seen:
+            self.seen = message.seq
         try:
             key = self.key_by.key_of(message.data)
         except BadRecordError as error:
             self.bad.append((message, str(error)))
             return []
+        if self.done and message.seq <= self.done.get(key, 0):
+            return []  # a replayed member of a window emitted before a restart
         buffer = self.buffers.get(key)
         if buffer is None:
             buffer = self.buffers[key] = [message]
@@ -92,6 +103,7 @@ class _KeyedCountCore(WindowCore):
     def _flush(self, key: Key) -> Window:
         buffer = self.buffers.pop(key)
         del self.opened[key]
+        self.done[key] = buffer[-1].seq
         return Window(tuple(buffer), buffer[0].stream, key=key)
 
     def deadline(self) -> float | None:
@@ -130,6 +142,13 @@ class _KeyedCountCore(WindowCore):
     def rejected(self) -> list[tuple[Message, str]]:
         bad, self.bad = self.bad, []
         return bad
+
+    def snapshot(self) -> Any:
+        return done_snapshot(self.done, self.held_min_seq(), self.seen)
+
+    def restore(self, state: Any) -> None:
+        self.done = done_restore(state)
+        self.seen = max(self.done.values(), default=0)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from minibatch_rx.message import Message
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore
 from minibatch_rx.windows.clocks import BadRecordError
-from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_to_json
+from minibatch_rx.windows.keys import Key, KeyBy, done_restore, done_snapshot, key_from_json, key_to_json
 
 
 class KeyedCore(WindowCore):
@@ -37,6 +37,10 @@ class KeyedCore(WindowCore):
         self.late_messages: list[Message] = []
         self.bad: list[tuple[Message, str]] = []
         self.restored: dict[Key, Any] = {}
+        # Per key, the last seq a window emitted, while above the position: a
+        # replay after a restart skips what is at or below it (see count.py).
+        self.done: dict[Key, int] = {}
+        self.seen = 0
 
     def _core(self, key: Key, now: float) -> WindowCore:
         core = self.cores.get(key)
@@ -53,6 +57,9 @@ class KeyedCore(WindowCore):
         """Collect what a key's core produced, re-arm its timer, free it if empty."""
         self.late_messages.extend(core.late())
         self.bad.extend(core.rejected())
+        for window in windows:
+            if window.messages:
+                self.done[key] = max(self.done.get(key, 0), max(m.seq for m in window.messages))
         if core.held_min_seq() is None:
             del self.cores[key]
         else:
@@ -64,11 +71,15 @@ class KeyedCore(WindowCore):
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         self.stream = message.stream
+        if message.seq > self.seen:
+            self.seen = message.seq
         try:
             key = self.key_by.key_of(message.data)
         except BadRecordError as error:
             self.bad.append((message, str(error)))
             return []
+        if self.done and message.seq <= self.done.get(key, 0):
+            return []  # a replayed member of a window emitted before a restart
         core = self._core(key, now)
         return self._after(key, core, core.on_message(message, now))
 
@@ -133,10 +144,15 @@ class KeyedCore(WindowCore):
     def snapshot(self) -> Any:
         states = [[key_to_json(key), state] for key, core in self.cores.items()
                   if (state := core.snapshot()) is not None]
-        return {"keys": states} if states else None
+        done = done_snapshot(self.done, self.held_min_seq(), self.seen)
+        if not states and done is None:
+            return None
+        return {"keys": states, **(done or {})}
 
     def restore(self, state: Any) -> None:
         self.restored = {key_from_json(key): sub for key, sub in state.get("keys", [])}
+        self.done = done_restore(state)
+        self.seen = max(self.done.values(), default=0)
 
 
 __all__ = ["KeyedCore"]

@@ -69,6 +69,20 @@ def key_from_json(value: Any) -> Key:
     return tuple(map(key_from_json, value)) if isinstance(value, list) else value
 
 
+def done_snapshot(done: dict[Key, int], held: int | None, seen: int) -> Any:
+    """The per-key "emitted up to" seqs still above the position (``held - 1``,
+    or ``seen`` when nothing is held); the others are dropped from ``done`` too."""
+    acked = seen if held is None else held - 1
+    for key in [key for key, seq in done.items() if seq <= acked]:
+        del done[key]
+    return {"done": [[key_to_json(key), seq] for key, seq in done.items()]} if done else None
+
+
+def done_restore(state: Any) -> dict[Key, int]:
+    """The map :func:`done_snapshot` saved."""
+    return {key_from_json(key): int(seq) for key, seq in state.get("done", [])}
+
+
 @dataclass(frozen=True)
 class KeyBy:
     """Partition records by ``source``: a field name of the value, or a
@@ -92,4 +106,5 @@ class KeyBy:
         return normalise_key(key)
 
 
-__all__ = ["Key", "KeyBy", "key_from_json", "key_text", "key_to_json", "normalise_key"]
+__all__ = ["Key", "KeyBy", "done_restore", "done_snapshot", "key_from_json", "key_text", "key_to_json",
+           "normalise_key"]
