@@ -53,7 +53,7 @@ def expected_floor_windows(seconds: int, until_ts: float) -> list[dict[str, Any]
     for t in range(1, seconds + 1):
         room, _ = ROOMS[t % 3]
         per_room.setdefault((room, int((t - 0.5) // 6)), []).append(t)
-    closed = sorted(((k * 6 + 6, k, room) for (room, k) in per_room if k * 6 + 6 <= until_ts))
+    closed = sorted((k * 6 + 6, k, room) for (room, k) in per_room if k * 6 + 6 <= until_ts)
     pending: dict[int, list[tuple[str, float, float]]] = {}
     out = []
     for _, k, room in closed:  # emitted in closing order, then by first seq (= first temp)
