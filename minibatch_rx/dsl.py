@@ -11,56 +11,65 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal
+
+from typing_extensions import TypeVar
 
 from minibatch_rx.durations import Interval
 from minibatch_rx.windows import Count, Relaxed, Session, Sliding, Tumbling, WindowSpec
 
 if TYPE_CHECKING:
+    from minibatch_rx.message import Message
     from minibatch_rx.pipeline import Pipeline
     from minibatch_rx.streams import Stream
+    from minibatch_rx.window import Window
 
-_root: list[Callable[[Stream], Pipeline]] = []
+D = TypeVar("D", default=Any)
+"""What the windows hold: the payloads, or the values the stages before them produced."""
+
+_root: list[Callable[[Stream], Pipeline[Message, dict[str, Any]]]] = []
 
 
-def set_root(make: Callable[[Stream], Pipeline]) -> None:
+def set_root(make: Callable[[Stream], Pipeline[Message, dict[str, Any]]]) -> None:
     """Register how a stream starts a pipeline (called by ``minibatch_rx.pipeline``)."""
     _root[:] = [make]
 
 
-def root(stream: Stream) -> Pipeline:
+def root(stream: Stream) -> Pipeline[Message, dict[str, Any]]:
     """An empty pipeline reading ``stream``."""
     return _root[0](stream)
 
 
-class WindowDSL(ABC):
-    """The named window strategies; each is ``self.window(<spec>)``."""
+class WindowDSL(ABC, Generic[D]):
+    """The named window strategies; each is ``self.window(<spec>)``. ``D`` is
+    what the windows hold (``Window[D]``): a stream's payloads, or the values
+    of the stages before the window."""
 
     @abstractmethod
-    def window(self, spec: Any) -> Pipeline:
+    def window(self, spec: Any) -> Pipeline[Window[D]]:
         """Window the stream with ``spec`` (a :class:`~minibatch_rx.windows.WindowSpec`,
         or an operator factory such as a ``WindowEmitter``'s ``.operator``)."""
 
-    def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline:
+    def count_window(self, n: int, timeout: Interval | None = None) -> Pipeline[Window[D]]:
         """Windows of ``n`` messages; see :func:`minibatch_rx.windows.count_window`."""
         return self.window(Count(n, timeout))
 
     def fixed_time_window(self, interval: Interval, grace: Interval = 0,
-                          emit_empty: bool = False) -> Pipeline:
+                          emit_empty: bool = False) -> Pipeline[Window[D]]:
         """Tumbling time windows; see :func:`minibatch_rx.windows.fixed_time_window`."""
         return self.window(Tumbling(interval, grace, emit_empty))
 
-    def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline:
+    def relaxed_time_window(self, interval: Interval, emit_empty: bool = False) -> Pipeline[Window[D]]:
         """Everything since the last window, every ``interval``; see
         :func:`minibatch_rx.windows.relaxed_time_window`."""
         return self.window(Relaxed(interval, emit_empty))
 
     def sliding_window(self, size: int | Interval, step: int | Interval,
-                       by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline:
+                       by: Literal["count", "time"] = "count", grace: Interval = 0) -> Pipeline[Window[D]]:
         """Overlapping windows; see :func:`minibatch_rx.windows.sliding_window`."""
         return self.window(Sliding(size, step, by, grace))
 
-    def session_window(self, gap: Interval) -> Pipeline:
+    def session_window(self, gap: Interval) -> Pipeline[Window[D]]:
         """Sessions split by silence; see :func:`minibatch_rx.windows.session_window`."""
         return self.window(Session(gap))
 

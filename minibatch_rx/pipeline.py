@@ -14,13 +14,14 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, Generic
 
 import reactivex
 from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
 from reactivex.scheduler import VirtualTimeScheduler
+from typing_extensions import TypeVar
 
 from minibatch_rx.dsl import WindowDSL, set_root
 from minibatch_rx.durations import Interval, to_seconds
@@ -49,6 +50,7 @@ from minibatch_rx.stages import (
 from minibatch_rx.streams import Stream
 from minibatch_rx.usage import PipelineNeverRunWarning, Usage, fluent
 from minibatch_rx.validation import check_stream_name
+from minibatch_rx.window import Window
 from minibatch_rx.windows import Count, Custom, ReadProgress, WindowOperator, WindowSpec
 from minibatch_rx.windows._engine import scheduler_seconds
 from minibatch_rx.windows.clocks import DEFAULT_IDLE, ClockSpec, EventTime
@@ -68,8 +70,13 @@ class Retention:
     max_age: float | None = None
     """Delete messages older than this many seconds."""
 SinkTarget = Stream | str | Callable[[Any], Any]
+T = TypeVar("T", default=Any)
+R = TypeVar("R", default=T)
+U = TypeVar("U")
+
+
 @dataclass(frozen=True)
-class Pipeline(WindowDSL):
+class Pipeline(WindowDSL[R], Generic[T, R]):
     """A stream processing pipeline over one source stream.
 
     Build it fluently from :func:`minibatch_rx.stream` (the window methods,
@@ -80,6 +87,11 @@ class Pipeline(WindowDSL):
     Each window is processed by the stages in order; once its last sink
     succeeded, the consumer position is committed, so a restarted pipeline
     resumes after the last window it finished (at-least-once delivery).
+
+    ``Pipeline[T]`` carries values of type ``T``: ``map(fn)`` with ``fn:
+    Callable[[T], U]`` gives a ``Pipeline[U]``, and a window over it a
+    ``Pipeline[Window[U]]``. (A pipeline still carrying a stream's Messages
+    is a ``Pipeline[Message, dict[str, Any]]``: its windows hold payloads.)
     """
 
     source: Stream
@@ -91,7 +103,7 @@ class Pipeline(WindowDSL):
     """``event_time``: the clock of the time window (ingest time if ``None``)."""
     pre_stages: tuple[StageFactory, ...] = ()
     """The stages before the window: their values are what it holds."""
-    upstream: Pipeline | None = None
+    upstream: Pipeline[Any, Any] | None = None
     """The pipeline up to the previous window, whose values this one windows
     (through a stage stream, see :meth:`_next_window`)."""
     hop: int = 0
@@ -107,7 +119,7 @@ class Pipeline(WindowDSL):
     ``sink:means``): the default consumer name is made from it."""
     _usage: Usage = field(default_factory=lambda: Usage(), compare=False, repr=False)
 
-    def _with(self, **changes: Any) -> Pipeline:
+    def _with(self, **changes: Any) -> Pipeline[Any, Any]:
         """A new pipeline with ``changes``; this one now only serves as a step."""
         self._usage.derived = True
         return replace(self, _usage=Usage(), **changes)
@@ -133,7 +145,7 @@ class Pipeline(WindowDSL):
 
     # -- windows (the named strategies come from WindowDSL) ---------------------
     @fluent
-    def window(self, spec: WindowSpec | WindowFactory) -> Pipeline:
+    def window(self, spec: WindowSpec | WindowFactory) -> Pipeline[Window[R]]:
         """Window the messages with ``spec``: a window spec (``Count(2)``,
         ``Tumbling('5s')``... from :mod:`minibatch_rx.windows`) or an operator
         factory (``factory(scheduler)`` makes one operator per run)."""
@@ -147,7 +159,7 @@ class Pipeline(WindowDSL):
                           pre_stages=self.stages, stages=())
 
     @fluent
-    def key_by(self, key: str | Callable[[Any], Any]) -> Pipeline:
+    def key_by(self, key: str | Callable[[R], Any]) -> Pipeline[T, R]:
         """Run the next window once per key: ``key`` is a field name of each
         payload (or of the value a previous stage produced), or a function
         of it. Keys are ``str``, ``int``, ``float``, ``bool``, ``None`` or
@@ -164,8 +176,8 @@ class Pipeline(WindowDSL):
         return self._with(key_spec=spec, shape=(*self.shape, spec.label))
 
     @fluent
-    def event_time(self, timestamp: str | Callable[[Any], Any], max_delay: Interval = 0,
-                   idle: Interval = DEFAULT_IDLE) -> Pipeline:
+    def event_time(self, timestamp: str | Callable[[R], Any], max_delay: Interval = 0,
+                   idle: Interval = DEFAULT_IDLE) -> Pipeline[T, R]:
         """Cut the next time window on the time each event happened, read from
         ``timestamp``: a field name of the payload (or of the value a previous
         stage produced), or a function of it, giving ISO-8601 text, epoch
@@ -192,7 +204,7 @@ class Pipeline(WindowDSL):
         if twice:
             raise InvalidArgumentError(f"{what} is already set for this window")
 
-    def _next_window(self) -> Pipeline:
+    def _next_window(self) -> Pipeline[T, R]:
         """An empty pipeline windowing this one's values again.
 
         Between two windows, values pass through a stage stream of the same
@@ -210,7 +222,7 @@ class Pipeline(WindowDSL):
                         prefetch=self.prefetch, commit_interval=self.commit_interval, shape=self.shape)
 
     # -- stages ------------------------------------------------------------------
-    def _stage(self, label: str, factory: StageFactory) -> Pipeline:
+    def _stage(self, label: str, factory: StageFactory) -> Pipeline[Any, Any]:
         if self.window_spec is None and (self.key_spec is not None or self.clock_spec is not None):
             raise InvalidArgumentError(
                 f"key_by and event_time must be followed by a window, not by {label}: "
@@ -218,14 +230,14 @@ class Pipeline(WindowDSL):
         return self._with(stages=(*self.stages, factory), shape=(*self.shape, label))
 
     @fluent
-    def map(self, fn: Callable[[Any], Any]) -> Pipeline:
+    def map(self, fn: Callable[[T], U]) -> Pipeline[U]:
         """Transform each value (a Window, until a stage changes it)."""
         _check_callable(fn, "map")
         return self._stage(f"map:{function_name(fn)}",
                            lambda failure, _s, _o: item_stage("map", fn, failure, lambda _v, r: (r,)))
 
     @fluent
-    def filter(self, predicate: Callable[[Any], bool]) -> Pipeline:
+    def filter(self, predicate: Callable[[T], bool]) -> Pipeline[T, R]:
         """Keep values for which ``predicate`` is true; dropped ones still count as processed."""
         _check_callable(predicate, "filter")
         return self._stage(
@@ -235,7 +247,7 @@ class Pipeline(WindowDSL):
         )
 
     @fluent
-    def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Pipeline:
+    def flat_map(self, fn: Callable[[T], Iterable[U]]) -> Pipeline[U]:
         """Replace each value by the values of the iterable ``fn`` returns."""
         _check_callable(fn, "flat_map")
         expand = _expanding(fn)
@@ -243,7 +255,7 @@ class Pipeline(WindowDSL):
                            lambda failure, _s, _o: item_stage("flat_map", expand, failure, lambda _v, r: r))
 
     @fluent
-    def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline:
+    def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline[Any]:
         """Apply plain reactivex operators to the values.
 
         Operators that hold values across windows (``buffer``, ``delay``...)
@@ -255,7 +267,7 @@ class Pipeline(WindowDSL):
         return self._stage("pipe", lambda failure, _s, _o: rx_stage(operators, failure))
 
     @fluent
-    def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline:
+    def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline[T, R]:
         """Deliver each value to a Stream, a stream name (same store) or a callable.
 
         Into a stream, a dict becomes one message and a list of dicts (or a
@@ -278,26 +290,26 @@ class Pipeline(WindowDSL):
         return self._stage(f"sink:{label}", factory)
 
     @fluent
-    def late(self, target: SinkTarget) -> Pipeline:
+    def late(self, target: SinkTarget) -> Pipeline[T, R]:
         """Where messages that missed their time window go (default: stream ``<name>.late``)."""
         _check_target(target, "late")
         return self._with(late_target=target)
 
     @fluent
-    def trim_processed(self) -> Pipeline:
+    def trim_processed(self) -> Pipeline[T, R]:
         """Delete source messages once acknowledged by every registered
         consumer and group of the stream (the original package's ``keep=False``)."""
         return self._with(retention_policy=replace(self.retention_policy, acknowledged_only=True))
 
     @fluent
-    def retain(self, max_age: Interval) -> Pipeline:
+    def retain(self, max_age: Interval) -> Pipeline[T, R]:
         """While running, delete source messages older than ``max_age``
         (checked at most once a second), processed or not."""
         seconds = to_seconds(max_age, "max_age")
         return self._with(retention_policy=replace(self.retention_policy, max_age=seconds))
 
     @fluent
-    def with_prefetch(self, messages: int) -> Pipeline:
+    def with_prefetch(self, messages: int) -> Pipeline[T, R]:
         """Read at most ``messages`` from the store at a time (default 500).
 
         Windows are processed one at a time, so this bounds what a consumer
@@ -308,7 +320,7 @@ class Pipeline(WindowDSL):
         return self._with(prefetch=messages)
 
     @fluent
-    def with_commit_interval(self, interval: Interval) -> Pipeline:
+    def with_commit_interval(self, interval: Interval) -> Pipeline[T, R]:
         """Write the consumer position at most once per ``interval`` (default
         50 ms; 0 writes after every window). The latest acknowledged window
         always wins and is written when the pipeline stops; after a crash, at
@@ -319,7 +331,7 @@ class Pipeline(WindowDSL):
     @fluent
     def with_retries(self, max_retries: int = 3, backoff: Interval = 0.1,
                      max_backoff: Interval = 5.0, *,
-                     no_retry: tuple[type[Exception], ...] = PROGRAMMING_ERRORS) -> Pipeline:
+                     no_retry: tuple[type[Exception], ...] = PROGRAMMING_ERRORS) -> Pipeline[T, R]:
         """Retry failing functions ``max_retries`` times with exponential back-off,
         then send the window to the dead-letter stream ``<name>.dead``.
 
@@ -339,7 +351,7 @@ class Pipeline(WindowDSL):
         return self._with(retry_policy=policy)
 
     @fluent
-    def with_timeout(self, limit: Interval) -> Pipeline:
+    def with_timeout(self, limit: Interval) -> Pipeline[T, R]:
         """Give every call of a user function (map, filter, flat_map, sink) at
         most ``limit``; a call that overruns fails with
         :class:`~minibatch_rx.errors.StageTimeoutError` and is retried, then
@@ -352,7 +364,7 @@ class Pipeline(WindowDSL):
 
     # -- running -----------------------------------------------------------------
     def to_observable(self, consumer: str | None = None,
-                      scheduler: abc.SchedulerBase | None = None) -> Observable[Any]:
+                      scheduler: abc.SchedulerBase | None = None) -> Observable[T]:
         """The values after the last stage, as a plain reactivex observable.
 
         Sinks run and, with a ``consumer``, positions are committed as the

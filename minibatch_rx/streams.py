@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactivex import Observable, abc
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from minibatch_rx.compat import QueryResult
     from minibatch_rx.durations import Interval
     from minibatch_rx.pipeline import Pipeline, SinkTarget
+    from minibatch_rx.window import Window
+
+U = TypeVar("U")
 
 _PAGE = 1000
 # Keyword arguments of the original package's Stream.get_or_create that have
@@ -41,7 +44,7 @@ class ConsumerInfo:
     lag: int
 
 
-class Stream(dsl.WindowDSL):
+class Stream(dsl.WindowDSL[dict[str, Any]]):
     """A named, append-only, durable sequence of JSON-like messages.
 
     Producers ``append`` payloads; each gets a ``seq`` from the store.
@@ -190,37 +193,38 @@ class Stream(dsl.WindowDSL):
         self.store.commit_position(self.name, consumer, seq)
 
     # -- fluent pipelines (the window methods come from WindowDSL) ------------
-    def pipeline(self) -> Pipeline:
+    def pipeline(self) -> Pipeline[Message, dict[str, Any]]:
         """An empty :class:`~minibatch_rx.pipeline.Pipeline` reading this stream."""
         return dsl.root(self)
 
-    def key_by(self, key: Any) -> Pipeline:
+    def key_by(self, key: str | Callable[[dict[str, Any]], Any]) -> Pipeline[Message, dict[str, Any]]:
         """Start a pipeline whose window runs per key; see
         :meth:`~minibatch_rx.pipeline.Pipeline.key_by`."""
         return self.pipeline().key_by(key)
 
-    def event_time(self, timestamp: Any, max_delay: Interval = 0, idle: Interval = 1.0) -> Pipeline:
+    def event_time(self, timestamp: str | Callable[[dict[str, Any]], Any], max_delay: Interval = 0,
+                   idle: Interval = 1.0) -> Pipeline[Message, dict[str, Any]]:
         """Start a pipeline whose time window runs on event time; see
         :meth:`~minibatch_rx.pipeline.Pipeline.event_time`."""
         return self.pipeline().event_time(timestamp, max_delay, idle)
 
-    def map(self, fn: Any) -> Pipeline:
+    def map(self, fn: Callable[[Message], U]) -> Pipeline[U]:
         """Start a window-less pipeline: ``fn`` gets each Message."""
         return self.pipeline().map(fn)
 
-    def filter(self, predicate: Any) -> Pipeline:
+    def filter(self, predicate: Callable[[Message], bool]) -> Pipeline[Message, dict[str, Any]]:
         """Start a window-less pipeline keeping Messages where ``predicate`` is true."""
         return self.pipeline().filter(predicate)
 
-    def flat_map(self, fn: Any) -> Pipeline:
+    def flat_map(self, fn: Callable[[Message], Iterable[U]]) -> Pipeline[U]:
         """Start a window-less pipeline: ``fn`` turns each Message into many values."""
         return self.pipeline().flat_map(fn)
 
-    def pipe(self, *operators: Any) -> Pipeline:
+    def pipe(self, *operators: Any) -> Pipeline[Any]:
         """Start a window-less pipeline applying reactivex operators to Messages."""
         return self.pipeline().pipe(*operators)
 
-    def sink(self, target: SinkTarget) -> Pipeline:
+    def sink(self, target: SinkTarget) -> Pipeline[Message, dict[str, Any]]:
         """Start a window-less pipeline delivering each Message to ``target``."""
         return self.pipeline().sink(target)
 
@@ -296,7 +300,7 @@ class Stream(dsl.WindowDSL):
         done = min(positions) if positions else 0
         return QueryResult(self.read(), lambda m: m.seq <= done).filter(**filters)
 
-    def window(self, spec: Any = None, /, **filters: Any) -> Pipeline:
+    def window(self, spec: Any = None, /, **filters: Any) -> Pipeline[Window[dict[str, Any]]]:
         """Start a pipeline windowed by ``spec`` (a window spec such as
         ``Count(2)``, or an operator factory; ``Pipeline.window``). The
         original's ``window(**filters)`` queried stored windows, which are not

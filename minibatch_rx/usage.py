@@ -10,13 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Concatenate, ParamSpec
+from typing import Any, TypeVar, cast
 
-if TYPE_CHECKING:
-    from minibatch_rx.pipeline import Pipeline
-
-P = ParamSpec("P")
-Fluent = Callable[Concatenate["Pipeline", P], "Pipeline"]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class PipelineNeverRunWarning(UserWarning):
@@ -34,13 +30,14 @@ class Usage:
     """``run()``, ``start()`` or ``to_observable()`` was called on it."""
 
 
-def fluent(method: Fluent[P]) -> Fluent[P]:
+def fluent(method: F) -> F:
     """Mark the pipeline a fluent call is made on as a step (even if the call
-    then refuses its arguments): only the last pipeline of a chain is run."""
+    then refuses its arguments): only the last pipeline of a chain is run.
+    The method's signature (and its generic types) is kept."""
 
-    def call(self: Pipeline, /, *args: P.args, **kwargs: P.kwargs) -> Pipeline:
+    def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
         self._usage.derived = True
         return method(self, *args, **kwargs)
 
     functools.update_wrapper(call, method)
-    return call
+    return cast(F, call)

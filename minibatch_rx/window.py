@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, cast
+
+from typing_extensions import TypeVar
 
 from minibatch_rx.message import Message
 
+T = TypeVar("T", default=dict[str, Any])
+
 
 @dataclass(frozen=True, slots=True)
-class Window:
+class Window(Generic[T]):
     """A batch of messages chosen by a window strategy.
 
     Attributes:
@@ -48,9 +52,10 @@ class Window:
     tag: str | None = field(default=None, compare=False, repr=False)
 
     @property
-    def data(self) -> list[dict[str, Any]]:
-        """The payloads, in seq order (what the original ``window.data`` held)."""
-        return [m.data for m in self.messages]
+    def data(self) -> list[T]:
+        """The payloads, in seq order (what the original ``window.data`` held);
+        after stages before the window, the values they produced."""
+        return [cast(T, m.data) for m in self.messages]
 
     @property
     def first_seq(self) -> int | None:
