@@ -164,6 +164,9 @@ class VirtualTime:
             self.advance_to(until)
         finally:
             subscription.dispose()
+            # An exception escaping a scheduled action leaves the scheduler marked
+            # running at that time; the next run would silently do nothing.
+            self.scheduler.stop()
         if errors:
             raise errors[0]
         return emissions

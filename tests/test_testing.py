@@ -126,3 +126,27 @@ def test_the_window_tests_marbles_are_the_public_helpers() -> None:
 @pytest.mark.parametrize("helper", [name for name in testing.__all__ if not name.isupper()])
 def test_every_public_helper_is_documented_with_its_own_docstring(helper: str) -> None:
     assert getattr(testing, helper).__doc__
+
+
+def test_a_run_after_an_escaped_exception_runs_again() -> None:
+    class Crash(BaseException):
+        """Escapes every stage, as a process kill would end the run."""
+
+    vt = VirtualTime()
+    s = vt.stream("escaped")
+    for t in (1, 2, 3, 4):
+        vt.append_at(t, s, {"t": t})
+    crashed: list[int] = []
+
+    def once(value: list[int]) -> list[int]:
+        if value == [2] and not crashed:
+            crashed.append(2)
+            raise Crash
+        return value
+
+    pipeline = s.count_window(1).map(lambda w: [d["t"] for d in w.data]).map(once)
+    with pytest.raises(Crash):
+        vt.run(pipeline, until=10)
+    # The restart resumes after window [1] (committed) and reaches the end of time.
+    assert [e.value for e in vt.run(pipeline, until=10)] == [[2], [3], [4]]
+    assert vt.now == 10
