@@ -8,57 +8,42 @@ or :meth:`Pipeline.to_observable` builds it.
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any, Generic
 
-import reactivex
 from reactivex import Observable, abc
-from reactivex import operators as ops
-from reactivex.disposable import CompositeDisposable
-from reactivex.scheduler import VirtualTimeScheduler
 from typing_extensions import TypeVar
 
+from minibatch_rx import flow as flows
 from minibatch_rx.dsl import WindowDSL, set_root
 from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
-from minibatch_rx.journal import StreamJournal
-from minibatch_rx.message import Message
-from minibatch_rx.naming import check_consumer, consumer_name, function_name, stage_stream_name
-from minibatch_rx.records import StageTrim, as_records, dead_letter_rejected, storable, storing
-from minibatch_rx.running import PipelineHandle, claim, commit, guard, only_items
-from minibatch_rx.source import store_source
+from minibatch_rx.naming import check_consumer, consumer_name, function_name
+from minibatch_rx.running import PipelineHandle, claim, only_items
 from minibatch_rx.stages import (
     PROGRAMMING_ERRORS,
     Envelope,
     Failure,
     RetryPolicy,
     Stage,
-    envelop,
     item_stage,
-    late_sink,
     rx_stage,
     sink_function,
     stream_sink_stage,
-    until_reachable,
 )
 from minibatch_rx.streams import Stream
 from minibatch_rx.usage import PipelineNeverRunWarning, Usage, fluent
 from minibatch_rx.validation import check_stream_name
 from minibatch_rx.window import Window
-from minibatch_rx.windows import Count, Custom, ReadProgress, WindowOperator, WindowSpec
-from minibatch_rx.windows._engine import scheduler_seconds
+from minibatch_rx.windows import Count, Custom, WindowOperator, WindowSpec
 from minibatch_rx.windows.clocks import DEFAULT_IDLE, ClockSpec, EventTime
 from minibatch_rx.windows.keys import KeyBy
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
 StageFactory = Callable[[Failure, Stream, str], Stage]
-EXPIRY_EVERY = 1.0  # seconds between age-based retention sweeps of a running pipeline
 
 
 @dataclass(frozen=True)
@@ -256,11 +241,31 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
 
     @fluent
     def pipe(self, *operators: Callable[[Observable[Any]], Observable[Any]]) -> Pipeline[Any]:
-        """Apply plain reactivex operators to the values.
+        """Apply plain reactivex operators to each window's values.
 
-        Operators that hold values across windows (``buffer``, ``delay``...)
-        let a window be acknowledged before their output is sunk; use the
-        window strategies for batching instead.
+        The operators see one window at a time: for each window (or message,
+        without a window strategy) they get a fresh chain, fed the window's
+        values and completed when the window ends. What they emit by then goes
+        on as that window's values, before its position is committed; so
+        ``ops.buffer_with_count``, ``ops.to_list`` or ``ops.skip_last`` work
+        within each window, and their state does not carry over to the next.
+        Batch across windows with a window strategy instead.
+
+        An error inside the operators sends the window to the dead-letter
+        stream (none of its outputs go on); the next window starts afresh.
+        Operators that wait for time (``delay``, ``sample``, ``debounce``...)
+        fail the pipeline with :class:`~minibatch_rx.errors.InvalidArgumentError`
+        at the first window.
+
+        >>> import reactivex.operators as ops
+        >>> from minibatch_rx import stream
+        >>> s = stream('doc-pipe-dsl', url='memory://doc-pipe-dsl')
+        >>> _ = s.extend([{'v': v} for v in range(1, 7)])
+        >>> got = []
+        >>> p = s.count_window(3).flat_map(lambda w: w.data).pipe(ops.map(lambda d: d['v']), ops.to_list())
+        >>> _ = p.to_observable().subscribe(got.append)
+        >>> got
+        [[1, 2, 3], [4, 5, 6]]
         """
         for op in operators:
             _check_callable(op, "pipe")
@@ -280,7 +285,7 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         _check_target(target, "sink")
 
         def factory(failure: Failure, source: Stream, owner: str) -> Stage:
-            resolved = _resolve(target, source)
+            resolved = flows.resolve(target, source)
             if isinstance(resolved, Stream) and idempotent:
                 return stream_sink_stage(resolved, failure, owner)
             return item_stage("sink", sink_function(resolved), failure, lambda v, _r: (v,))
@@ -380,127 +385,8 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
               scheduler: abc.SchedulerBase | None,
               active: Callable[[], bool] | None = None, coalesce: bool = True,
               handle: PipelineHandle | None = None) -> Observable[Envelope]:
-        """The whole flow up to the commits. ``active()`` turning false stops
-        new messages and windows from entering it at once, even while a
-        synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
-        _check_clock(self.source, scheduler)
-        if self.upstream is not None:
-            return self._chained(consumer, scheduler, active, coalesce, handle)
-        return self._own_flow(self.source, consumer, group, scheduler, active, coalesce, handle)
-
-    def _chained(self, consumer: str | None, scheduler: abc.SchedulerBase | None,
-                 active: Callable[[], bool] | None, coalesce: bool,
-                 handle: PipelineHandle | None) -> Observable[Envelope]:
-        """The flow of a pipeline after its first window: the previous
-        pipeline feeding the stage stream, and this one reading it."""
-        assert self.upstream is not None
-        source = self.source
-        owner = consumer or "default"
-        stage = Stream(stage_stream_name(source.name, owner, self.hop), store=source.store)
-        feeder = self.upstream._stage("stage", lambda _f, _s, _o: storing).sink(stage)
-        feeder._usage.ran = True
-        upstream = feeder._flow(consumer, None, scheduler, active, coalesce)
-        trim = StageTrim(stage, source, owner)
-        reader = replace(self, _usage=Usage(ran=True))
-        own = reader._own_flow(stage, consumer, None, scheduler, active, coalesce, handle, trim)
-
-        def subscribe(observer: abc.ObserverBase[Envelope],
-                      scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            feeding = upstream.subscribe(on_error=observer.on_error, scheduler=scheduler_)
-            return CompositeDisposable(own.subscribe(observer, scheduler=scheduler_), feeding)
-
-        return reactivex.create(subscribe)
-
-    def _own_flow(self, source: Stream, consumer: str | None, group: GroupFeed | None,
-                  scheduler: abc.SchedulerBase | None, active: Callable[[], bool] | None, coalesce: bool,
-                  handle: PipelineHandle | None, trim: StageTrim | None = None) -> Observable[Envelope]:
-        """The flow of one window: reading ``source`` (the stream, or a stage stream) to the commits."""
-        owner = group.group if group is not None else (consumer or "default")
-        home = self.source  # dead letters and late messages go next to the pipeline's own stream
-        failure = Failure(self.retry_policy, Stream(f"{home.name}.dead", store=home.store), scheduler)
-        if handle is not None:
-            handle._failure = failure
-        journal: StreamJournal | None = None
-        windowed: Observable[Any]
-        if group is not None:
-            windowed = group.observable().pipe(guard(active))
-        else:
-            progress = ReadProgress()
-            windowed = store_source(source.store, source.name, None, consumer, scheduler,
-                                    self.prefetch, progress).pipe(guard(active))
-            if trim is not None:
-                windowed = windowed.pipe(ops.map(trim.unstored))
-            if self.pre_stages:
-                windowed = windowed.pipe(as_records(tuple(make(failure, source, owner)
-                                                          for make in self.pre_stages)))
-            if self.window_spec is not None:
-                operator = self.window_spec.operator(scheduler, key_by=self.key_spec, clock=self.clock_spec)
-                operator.progress, operator.stream = progress, source.name
-                operator.rejected.subscribe(dead_letter_rejected(failure, owner))
-                if consumer is not None and operator.clocked:
-                    journal = StreamJournal(source.store, source.name, consumer, self.window_spec.label,
-                                            self.retry_policy.outage_timeout)
-                    operator.journal, operator.resume = journal, journal.load
-                operator.late.subscribe(self._late_sink(owner))
-                windowed = windowed.pipe(operator, guard(active))
-        flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in self.stages))
-        # Coalescing needs a real clock, a single position and a handle that
-        # flushes on stop: not in virtual time, not for groups (each lease is
-        # completed on its own), not for plain Rx interop.
-        plain = scheduler is not None or group is not None or not coalesce
-        interval = 0.0 if plain else self.commit_interval
-        acknowledge = self._acknowledger(source, consumer, group, scheduler, journal)
-        if trim is not None:
-            acknowledge = _then(acknowledge, trim.acknowledged)
-        return flow.pipe(commit(acknowledge,
-                                self.retry_policy.outage_timeout, self.after_ack, interval, handle))
-
-    def _late_sink(self, owner: str) -> Callable[[Message], Any]:
-        """Where late messages go; the default stream ``<name>.late`` is created
-        only when a message is late."""
-        resolved: list[Callable[[Message], Any]] = []
-
-        def deliver(message: Message) -> Any:
-            if not resolved:
-                target = _resolve(self.late_target or f"{self.source.name}.late", self.source)
-                to_stream = isinstance(target, Stream)
-                resolved.append(late_sink(target, owner))
-                if to_stream:  # a record a stage made may be no dict: stored as {'v': value}
-                    resolved[0] = _storing(resolved[0])
-            return resolved[0](message)
-
-        return deliver
-
-    def _acknowledger(self, source: Stream, consumer: str | None, group: GroupFeed | None,
-                      scheduler: abc.SchedulerBase | None,
-                      journal: StreamJournal | None) -> Callable[[int, Any], None]:
-        retention = self.retention_policy
-        clock: Callable[[], float] = time.monotonic
-        if scheduler is not None:
-            clock = partial(scheduler_seconds, scheduler)
-        last_expiry = [-math.inf]
-        # Register before the first ack, so retention never trims what this
-        # consumer (or group) has not seen yet.
-        name = group.group if group is not None else consumer
-        if name is not None:
-            until_reachable(lambda: source.commit(name, 0), self.retry_policy.outage_timeout)
-
-        def acknowledge(seq: int, checkpoint: Any) -> None:
-            if group is not None:
-                group.complete(seq)
-            elif consumer is not None:
-                if journal is not None and checkpoint is not None:
-                    journal.checkpoint(checkpoint)  # first: the state must never lag the position
-                source.commit(consumer, seq)
-                if journal is not None:
-                    journal.prune()
-            if retention.acknowledged_only:
-                source.trim_acknowledged()
-            if retention.max_age is not None and clock() - last_expiry[0] >= EXPIRY_EVERY:
-                source.expire(retention.max_age)
-                last_expiry[0] = clock()
-
-        return acknowledge
+        """The whole flow up to the commits (see :func:`minibatch_rx.flow.build`)."""
+        return flows.build(self, consumer, group, scheduler, active, coalesce, handle)
 
     def start(self, consumer: str | None = None, scheduler: abc.SchedulerBase | None = None,
               max_windows: int | None = None, *, group: str | None = None,
@@ -571,19 +457,6 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         return handle
 
 
-def _then(acknowledge: Callable[[int, Any], None],
-          after: Callable[[int], None]) -> Callable[[int, Any], None]:
-    def both(seq: int, checkpoint: Any) -> None:
-        acknowledge(seq, checkpoint)
-        after(seq)
-
-    return both
-
-
-def _storing(deliver: Callable[[Message], Any]) -> Callable[[Message], Any]:
-    return lambda message: deliver(replace(message, data=storable(message.data)))
-
-
 def _check_callable(fn: object, what: str) -> None:
     if not callable(fn):
         raise InvalidArgumentError(f"{what} needs a callable, got {fn!r}")
@@ -614,28 +487,6 @@ def _expanding(fn: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]
         return list(result)
 
     return call
-
-
-def _check_clock(source: Stream, scheduler: abc.SchedulerBase | None) -> None:
-    """In virtual time, the source's store must stamp messages with the scheduler's
-    clock: a wall-clock stamp lies decades past the virtual clock, so a time window
-    would wait for it forever and the pipeline would emit nothing."""
-    if not isinstance(scheduler, VirtualTimeScheduler):
-        return
-    clock = getattr(source.store, "clock", None)
-    if clock is None or clock() != scheduler.now:
-        raise InvalidArgumentError(
-            f"scheduler {type(scheduler).__name__} keeps virtual time, but stream {source.name!r} is "
-            f"stamped by its store's own clock ({source.store!r}), so its time windows would never "
-            "close: run virtual-time pipelines on minibatch_rx.testing.VirtualTime "
-            "(vt.stream(name), then vt.run(pipeline, until=...))"
-        )
-
-
-def _resolve(target: SinkTarget, source: Stream) -> Stream | Callable[[Any], Any]:
-    if isinstance(target, str):
-        return Stream.get_or_create(target, store=source.store)
-    return target
 
 
 set_root(Pipeline)

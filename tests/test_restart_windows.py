@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from minibatch_rx import Pipeline, Stream, Window
+from minibatch_rx import flow as flows
 from minibatch_rx.testing import VirtualTime, seconds
 from minibatch_rx.windows import Tumbling
 
@@ -194,11 +195,11 @@ def test_more_strategies_cut_the_same_windows_after_a_crash(name: str, build: Bu
 def deferred_commits(monkeypatch: pytest.MonkeyPatch, hold: Callable[[], bool]) -> Callable[[], None]:
     """Commits are held back (as the default 50 ms coalescing does) while ``hold()``;
     the returned function writes the held one, as the flusher thread would."""
-    real = Pipeline._acknowledger
+    real = flows.acknowledger
     pending: list[Callable[[], None]] = []
 
-    def acknowledger(self: Pipeline, *args: Any, **kwargs: Any) -> Callable[[int, Any], None]:
-        acknowledge = real(self, *args, **kwargs)
+    def acknowledger(pipeline: Pipeline, *args: Any, **kwargs: Any) -> Callable[[int, Any], None]:
+        acknowledge = real(pipeline, *args, **kwargs)
 
         def deferred(seq: int, checkpoint: Any) -> None:
             if hold():
@@ -208,7 +209,7 @@ def deferred_commits(monkeypatch: pytest.MonkeyPatch, hold: Callable[[], bool]) 
 
         return deferred
 
-    monkeypatch.setattr(Pipeline, "_acknowledger", acknowledger)
+    monkeypatch.setattr(flows, "acknowledger", acknowledger)
 
     def flush() -> None:
         while pending:
