@@ -28,8 +28,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import io
 import json
+import pstats
 import random
 import statistics
 import sys
@@ -38,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import reactivex
 from reactivex import Observable
@@ -198,23 +201,31 @@ def keyed_dsl(w: Workload, timeout: float) -> Callable[[], None]:
         runs[0] += 1
         sums: dict[tuple[str, int], int] = {}
         tally = Tally(len(w.messages))
+        wrong: list[str] = []  # windows seen twice, of the wrong length, or late messages
 
         def collect(window: Window) -> None:
             count, total = summarize(window)
-            if total and window.start is not None:
-                slot = (str(cast(Any, window).key), int(window.start.timestamp() // WINDOW))
+            if total and window.start is not None and window.end is not None:
+                slot = (str(window.key), int(window.start.timestamp() // WINDOW))
+                if slot in sums or (window.end - window.start).total_seconds() != WINDOW:
+                    wrong.append(f"window {slot} [{window.start}, {window.end}) emitted again or misshapen")
                 sums[slot] = sums.get(slot, 0) + total
             tally.add((count, total))
 
-        pipeline = cast(Any, w.source).key_by("key").event_time("ts", max_delay=f"{MAX_DELAY:g}s")
-        pipeline = pipeline.fixed_time_window(f"{WINDOW:g}s").sink(collect)
+        def late(message: Message) -> None:
+            wrong.append(f"late: {message.data}")
+            tally.done.set()  # no point waiting for events that will not come
+
+        pipeline = (w.source.key_by("key").event_time("ts", max_delay=f"{MAX_DELAY:g}s")
+                    .fixed_time_window(f"{WINDOW:g}s").sink(collect).late(late))
         handle = pipeline.start(consumer=f"bench-keyed-{runs[0]}")
         try:
             finished = tally.done.wait(timeout)
         finally:
             handle.stop(timeout=10)
-        if handle.error is not None or not finished:
-            raise BenchError(f"ours keyed: error {handle.error!r}, {tally.events} of {tally.expected} events")
+        if handle.error is not None or not finished or wrong:
+            raise BenchError(f"ours keyed: error {handle.error!r}, {tally.events} of {tally.expected} events"
+                             + (f"; {len(wrong)} faults, first: {wrong[0]}" if wrong else ""))
         if sums != w.keyed:
             raise BenchError(f"ours keyed: {len(sums)} (key, window) sums differ from "
                              f"the expected {len(w.keyed)}")
@@ -292,6 +303,50 @@ def thread_growth(w: Workload, timeout: float) -> dict[str, int]:
 
 # -- the report --------------------------------------------------------------------------------
 
+BYTEWAX = "bytewax"
+RAW = "raw reactivex buffer_with_count(100)"
+FIXED_DSL = "ours, DSL: fixed_time_window"
+SLIDING_DSL = "ours, DSL: sliding_window by time"
+KEYED = "ours, DSL: key_by + event_time + fixed_time_window"
+TARGETS = {KEYED: (BYTEWAX, 1.0), FIXED_DSL: (RAW, 0.5), SLIDING_DSL: (RAW, 0.5)}
+"""The targets of issue 10: row -> (baseline row, least ratio to it)."""
+
+
+@dataclass
+class Target:
+    """A row's ratio to its baseline, against the target."""
+
+    name: str
+    wanted: str
+    ratio: float | None  # None: a side was not measured
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.ratio is None else self.ratio >= TARGETS[self.name][1]
+
+
+@dataclass
+class Report:
+    """One run of every engine."""
+
+    events: int
+    rounds: int
+    rows: list[Row]
+    runs: dict[str, list[float]]  # events/s of every run, per row
+    threads: dict[str, int]
+
+    def eps(self, name: str) -> float | None:
+        return next((row.eps for row in self.rows if row.name == name), None)
+
+    def targets(self) -> list[Target]:
+        out = []
+        for name, (base, least) in TARGETS.items():
+            value, against = self.eps(name), self.eps(base)
+            wanted = f">= {least:.1f}x {'bytewax' if base == BYTEWAX else 'raw reactivex'}"
+            out.append(Target(name, wanted, None if value is None or not against else value / against))
+        return out
+
+
 def measure(runners: dict[str, Callable[[], object]], events: dict[str, int], rounds: int,
             budget: float) -> dict[str, list[float]]:
     """Runs every engine once per round, in turn; an engine is not repeated once
@@ -309,18 +364,124 @@ def measure(runners: dict[str, Callable[[], object]], events: dict[str, int], ro
     return results
 
 
+def engines(w: Workload, timeout: float) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
+    """Every engine's run function, by row name, and notes for rows that cannot run."""
+    size, step = f"{WINDOW:g}s", f"{STEP:g}s"
+    runners: dict[str, Callable[[], object]] = {}
+    notes: dict[str, str] = {}
+    bw = bytewax_run(w)
+    if isinstance(bw, str):
+        notes[BYTEWAX] = bw
+    else:
+        runners[BYTEWAX] = bw
+    runners[RAW] = raw_rx(w)
+    runners["ours, operator: fixed_time_window"] = ours_operator(w, lambda: fixed_time_window(size), 1)
+    runners["ours, operator: sliding_window by time"] = ours_operator(
+        w, lambda: sliding_window(size, step, by="time"), 2)
+    runners[FIXED_DSL] = ours_dsl(w, lambda s: s.fixed_time_window(size), 1, timeout, "fixed")
+    runners[SLIDING_DSL] = ours_dsl(w, lambda s: s.sliding_window(size, step, by="time"), 2, timeout,
+                                    "sliding")
+    runners["ours, DSL: count_window(100)"] = ours_dsl(w, lambda s: s.count_window(100), 1, timeout, "count")
+    runners[KEYED] = keyed_dsl(w, timeout)
+    return runners, notes
+
+
+def run_benchmark(n: int, rounds: int, budget: float = 60.0, timeout: float = 600.0) -> Report:
+    """Build the events, time every engine over ``rounds`` and watch the threads of one more run."""
+    print(f"building {n:,} events over {KEYS:,} keys ...", file=sys.stderr)
+    w = build(n)
+    runners, notes = engines(w, timeout)
+    results = measure(runners, dict.fromkeys(runners, n), rounds, budget)  # input events/s, also sliding
+    print("threads: sampling an ingest-time fixed_time_window run ...", file=sys.stderr)
+    threads = thread_growth(w, timeout)
+    wanted = {t.name: t.wanted for t in Report(n, rounds, [], {}, {}).targets()}
+    rows = [Row(name, statistics.median(results[name]) if results.get(name) else None,
+                len(results.get(name, [])), wanted.get(name, ""), notes.get(name, ""))
+            for name in [BYTEWAX, *[k for k in runners if k != BYTEWAX]]]
+    return Report(n, rounds, rows, results, threads)
+
+
 def ratio(value: float | None, base: float | None) -> str:
     return "-" if value is None or not base else f"{value / base:.3f}x"
 
 
-def table(rows: list[Row], bytewax: float | None, raw: float | None) -> str:
+def verdict(passed: bool | None) -> str:
+    return "not measured" if passed is None else "PASS" if passed else "FAIL"
+
+
+def table(report: Report) -> str:
+    """The rows with their ratios to bytewax and raw reactivex, and each target's verdict."""
+    bytewax, raw = report.eps(BYTEWAX), report.eps(RAW)
+    verdicts = {t.name: verdict(t.passed) for t in report.targets()}
     lines = ["| engine | events/s | runs | / bytewax | / raw reactivex | target, note |",
              "|---|---:|---:|---:|---:|---|"]
-    for row in rows:
+    for row in report.rows:
         eps = "-" if row.eps is None else f"{row.eps:,.0f}"
+        target = f"{row.target}: {verdicts[row.name]}" if row.target else ""
         lines.append(f"| {row.name} | {eps} | {row.runs} | {ratio(row.eps, bytewax)} | "
-                     f"{ratio(row.eps, raw)} | {'; '.join(filter(None, [row.target, row.note]))} |")
+                     f"{ratio(row.eps, raw)} | {'; '.join(filter(None, [target, row.note]))} |")
     return "\n".join(lines)
+
+
+def threads_line(threads: dict[str, int]) -> str:
+    return (f"Threads, ingest-time fixed_time_window DSL run over {threads['messages']:,} events "
+            f"({threads['windows']:,} windows): {threads['before']} before, at most {threads['max_during']} "
+            f"during, {threads['after']} after; {threads['started']:,} threads started during the run.")
+
+
+def render(report: Report) -> str:
+    return (f"{report.events:,} events, {KEYS:,} keys, out of order by up to {JITTER:g} s; 10 s windows "
+            f"(sliding: 10 s every 5 s); events/s, median of up to {report.rounds} runs\n\n"
+            f"{table(report)}\n\n{threads_line(report.threads)}")
+
+
+# -- the profile -------------------------------------------------------------------------------
+
+def profile_keyed(n: int, timeout: float, top: int = 15) -> str:
+    """cProfile of one keyed event-time DSL run (after a warm-up run), each thread
+    on its own: the busiest thread's ``top`` functions by own time, then one line
+    per other thread. On the memory store the caller of ``start()`` reads the
+    backlog and runs the whole pipeline; the timer thread mostly waits for it."""
+    run = keyed_dsl(build(n), timeout)
+    run()
+    profiles: list[tuple[str, cProfile.Profile]] = []
+
+    def profile_thread(_frame: object, _event: str, _arg: object) -> None:
+        sys.setprofile(None)
+        profiler = cProfile.Profile()
+        profiles.append((threading.current_thread().name, profiler))
+        profiler.enable()
+
+    main = cProfile.Profile()
+    profiles.append(("main", main))
+    threading.setprofile(profile_thread)
+    t0 = time.perf_counter()
+    main.enable()
+    try:
+        run()
+    finally:
+        main.disable()
+        threading.setprofile(None)
+    seconds = time.perf_counter() - t0
+    out = io.StringIO()
+    stats = [(name, pstats.Stats(profiler, stream=out)) for name, profiler in profiles]
+    totals = [own_time_and_calls(st) for _, st in stats]
+    busiest = max(range(len(stats)), key=lambda i: totals[i][1])
+    name, st = stats[busiest]
+    out.write(f"keyed event-time DSL run over {n:,} events: {seconds:.2f} s under the profiler "
+              f"({n / seconds:,.0f} events/s); thread {name!r}, {totals[busiest][0]:.2f} s of own time, "
+              f"top {top} by own time:\n")
+    st.sort_stats("tottime").print_stats(top)
+    for i, (other, _) in enumerate(stats):
+        if i != busiest:
+            out.write(f"thread {other!r}: {totals[i][0]:.2f} s of own time, {totals[i][1]:,} calls\n")
+    return out.getvalue()
+
+
+def own_time_and_calls(stats: pstats.Stats) -> tuple[float, int]:
+    """A thread's total own time and number of calls."""
+    entries = stats.stats.values()  # type: ignore[attr-defined]  # (calls, primitive, tottime, cumtime, callers)
+    return sum(e[2] for e in entries), sum(e[1] for e in entries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,63 +495,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after which an engine is not repeated (default 60)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per pipeline run")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead, profile one keyed event-time DSL run (cProfile, top 15 by own time)")
     args = parser.parse_args(argv)
     n = args.events if args.events is not None else 50_000 if args.quick else 200_000
     rounds = args.rounds if args.rounds is not None else 1 if args.quick else 3
     if n <= 0 or n % BATCH or rounds <= 0:
         parser.error(f"--events must be a positive multiple of {BATCH}, --rounds positive")
-
-    print(f"building {n:,} events over {KEYS:,} keys ...", file=sys.stderr)
-    w = build(n)
-    size, step = f"{WINDOW:g}s", f"{STEP:g}s"
-    runners: dict[str, Callable[[], object]] = {}
-    notes: dict[str, str] = {}
-    bw = bytewax_run(w)
-    if isinstance(bw, str):
-        notes["bytewax"] = bw
-    else:
-        runners["bytewax"] = bw
-    runners["raw reactivex buffer_with_count(100)"] = raw_rx(w)
-    runners["ours, operator: fixed_time_window"] = ours_operator(w, lambda: fixed_time_window(size), 1)
-    runners["ours, operator: sliding_window by time"] = ours_operator(
-        w, lambda: sliding_window(size, step, by="time"), 2)
-    runners["ours, DSL: fixed_time_window"] = ours_dsl(w, lambda s: s.fixed_time_window(size), 1,
-                                                       args.timeout, "fixed")
-    runners["ours, DSL: sliding_window by time"] = ours_dsl(
-        w, lambda s: s.sliding_window(size, step, by="time"), 2, args.timeout, "sliding")
-    runners["ours, DSL: count_window(100)"] = ours_dsl(w, lambda s: s.count_window(100), 1,
-                                                       args.timeout, "count")
-    keyed_name = "ours, DSL: key_by + event_time + fixed_time_window"
-    if hasattr(Pipeline, "key_by") and hasattr(Pipeline, "event_time"):
-        runners[keyed_name] = keyed_dsl(w, args.timeout)
-    else:
-        print("ours keyed event-time: not available yet", file=sys.stderr)
-    targets = {keyed_name: ">= 1.0x bytewax",
-               "ours, DSL: fixed_time_window": ">= 0.5x raw reactivex",
-               "ours, DSL: sliding_window by time": ">= 0.5x raw reactivex"}
-    events = dict.fromkeys(runners, n)  # rates are input events/s, also for sliding windows
-
-    results = measure(runners, events, rounds, args.budget)
-    print("threads: sampling an ingest-time fixed_time_window run ...", file=sys.stderr)
-    threads = thread_growth(w, args.timeout)
-
-    rows = [Row(name, statistics.median(results[name]) if results.get(name) else None,
-                len(results.get(name, [])), targets.get(name, ""), notes.get(name, ""))
-            for name in ["bytewax", *[k for k in runners if k != "bytewax"]]]
-    if keyed_name not in runners:
-        rows.append(Row(keyed_name, None, 0, targets[keyed_name], "not available yet"))
-    by = {row.name: row.eps for row in rows}
-    raw = by["raw reactivex buffer_with_count(100)"]
-    print(f"\n{n:,} events, {KEYS:,} keys, out of order by up to {JITTER:g} s; 10 s windows "
-          f"(sliding: 10 s every 5 s); events/s, median of up to {rounds} runs\n")
-    print(table(rows, by.get("bytewax"), raw))
-    print(f"\nthreads, ingest-time fixed_time_window DSL run over {threads['messages']:,} events "
-          f"({threads['windows']:,} windows): {threads['before']} before, at most {threads['max_during']} "
-          f"during, {threads['after']} after; {threads['started']:,} threads started during the run")
+    if args.profile:
+        print(profile_keyed(n, args.timeout))
+        return 0
+    report = run_benchmark(n, rounds, args.budget, args.timeout)
+    print(f"\n{render(report)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
-            json.dump({"events": n, "keys": KEYS, "rounds": rounds, "rows": [asdict(r) for r in rows],
-                       "runs": results, "threads": threads}, out, indent=2)
+            targets = [{**asdict(t), "passed": t.passed} for t in report.targets()]
+            json.dump({"events": n, "keys": KEYS, "rounds": rounds, "rows": [asdict(r) for r in report.rows],
+                       "runs": report.runs, "threads": report.threads, "targets": targets}, out, indent=2)
     return 0
 
 

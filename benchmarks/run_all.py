@@ -33,6 +33,13 @@ Sections (each writes a table into ``benchmarks/RESULTS.md``):
    fails, the error is reported and the other sections still run.
 6. **Consumer peak memory against backlog size**, with the subprocess
    approach and functions of ``bench_backlog_memory.py``.
+7. **Time windows beside bytewax and raw reactivex**, with ``bench_windows.py``:
+   200,000 out-of-order events over 1,000 keys in 10 s windows, every engine in
+   the same run; the keyed event-time DSL against bytewax, the ingest-time
+   DSL windows against ``buffer_with_count(100)``; threads during a run.
+8. **Session windows over 1,000,000 distinct keys**, with
+   ``bench_session_keys.py``: peak memory (traced and RSS) stays flat across
+   the keys seen, while a run with every key open at once grows.
 
 Every target of the project (``TARGETS`` in the report) is printed beside the
 measured value with PASS or FAIL. The script writes ``benchmarks/RESULTS.md``
@@ -49,8 +56,8 @@ implementations on the same server, they are not MongoDB's speed.
 
 Usage::
 
-    python benchmarks/run_all.py                 # about 3 minutes
-    python benchmarks/run_all.py --quick         # about 1 minute
+    python benchmarks/run_all.py                 # about 12 minutes
+    python benchmarks/run_all.py --quick         # about 2 minutes
     python benchmarks/run_all.py --sections e2e,latency --output /tmp/out
 """
 
@@ -80,7 +87,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -88,8 +95,11 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import bench_append, bench_backlog_memory  # noqa: E402
 
+if TYPE_CHECKING:  # imported where measured: they load minibatch_rx, which children may not need
+    from benchmarks import bench_session_keys, bench_windows
+
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("append", "e2e", "latency", "overhead", "original", "memory")
+SECTIONS = ("append", "e2e", "latency", "overhead", "original", "memory", "windows", "sessions")
 WINDOW = 100  # count window of the throughput runs
 PRODUCER_BATCH = 1000  # messages per Stream.extend of the throughput producers
 CONSUMER = "bench"
@@ -113,6 +123,10 @@ class Plan:
     overhead_messages: int
     overhead_rounds: int
     backlog_sizes: tuple[int, ...]
+    windows_events: int  # bench_windows: events, rounds
+    windows_rounds: int
+    session_sizes: tuple[int, ...]  # bench_session_keys: keys of the operator runs (the largest all open too)
+    session_dsl_sizes: tuple[int, ...]  # and of the DSL runs
     original_e2e: int  # messages of the throughput comparison with the original
     original_samples: int  # latency samples of the comparison with the original
     original_pace: float  # seconds between two appends there
@@ -128,6 +142,10 @@ FULL = Plan(
     overhead_messages=200_000,
     overhead_rounds=5,
     backlog_sizes=bench_backlog_memory.SIZES,
+    windows_events=200_000,
+    windows_rounds=3,
+    session_sizes=(10_000, 100_000, 1_000_000),
+    session_dsl_sizes=(10_000, 100_000),
     original_e2e=1_000,
     original_samples=500,
     original_pace=0.05,
@@ -142,6 +160,10 @@ QUICK = Plan(
     overhead_messages=50_000,
     overhead_rounds=3,
     backlog_sizes=bench_backlog_memory.QUICK_SIZES,
+    windows_events=50_000,
+    windows_rounds=1,
+    session_sizes=(10_000, 100_000),
+    session_dsl_sizes=(2_000, 10_000),
     original_e2e=500,
     original_samples=100,
     original_pace=0.05,
@@ -570,6 +592,8 @@ class Run:
     latency: list[Latency] = field(default_factory=list)
     overhead: Overhead | None = None
     backlog: list[bench_backlog_memory.Result] = field(default_factory=list)
+    windows: bench_windows.Report | None = None
+    sessions: list[bench_session_keys.Result] = field(default_factory=list)
     original_error: str | None = None
     probe: list[tuple[int, str, float]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -843,6 +867,38 @@ def measure_backlog(sizes: Sequence[int], workdir: Path) -> list[bench_backlog_m
     return results
 
 
+# -- sections 7 and 8: time windows, session keys ---------------------------------------
+def measure_windows(plan: Plan) -> bench_windows.Report:
+    from benchmarks import bench_windows
+
+    return bench_windows.run_benchmark(plan.windows_events, plan.windows_rounds)
+
+
+def measure_sessions(plan: Plan) -> list[bench_session_keys.Result]:
+    from benchmarks import bench_session_keys
+
+    sizes = plan.session_sizes
+    return bench_session_keys.measure_all(sizes, plan.session_dsl_sizes, max(sizes), bench_session_keys.OPEN)
+
+
+def render_windows(run: Run) -> str:
+    from benchmarks import bench_windows
+
+    return "" if run.windows is None else bench_windows.render(run.windows)
+
+
+def render_sessions(run: Run) -> str:
+    from benchmarks import bench_session_keys
+
+    return bench_session_keys.table(run.sessions) if run.sessions else ""
+
+
+def session_verdicts(run: Run) -> list[bench_session_keys.Verdict]:
+    from benchmarks import bench_session_keys
+
+    return bench_session_keys.verdicts(run.sessions)
+
+
 # -- environment ----------------------------------------------------------------------
 def package_version(name: str) -> str:
     try:
@@ -878,7 +934,16 @@ def environment() -> dict[str, str]:
         "minibatch": package_version("minibatch"),
         "mongoengine": package_version("mongoengine"),
         "secantusdb": package_version("secantusdb"),
+        "bytewax": package_version("bytewax"),
+        "load": load_average(),
     }
+
+
+def load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
 
 
 # -- targets --------------------------------------------------------------------------
@@ -935,6 +1000,12 @@ def targets(run: Run) -> list[Target]:
             f"<= {bench_backlog_memory.TARGET_RATIO}", f"{ratio_m:.2f}",
             ratio_m <= bench_backlog_memory.TARGET_RATIO,
         ))
+    if run.windows is not None:
+        for t in run.windows.targets():
+            out.append(Target(f"Time windows: {t.name}", t.wanted,
+                              "-" if t.ratio is None else f"{t.ratio:.2f}x", t.passed))
+    for v in session_verdicts(run) if run.sessions else []:
+        out.append(Target(f"Session keys, {v.name}", v.target, v.measured, v.passed))
     return out
 
 
@@ -1048,7 +1119,9 @@ def render(run: Run, plan: Plan, command: str) -> str:
         f"Machine: {env['cores']} cores, {env['ram']} RAM, {env['cpu']}; {env['os']}.  ",
         f"Versions: Python {env['python']}, SQLite {env['sqlite']}, pymongo {env['pymongo']}, "
         f"reactivex {env['reactivex']}, minibatch_rx {env['minibatch_rx']}, minibatch {env['minibatch']} "
-        f"(mongoengine {env['mongoengine']}), SecantusDB {env['secantusdb']}.  ",
+        f"(mongoengine {env['mongoengine']}), SecantusDB {env['secantusdb']}, bytewax {env['bytewax']}.  ",
+        f"Load average (1 min) at the start and the end: {env.get('load', '?')} and "
+        f"{env.get('load_end', '?')} on {env['cores']} cores (other processes share the machine).  ",
         f"MongoDB: {env.get('mongodb', 'not used')}. SQLite: WAL, `synchronous=full` (the store's default), "
         "a temporary file.",
         "",
@@ -1107,6 +1180,37 @@ def render(run: Run, plan: Plan, command: str) -> str:
                 f"subprocess runs `count_window({WINDOW}).map(len).run(...)` over the whole backlog and "
                 "reports its peak RSS (`ru_maxrss`; VmHWM from `/proc` as a cross-check). Baseline: a "
                 "subprocess that only imports minibatch_rx and opens the store.", "", section_backlog(run)]
+    if run.windows is not None:
+        out += ["", "## 7. Time windows beside bytewax and raw reactivex", "",
+                "`bench_windows.py`: the same events for every engine, in one run: N payloads "
+                "`{key, ts, v}` over 1,000 keys arriving one per millisecond with event times up to 3 s "
+                "behind arrival (out of order); 10 s windows and a sum of `v` per window. bytewax: "
+                "`TestingSource(batch_size=1000)`, `key_on`, `EventClock` (5 s wait), `TumblingWindower`, "
+                "`collect_window`. Raw reactivex: `buffer_with_count(100)` on the stored messages. Ours: the "
+                "operators on the same messages, and the DSL on a memory store holding the events (ingest "
+                "time: each batch of 1,000 stamped with its last arrival), timed from `start()` until the "
+                "sink saw every event; the keyed row is bytewax's workload, "
+                "`key_by('key').event_time('ts', max_delay='5s').fixed_time_window('10s')`. Every row checks "
+                "its counts and sums (bytewax and the keyed row: each (key, window) sum, no late event). "
+                "Events/s are input events, median of the runs; engines alternate within each round.",
+                "", render_windows(run)]
+    if run.sessions:
+        from benchmarks import bench_session_keys
+
+        out += ["", "## 8. Session windows over many distinct keys: memory", "",
+                "`bench_session_keys.py`: every message has a key of its own and sessions "
+                f"(`session_window('{bench_session_keys.GAP:g}s')` per key, event time) close "
+                f"continuously, about {bench_session_keys.OPEN:,} keys open at once; a sentinel closes the "
+                "rest. *operator*: the keyed session operator fed one generated message at a time (nothing "
+                "else holds them); *dsl*: `key_by('key').event_time('ts').session_window(...).sink(fn)` "
+                "on a memory store already holding the messages; *all open*: every message at the same "
+                "time, so every key stays open until the end (what keeping all keys would cost). Each run "
+                "is a fresh subprocess; RSS growth is its peak RSS during the run over its RSS at the "
+                "start (after the store was filled); the traced peak is `tracemalloc`'s during a second, "
+                "traced run (operator only: tracing slows the DSL several times). Every run checks each "
+                "key's session is emitted once, in order, with its message and bounds, nothing late, and "
+                "that the engine's per-key state is empty at the end.",
+                "", render_sessions(run)]
     out += ["", "## Time per section", "",
             table(("section", "seconds"), [(k, f"{v:.1f}") for k, v in run.seconds.items()]), ""]
     return "\n".join(out)
@@ -1229,6 +1333,12 @@ def measure_all(run: Run, plan: Plan, sections: Sequence[str], workdir: Path) ->
     if "memory" in sections:
         with timed_section(run, "memory"):
             run.backlog = measure_backlog(plan.backlog_sizes, workdir)
+    if "windows" in sections:
+        with timed_section(run, "windows"):
+            run.windows = measure_windows(plan)
+    if "sessions" in sections:
+        with timed_section(run, "sessions"):
+            run.sessions = measure_sessions(plan)
 
 
 def print_summary(run: Run) -> None:
@@ -1236,7 +1346,8 @@ def print_summary(run: Run) -> None:
                        ("end-to-end", section_throughput(run) if run.throughput else ""),
                        ("latency", section_latency(run) if run.latency else ""),
                        ("overhead", section_overhead(run.overhead) if run.overhead else ""),
-                       ("backlog memory", section_backlog(run) if run.backlog else "")):
+                       ("backlog memory", section_backlog(run) if run.backlog else ""),
+                       ("time windows", render_windows(run)), ("session keys", render_sessions(run))):
         if text:
             print(f"\n{name}\n{text}")
     if run.original_error:
@@ -1280,6 +1391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     run.environment["minibatch"] = package_version("minibatch")
+    run.environment["load_end"] = load_average()
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     if args.sections != list(SECTIONS):
         command += f" --sections {','.join(args.sections)}"
