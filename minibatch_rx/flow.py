@@ -158,7 +158,7 @@ def acknowledger(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | N
             group.complete(seq)
         elif consumer is not None:
             if journal is not None and checkpoint is not None:
-                journal.checkpoint(checkpoint)  # first: the state must never lag the position
+                journal.checkpoint(checkpoint, seq)  # first: the state must never lag the position
             source.commit(consumer, seq)
             if journal is not None:
                 journal.prune()

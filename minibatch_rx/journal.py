@@ -7,8 +7,10 @@ stream of the same store, one per consumer and source stream:
 * ``clock``: the clock closed something (``event``, ``after`` seq, ``at``),
   written before any window or late message that decision produced;
 * ``checkpoint``: the operator's state after the step that emitted the
-  window being committed, and the last clock decision that state includes
-  (``clock``), written just before the consumer position.
+  window being committed, the last clock decision that state includes
+  (``clock``) and the position it goes with, written just before the
+  consumer position. A run stopped between the two leaves the newer state:
+  loading it commits its position first (its window was already sunk).
 
 On restart the newest checkpoint is restored and the clock records it does
 not include are replayed at their seqs. Records the newest checkpoint made
@@ -66,11 +68,19 @@ class StreamJournal:
             last = records[-1].seq
             until_reachable(lambda: self.store.trim(self.name, last), self.outage_timeout)
             records = []
-        state, included = None, 0
+        state, included, saved_at = None, 0, 0
         for record in records:  # in journal order: the last checkpoint written wins
             if record.data["kind"] == "checkpoint":
                 state, included = record.data["state"], int(record.data["clock"])
+                saved_at = int(record.data.get("position", 0))
                 self.checkpoint_seq = record.seq
+        if saved_at > position:
+            # Stopped between the checkpoint and its position: the state belongs
+            # to the later position (its window was sunk before either was
+            # written), so that position is committed now, as it would have been.
+            until_reachable(lambda: self.store.commit_position(self.stream, self.owner, saved_at),
+                            self.outage_timeout)
+            position = saved_at
         self.clock_seqs = sorted((int(r.data["event"]), r.seq) for r in records
                                  if r.data["kind"] == "clock")
         clock = sorted((int(d["event"]), int(d["after"]), float(d["at"]), d.get("detail"))
@@ -86,14 +96,14 @@ class StreamJournal:
         seq = self._append(record)
         self.clock_seqs.append((event, seq))
 
-    def checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        """Save the operator state that goes with the position about to be committed."""
+    def checkpoint(self, checkpoint: Mapping[str, Any], position: int) -> None:
+        """Save the operator state that goes with ``position``, about to be committed."""
         event = int(checkpoint["event"])
         if event == self.written_event:
             return
         self.checkpoint_seq = self._append(
             {"kind": "checkpoint", "event": event, "clock": int(checkpoint["clock"]),
-             "state": checkpoint["state"], "strategy": self.strategy})
+             "state": checkpoint["state"], "position": position, "strategy": self.strategy})
         self.written_event = event
         self.included = int(checkpoint["clock"])
 

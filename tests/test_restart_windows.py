@@ -322,3 +322,29 @@ def test_a_forgotten_consumer_starts_afresh_for_every_window_strategy() -> None:
     again: list[Any] = []
     vt.run(s.sliding_window(3, 1).map(describe).sink(again.append), until=END + 1, consumer="sl")
     assert again == first  # from the beginning, as a new consumer
+
+
+def test_a_stop_between_the_checkpoint_and_its_position_sends_nothing_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The window state is saved just before the position. A run killed between
+    # the two left the newer state with the older position: the restart then
+    # found replayed members of an emitted window behind its pruned closure
+    # history and sent them to the late stream.
+    def build(s: Stream) -> Pipeline:
+        return s.event_time("ts", idle=60).fixed_time_window(1).map(
+            lambda w: {"seqs": [m.seq for m in w.messages]}).sink("out")
+
+    vt = VirtualTime()
+    s = vt.stream("in")
+    for at, ts in [(1, 0.1), (2, 0.5), (3, 1.2), (4, 2.5)]:
+        vt.append_at(at, s, {"ts": ts})
+    real = Stream.commit
+    # Run 1: seq 4 closes [1, 2) (seq 3): its checkpoint (ack 3) is written, then
+    # the "kill" keeps the position at 2.
+    monkeypatch.setattr(Stream, "commit", lambda self, c, seq: real(self, c, min(seq, 2)))
+    vt.run(build(s), until=10)
+    monkeypatch.setattr(Stream, "commit", real)
+    vt.run(build(s), until=20)
+    assert [m.data for m in vt.stream("out").read()] == [{"seqs": [1, 2]}, {"seqs": [3]}]
+    assert "in.late" not in vt.store.streams()
