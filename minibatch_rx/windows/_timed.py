@@ -34,7 +34,7 @@ from typing import Any
 
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
-from minibatch_rx.windows._engine import WindowCore
+from minibatch_rx.windows._engine import EPS, WindowCore
 from minibatch_rx.windows.assigners import Assigner, Gaps, Grid
 from minibatch_rx.windows.clocks import BadRecordError, RunClock
 from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_to_json
@@ -43,6 +43,9 @@ NEVER = -(2**62)  # a watermark below every time (microseconds)
 MAX_CLOSURES = 256  # closing steps remembered between checkpoints
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+# The times a window bound can take: a Window's bounds are datetimes (years 1 to 9999).
+_FIRST = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_LAST = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 
 
 def micros(seconds: float) -> int:
@@ -73,6 +76,9 @@ class TimeWindowCore(WindowCore):
         self.clock, self.assigner, self.key_by = clock, assigner, key_by
         self.grace = micros(grace)
         self.grid = assigner if isinstance(assigner, Grid) else None
+        # A record's windows lie within a window length of its time: keep them datetimes.
+        span = assigner.size if isinstance(assigner, Grid) else assigner.gap
+        self.earliest, self.latest = _FIRST + span, _LAST - span
         self.emit_empty = emit_empty and self.grid is not None and key_by is None
         self.by_key: dict[Key, Any] = {}  # grid: {index: _Open}; sessions: [_Open]
         self.heap: list[tuple[int, int, int, _Open]] = []  # (close, first seq, counter, window)
@@ -110,12 +116,14 @@ class TimeWindowCore(WindowCore):
             self.seen = seq
         try:
             t = self.clock.time_of(message)
+            t_us = round(t * 1_000_000)
+            if not self.earliest <= t_us <= self.latest:
+                raise BadRecordError(_out_of_range(t))
             key = None if self.key_by is None else self.key_by.key_of(message.data)
         except BadRecordError as error:
             self.bad.append((message, str(error)))
             return []
         self.clock.arrived(t, now)
-        t_us = round(t * 1_000_000)
         if self.grid is not None:
             self._place_on_grid(self.grid, message, key, t_us)
         else:
@@ -331,7 +339,15 @@ class TimeWindowCore(WindowCore):
         return self.grid.bounds(self.cursor)[1] + self.grace
 
     def on_timer(self, now: float, forced: bool = False) -> list[Window]:
-        wm = micros(now) if forced else micros(self.clock.watermark(now))
+        if forced:
+            return self._advance(micros(now))
+        wm = micros(self.clock.watermark(now))
+        due = self._next_due()
+        # The timer fires at its deadline rounded to a microsecond (a datetime), where the
+        # clock's float arithmetic can leave the watermark a hair short of ``due``: the
+        # window is due all the same, or the timer would re-arm at the same instant.
+        if due is not None and wm < due and now >= self.clock.reaches(due / 1_000_000) - EPS:
+            wm = due
         return self._advance(wm)
 
     def replay_timer(self, at: float, detail: Any) -> list[Window]:
@@ -406,6 +422,11 @@ class TimeWindowCore(WindowCore):
 
 def _seq(message: Message) -> int:
     return message.seq
+
+
+def _out_of_range(t: float) -> str:
+    hint = " (epoch milliseconds instead of seconds?)" if t > 0 else ""
+    return f"time {t!r} is out of range: its windows would fall outside the years 1 to 9999{hint}"
 
 
 __all__ = ["TimeWindowCore", "micros"]
