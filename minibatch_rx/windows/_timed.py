@@ -20,7 +20,13 @@ watermark is the decision the operator journals (:meth:`decision`), and a
 replay applies it at the same point. Which records were members of a window
 already emitted before a restart, and which arrived after it closed (late),
 is told by the closure history: each closing step notes the watermark and
-the highest seq seen then.
+the position ``(seq, rank)`` of the last record placed before it (the rank
+counts the records one message makes: a ``flat_map`` before the window makes
+several). A replayed record of a grid window closed by a step noted after it
+was its member. A session is not known by one record's time (later records
+extend it), so a replay rebuilds the sessions and passes the closing steps
+again, dropping what they closed without emitting it; a session record found
+late is noted too (a closing step, or its position), so the replay drops it.
 """
 
 from __future__ import annotations
@@ -86,8 +92,15 @@ class TimeWindowCore(WindowCore):
         self.next_close = math.inf
         self.wm = NEVER  # the watermark, microseconds; it never goes back
         self.seen = 0  # highest seq seen
-        self.closures: list[tuple[int, int]] = []  # (watermark after a closing step, seen then)
+        self.last_seq, self.rank = 0, 0  # the position of the latest record
+        # (watermark after a closing step, seq and rank of the last record placed before it)
+        self.closures: list[tuple[int, int, int]] = []
         self.floor = NEVER  # closures at or below this watermark were pruned: all late now
+        self.rebuild: deque[tuple[int, int, int]] = deque()  # restored closures a replay passes again
+        self.rebuilt_wm = NEVER  # the watermark of the last of them passed
+        # Sessions: the positions of records found late inside an emitted session (see _session_closed).
+        self.late_marks: deque[tuple[int, int]] = deque()
+        self.marked: set[tuple[int, int]] = set()  # restored: the ones a replay meets again
         self.cursor: int | None = None  # emit_empty: the next grid window to emit
         self.tentative = False  # the cursor only guessed from the subscription time
         self.decided = NEVER
@@ -114,6 +127,12 @@ class TimeWindowCore(WindowCore):
         seq = message.seq
         if seq > self.seen:
             self.seen = seq
+        if seq == self.last_seq:
+            self.rank += 1
+        else:
+            self.last_seq, self.rank = seq, 0
+        if self.rebuild:
+            self._replay_closures((seq, self.rank))
         try:
             t = self.clock.time_of(message)
             t_us = round(t * 1_000_000)
@@ -133,13 +152,14 @@ class TimeWindowCore(WindowCore):
             wm = round(data_wm * 1_000_000)
             if wm > self.wm:
                 self.wm = wm
+        if self.rebuild:  # replaying what was closed (and emitted) before the restart
+            self._drop_closed(self.rebuilt_wm)
+            return []
         # Only the records close windows here (the clock's closes go through
         # on_timer, which is journaled), so a replay closes them the same way.
         if self.next_close <= self.wm:
-            # Noted as closed before this seq: the record closing them is never
-            # their member, and one message can make several records (flat_map),
-            # of which a later one may be late for the windows just closed.
-            return self._close(seq - 1)
+            # Noted as closed before this record: the record closing them is never their member.
+            return self._close((seq, self.rank - 1))
         return []
 
     def _place_on_grid(self, grid: Grid, message: Message, key: Key, t: int) -> None:
@@ -157,7 +177,7 @@ class TimeWindowCore(WindowCore):
             start = grid.origin + index * grid.step
             close = start + grid.size + self.grace
             if (index < self.cursor) if self.cursor is not None else (close <= self.wm):
-                late = late or self._is_late(message.seq, close)
+                late = late or self._is_late(close)
                 continue
             if windows is None:
                 windows = self.by_key[key] = {}
@@ -175,16 +195,7 @@ class TimeWindowCore(WindowCore):
         sessions: list[_Open] | None = self.by_key.get(key)
         merged = [s for s in sessions if s.start < end and start < s.end] if sessions else []
         if not merged:
-            # Late: a session of its own would be closed already, or it falls
-            # inside the key's session emitted last.
-            closed_end = self.recent.get(key)
-            if closed_end is not None and start < closed_end:
-                end = closed_end  # inside it: late, like a member of it after a restart
-            elif end + self.grace > self.wm:
-                closed_end = None
-            if closed_end is not None or end + self.grace <= self.wm:
-                if self._is_late(message.seq, end + self.grace):
-                    self.late_messages.append(message)
+            if self._session_closed(message, key, start, end):
                 return
             if sessions is None:
                 sessions = self.by_key[key] = []
@@ -204,6 +215,31 @@ class TimeWindowCore(WindowCore):
             keep.end, keep.close = end, end + self.grace
             self._push(keep)  # the old heap entry is now stale
 
+    def _session_closed(self, message: Message, key: Key, start: int, end: int) -> bool:
+        """Whether a record joining no open session is too late for one of its own:
+        its session ``[start, end)`` would be closed already, or it falls inside the
+        key's session emitted last. Late then, unless replayed."""
+        closed_end = self.recent.get(key)
+        inside = closed_end is not None and start < closed_end
+        here = (self.last_seq, self.rank)
+        if self.rebuild:
+            # Replayed: the run before the restart placed it in a session emitted since, or
+            # in one still open (later records extended it), or found it late (and wrote it
+            # then); the watermark now cannot tell which. Found late, inside the key's last
+            # emitted session, or behind the closing steps replayed so far, it went out then.
+            # Any other is rebuilt, and dropped again by the closing step that emitted it.
+            return inside or here in self.marked or end + self.grace <= self.rebuilt_wm
+        if inside:  # marked, so a replay finds it late (the key's last session may have changed)
+            self.late_marks.append(here)
+            if len(self.late_marks) > MAX_CLOSURES:
+                self.late_marks.popleft()
+        elif end + self.grace <= self.wm:  # noted as a closing step, so a replay drops it at once
+            self._note_closure(self.wm, self.last_seq, self.rank - 1)
+        else:
+            return False
+        self.late_messages.append(message)
+        return True
+
     def _open(self, key: Key, index: int, start: int, end: int, close: int, first: Message) -> _Open:
         window = _Open(key, index, start, end, close, first)
         self._push(window)
@@ -215,18 +251,37 @@ class TimeWindowCore(WindowCore):
         if window.close < self.next_close:
             self.next_close = window.close
 
-    def _is_late(self, seq: int, close: int) -> bool:
-        """A record for a window that closed at ``close``: late, or (after a
-        restart) a replayed member of that window, already emitted?"""
+    def _is_late(self, close: int) -> bool:
+        """The latest record, for a grid window that closed at ``close``: late, or
+        (after a restart) placed before it closed, in the run before?"""
         if close <= self.floor:
             return True
-        i = bisect.bisect_left(self.closures, (close, -1))
-        return i == len(self.closures) or seq > self.closures[i][1]
+        i = bisect.bisect_left(self.closures, (close,))
+        return i == len(self.closures) or (self.last_seq, self.rank) > self.closures[i][1:]
+
+    def _replay_closures(self, before: tuple[int, int] | None) -> None:
+        """Pass again the restored closing steps noted before position ``before``
+        (all of them if ``None``), dropping the windows they closed."""
+        rebuild = self.rebuild
+        while rebuild and (before is None or rebuild[0][1:] < before):
+            self.rebuilt_wm = rebuild.popleft()[0]
+        self._drop_closed(self.rebuilt_wm)
+
+    def _drop_closed(self, wm: int) -> None:
+        """Drop, without emitting, the rebuilt windows closing by ``wm``: they went
+        out before the restart."""
+        heap = self.heap
+        while heap and heap[0][0] <= wm:
+            close, _, _, window = heapq.heappop(heap)
+            if window.alive and window.close == close:
+                window.alive = False
+                self._forget(window)
+        self.next_close = heap[0][0] if heap else math.inf
 
     # -- closing -------------------------------------------------------------
-    def _close(self, seen: int | None = None) -> list[Window]:
-        """Emit the windows the watermark closed; ``seen``: the last seq whose
-        records were all placed (default: the highest seq seen)."""
+    def _close(self, placed: tuple[int, int] | None = None) -> list[Window]:
+        """Emit the windows the watermark closed; ``placed``: the position of the
+        last record placed before (default: the latest record)."""
         out: list[Window] = []
         wm = self.wm
         if self.cursor is not None:
@@ -249,12 +304,14 @@ class TimeWindowCore(WindowCore):
                 continue  # emitted already, or a session since extended (a newer entry exists)
             window.alive = False
             self._forget(window)
+            if self.grid is None:
+                self._remember_session(window)
             out.append(self._window(window))
         self.next_close = heap[0][0] if heap else math.inf
         if self.cursor is not None:
             self.next_close = self.cursor_due()
         if out:
-            self._note_closure(wm, self.seen if seen is None else seen)
+            self._note_closure(wm, *(placed or (self.last_seq, self.rank)))
         return out
 
     def _forget(self, window: _Open) -> None:
@@ -264,7 +321,6 @@ class TimeWindowCore(WindowCore):
             del windows[window.index]
         else:
             windows.remove(window)
-            self._remember_session(window)
         if not windows:
             del self.by_key[window.key]
 
@@ -281,17 +337,17 @@ class TimeWindowCore(WindowCore):
             if self.recent.get(key) == end:
                 del self.recent[key]
 
-    def _note_closure(self, wm: int, seen: int) -> None:
+    def _note_closure(self, wm: int, seq: int, rank: int) -> None:
         closures = self.closures
-        if closures and closures[-1][1] == seen:
-            closures[-1] = (wm, seen)
+        if closures and closures[-1][1:] == (seq, rank):
+            closures[-1] = (wm, seq, rank)
             return
-        closures.append((wm, seen))
+        closures.append((wm, seq, rank))
         if len(closures) > MAX_CLOSURES:
-            # Merge the two oldest, erring towards "late": a replayed record is
-            # then sent late (a duplicate), never dropped.
-            (_, seen), (wm1, _) = closures[0], closures[1]
-            closures[:2] = [(wm1, seen)]
+            # Forget the oldest: the next one then stands for both, erring towards "placed
+            # before". A replayed record late in between is dropped (it was written late when
+            # first read), never sent late when it was a member; sessions are dropped later.
+            del closures[0]
 
     def _window(self, window: _Open) -> Window:
         start = _EPOCH + window.start * _MICROSECOND
@@ -354,6 +410,8 @@ class TimeWindowCore(WindowCore):
         return self._advance(int(detail) if detail is not None else micros(at))
 
     def _advance(self, wm: int) -> list[Window]:
+        if self.rebuild:
+            self._replay_closures(None)
         if wm <= self.wm:
             return []
         self.wm = self.decided = wm
@@ -363,6 +421,8 @@ class TimeWindowCore(WindowCore):
         return self.decided
 
     def on_complete(self, now: float) -> list[Window]:
+        if self.rebuild:
+            self._replay_closures(None)
         entries = sorted((e for e in self.heap if e[3].alive and e[3].close == e[0]), key=lambda e: e[:3])
         self.heap, self.by_key, self.next_close = [], {}, math.inf
         for entry in entries:
@@ -393,8 +453,12 @@ class TimeWindowCore(WindowCore):
         # Closures whose members are all acknowledged never see a replayed record.
         while self.closures and self.closures[0][1] <= acked:
             self.floor = max(self.floor, self.closures.pop(0)[0])
+        while self.late_marks and self.late_marks[0][0] <= acked:
+            self.late_marks.popleft()
         state: dict[str, Any] = {"wm": self.wm, "floor": self.floor,
                                  "closures": [list(c) for c in self.closures]}
+        if self.late_marks:
+            state["late"] = [list(mark) for mark in self.late_marks]
         if self.clock.max_time > -math.inf:
             state["max"] = self.clock.max_time
         if self.cursor is not None and not self.tentative:
@@ -408,8 +472,13 @@ class TimeWindowCore(WindowCore):
         if not isinstance(state, dict) or "wm" not in state:
             return  # written by an older version: start afresh (replays like a first run)
         self.wm, self.floor = int(state["wm"]), int(state["floor"])
-        self.closures = [(int(wm), int(seen)) for wm, seen in state["closures"]]
-        self.seen = max((seen for _, seen in self.closures), default=0)
+        # (An older version noted the highest seq: records up to it, rank -1 of the next.)
+        self.closures = [(int(c[0]), int(c[1]), int(c[2])) if len(c) == 3 else (int(c[0]), int(c[1]) + 1, -1)
+                         for c in state["closures"]]
+        self.seen = max((seq for _, seq, _ in self.closures), default=0)
+        self.rebuild = deque(self.closures)
+        self.late_marks = deque((int(seq), int(rank)) for seq, rank in state.get("late", []))
+        self.marked = set(self.late_marks)
         if "max" in state:
             self.clock.max_time = float(state["max"])
         for key, end in state.get("recent", []):
