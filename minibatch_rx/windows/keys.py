@@ -3,7 +3,8 @@
 A key is read from each record's value (the payload, or what a previous
 stage produced) by a field name or a function. Keys must be plain values,
 ``str``, ``int``, ``float``, ``bool`` or ``None``, or a tuple (or list) of
-them, so they can name a window in sink idempotency keys and journals. A
+them, so they can name a window in sink idempotency keys and journals (an
+``IntEnum`` or another subclass becomes its plain value). A
 record whose key is missing or of another type is dead-lettered with the
 reason; the stream flows on.
 
@@ -30,7 +31,9 @@ from minibatch_rx.windows.clocks import BadRecordError, field_reader
 Key = Any
 """A window key: ``str``, ``int``, ``float``, ``bool``, ``None`` or a tuple of them."""
 
-_SCALARS = (str, int, bool, type(None))
+# The plain value of a subclass' instance, whatever its own __str__ or __int__ says.
+_PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (str, str.__str__), (int, int.__int__), (float, float.__float__))
 
 
 def normalise_key(key: Any) -> Key:
@@ -44,8 +47,9 @@ def normalise_key(key: Any) -> Key:
         raise BadRecordError(f"key {key!r} is not a finite number")
     if isinstance(key, (tuple, list)):
         return tuple(normalise_key(part) for part in key)
-    if isinstance(key, _SCALARS):  # subclasses (an IntEnum, a str subclass): their plain value
-        return key
+    for kind_of, plain in _PLAIN:  # a subclass (an IntEnum, a str Enum, numpy.float64): its plain value
+        if isinstance(key, kind_of):
+            return normalise_key(plain(key))
     raise BadRecordError(f"key {key!r} is a {kind.__name__}; keys must be str, int, float, bool, "
                          "None or a tuple of them")
 
