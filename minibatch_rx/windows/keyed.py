@@ -7,7 +7,8 @@ shares one watermark across keys.)
 Each key gets its own core, spawned from the strategy's. A key's core is
 dropped as soon as it holds no message, so memory follows the keys with
 pending messages. The clock's decisions are journaled with the keys they
-concerned, so a replay after a restart applies each to the same keys.
+concerned and what each key's core decided, so a replay after a restart
+applies each to the same keys, as they were taken.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class KeyedCore(WindowCore):
         self.cores: dict[Key, WindowCore] = {}
         self.timers: list[tuple[float, int, Key]] = []  # (deadline, counter, key), lazily cleaned
         self.counter = 0
-        self.acted: list[Key] = []
+        self.acted: list[tuple[Key, Any]] = []  # (key, its core's decision) of the last timer
         self.late_messages: list[Message] = []
         self.bad: list[tuple[Message, str]] = []
         self.restored: dict[Key, Any] = {}
@@ -104,23 +105,28 @@ class KeyedCore(WindowCore):
 
     def on_timer(self, now: float, forced: bool = False) -> list[Window]:
         keys = list(self.cores) if forced else self._due(now)
-        self.acted = keys
+        self.acted = []
         out: list[Window] = []
         for key in keys:
             core = self.cores[key]
-            out.extend(self._after(key, core, core.on_timer(now, forced)))
+            windows = core.on_timer(now, forced)
+            self.acted.append((key, core.decision()))
+            out.extend(self._after(key, core, windows))
         return out
 
     def decision(self) -> Any:
-        return [key_to_json(key) for key in self.acted]
+        return [{"key": key_to_json(key), "detail": detail} for key, detail in self.acted]
 
     def replay_timer(self, at: float, detail: Any) -> list[Window]:
         if detail is None:
             return self.on_timer(at, forced=True)
         out: list[Window] = []
-        for key in map(key_from_json, detail):
+        for entry in detail:
+            # (An older version journaled the keys alone.)
+            key, sub = (entry["key"], entry["detail"]) if isinstance(entry, dict) else (entry, None)
+            key = key_from_json(key)
             core = self._core(key, at)
-            out.extend(self._after(key, core, core.replay_timer(at, None)))
+            out.extend(self._after(key, core, core.replay_timer(at, sub)))
         return out
 
     def on_complete(self, now: float) -> list[Window]:
