@@ -96,6 +96,13 @@ class WindowCore(ABC):
         """When :meth:`on_timer` must run next, or ``None`` for never."""
         return None
 
+    def deadline_moved(self) -> bool:
+        """Whether :meth:`deadline` may now be earlier than when it was last
+        asked, though no window was emitted. The driver asks it after every
+        message to skip re-arming its timer (a timer already armed earlier is
+        kept anyway); the default, True, always re-arms."""
+        return True
+
     def clock_due(self, now: float) -> bool:
         """Whether the clock, at ``now``, would close something; asked before
         each message, so what the clock closed while no timer ran (say, an
@@ -399,7 +406,7 @@ class _Run:
             for window in windows[:-1]:
                 self.observer.on_next(window)  # no ack: committed with the step's last window
             self.observer.on_next(replace(windows[-1], ack=ack, checkpoint=checkpoint))
-        if not self.done:
+        if not self.done and (windows or self.armed is None or self.core.deadline_moved()):
             self.arm()
 
     def arm(self, at: float | None = None) -> None:

@@ -43,7 +43,7 @@ from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore
 from minibatch_rx.windows.assigners import Assigner, Gaps, Grid
 from minibatch_rx.windows.clocks import BadRecordError, RunClock
-from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_to_json
+from minibatch_rx.windows.keys import Key, KeyBy, key_from_json
 
 NEVER = -(2**62)  # a watermark below every time (microseconds)
 MAX_CLOSURES = 256  # closing steps remembered between checkpoints
@@ -88,6 +88,9 @@ class TimeWindowCore(WindowCore):
         self.emit_empty = emit_empty and self.grid is not None and key_by is None
         self.by_key: dict[Key, Any] = {}  # grid: {index: _Open}; sessions: [_Open]
         self.heap: list[tuple[int, int, int, _Open]] = []  # (close, first seq, counter, window)
+        self.firsts: list[tuple[int, int, _Open]] = []  # (first seq, counter, window): the lowest held
+        self.armed_due: int | float = -math.inf  # the close the last deadline was computed for
+        self.armed_lead = math.inf  # and the clock's lead then (see RunClock.lead)
         self.counter = 0
         self.next_close = math.inf
         self.wm = NEVER  # the watermark, microseconds; it never goes back
@@ -142,14 +145,15 @@ class TimeWindowCore(WindowCore):
         except BadRecordError as error:
             self.bad.append((message, str(error)))
             return []
-        self.clock.arrived(t, now)
+        clock = self.clock
+        new_max = t > clock.max_time
+        clock.arrived(t, now)
         if self.grid is not None:
             self._place_on_grid(self.grid, message, key, t_us)
         else:
             self._place_in_session(message, key, t_us)
-        data_wm = self.clock.data_watermark()
-        if data_wm > -math.inf:
-            wm = round(data_wm * 1_000_000)
+        if new_max:  # only a new highest time moves the watermark the records give
+            wm = round(clock.data_watermark() * 1_000_000)
             if wm > self.wm:
                 self.wm = wm
         if self.rebuild:  # replaying what was closed (and emitted) before the restart
@@ -247,7 +251,9 @@ class TimeWindowCore(WindowCore):
 
     def _push(self, window: _Open) -> None:
         self.counter += 1
-        heapq.heappush(self.heap, (window.close, window.members[0].seq, self.counter, window))
+        first = window.members[0].seq
+        heapq.heappush(self.heap, (window.close, first, self.counter, window))
+        heapq.heappush(self.firsts, (first, self.counter, window))
         if window.close < self.next_close:
             self.next_close = window.close
 
@@ -376,13 +382,21 @@ class TimeWindowCore(WindowCore):
 
     def deadline(self) -> float | None:
         due = self._next_due()
+        self.armed_due, self.armed_lead = (math.inf if due is None else due), self.clock.lead()
         return None if due is None else self.clock.reaches(due / 1_000_000)
+
+    def deadline_moved(self) -> bool:
+        # Later records only push the deadline of the same close later, unless an
+        # earlier close appeared or the records' time ran ahead of their arrival.
+        return self.next_close < self.armed_due or self.clock.lead() > self.armed_lead
 
     def clock_due(self, now: float) -> bool:
         """Whether the clock moved the watermark past a window's close: the
         next open window's, or (for the records about to arrive) the next grid
         boundary, or for sessions any advance at all. Settled before the
         record is placed, so it is late exactly when its window is closed."""
+        if not self.clock.advancing(now):
+            return False
         wm = micros(self.clock.watermark(now))
         if wm <= self.wm:
             return False
@@ -424,13 +438,18 @@ class TimeWindowCore(WindowCore):
         if self.rebuild:
             self._replay_closures(None)
         entries = sorted((e for e in self.heap if e[3].alive and e[3].close == e[0]), key=lambda e: e[:3])
-        self.heap, self.by_key, self.next_close = [], {}, math.inf
+        self.heap, self.firsts, self.by_key, self.next_close = [], [], {}, math.inf
         for entry in entries:
             entry[3].alive = False
         return [self._window(entry[3]) for entry in entries]
 
     def held_min_seq(self) -> int | None:
-        return min((e[3].members[0].seq for e in self.heap if e[3].alive), default=None)
+        firsts = self.firsts
+        # Entries of emitted windows, or of sessions whose first record changed
+        # in a merge (they got a new entry), are dropped as they surface.
+        while firsts and (not firsts[0][2].alive or firsts[0][2].members[0].seq != firsts[0][0]):
+            heapq.heappop(firsts)
+        return firsts[0][0] if firsts else None
 
     def late(self) -> list[Message]:
         if not self.late_messages:
@@ -455,8 +474,9 @@ class TimeWindowCore(WindowCore):
             self.floor = max(self.floor, self.closures.pop(0)[0])
         while self.late_marks and self.late_marks[0][0] <= acked:
             self.late_marks.popleft()
-        state: dict[str, Any] = {"wm": self.wm, "floor": self.floor,
-                                 "closures": [list(c) for c in self.closures]}
+        # Lists of tuples, copied at C speed (a snapshot is taken at every step
+        # that emits; only the ones committed are encoded and written).
+        state: dict[str, Any] = {"wm": self.wm, "floor": self.floor, "closures": list(self.closures)}
         if self.late_marks:
             state["late"] = [list(mark) for mark in self.late_marks]
         if self.clock.max_time > -math.inf:
@@ -464,8 +484,7 @@ class TimeWindowCore(WindowCore):
         if self.cursor is not None and not self.tentative:
             state["cursor"] = self.cursor
         if self.recent:
-            state["recent"] = [[key_to_json(key), end] for end, key in self.recent_order
-                               if self.recent.get(key) == end]
+            state["recent"] = list(self.recent_order)  # (end, key); a key's later entry wins
         return state
 
     def restore(self, state: Any) -> None:
@@ -481,7 +500,7 @@ class TimeWindowCore(WindowCore):
         self.marked = set(self.late_marks)
         if "max" in state:
             self.clock.max_time = float(state["max"])
-        for key, end in state.get("recent", []):
+        for end, key in state.get("recent", []):
             self.recent[key_from_json(key)] = int(end)
             self.recent_order.append((int(end), key_from_json(key)))
         if "cursor" in state:

@@ -145,6 +145,16 @@ class RunClock(ABC):
         """The scheduler time at which :meth:`watermark` reaches ``target``,
         if no record arrives meanwhile."""
 
+    def advancing(self, now: float) -> bool:
+        """Whether, at ``now``, the scheduler clock adds to what the records
+        give (the stream has been quiet long enough); cheap, asked per record."""
+        return True
+
+    def lead(self) -> float:
+        """How far the records' watermark is ahead of their arrival: while it
+        does not grow, a later record can only move :meth:`reaches` later."""
+        return -math.inf
+
     def arrived(self, t: float, now: float) -> None:
         """A record of time ``t`` arrived at scheduler time ``now``."""
         if t > self.max_time:
@@ -175,6 +185,9 @@ class _IngestClock(RunClock):
             return target
         return max(target, self.last_arrival + self.quiet)
 
+    def advancing(self, now: float) -> bool:
+        return now - self.last_arrival >= self.quiet - 1e-6
+
 
 class _EventClock(RunClock):
     def __init__(self, read: Callable[[Any], Any], max_delay: float, idle: float) -> None:
@@ -192,6 +205,12 @@ class _EventClock(RunClock):
 
     def reaches(self, target: float) -> float:
         return self.last_arrival + self.idle + max(0.0, target - self.data_watermark())
+
+    def advancing(self, now: float) -> bool:
+        return now - self.last_arrival > self.idle
+
+    def lead(self) -> float:
+        return self.data_watermark() - self.last_arrival
 
 
 class ClockSpec(ABC):
