@@ -247,8 +247,15 @@ class _EmitterCore(WindowCore):
         return self.next_tick
 
     def spawn(self) -> WindowCore:
-        """A core over a copy of the emitter with an empty buffer (one per key)."""
-        emitter = copy.copy(self.emitter)
+        """A core over a deep copy of the emitter with an empty buffer (one per
+        key): state the emitter keeps in its attributes is each key's own."""
+        try:
+            emitter = copy.deepcopy(self.emitter)
+        except Exception as error:
+            raise InvalidArgumentError(
+                f"{type(self.emitter).__name__} cannot run per key (key_by): each key gets a deep "
+                f"copy of the emitter, and copying it failed ({type(error).__name__}: {error}); "
+                "define __deepcopy__, or keep locks and connections out of its attributes") from error
         emitter.buffer = []
         return _EmitterCore(emitter)
 

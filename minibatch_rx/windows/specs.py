@@ -90,6 +90,7 @@ class Custom(WindowSpec):
 def per_key(operator: WindowOperator, key_by: KeyBy) -> WindowOperator:
     """``operator``'s strategy run once per key."""
     make = operator.make_core
+    make().spawn()  # a strategy that cannot be copied per key fails now, not at its first record
     keyed = WindowOperator(lambda: KeyedCore(make(), key_by), operator.scheduler)
     keyed.late = operator.late  # late messages reach whoever subscribed to the original
     return keyed

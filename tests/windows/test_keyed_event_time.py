@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -28,6 +29,7 @@ from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
 from minibatch_rx import Message, Window, WindowEmitter
+from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.windows import Count, Custom, Resume, Session, Sliding, Tumbling, WindowCore, WindowOperator
 from minibatch_rx.windows._timed import TimeWindowCore, micros
 from minibatch_rx.windows.assigners import Grid
@@ -785,8 +787,6 @@ class History(WindowEmitter):
         return self.buffer[:1]
 
 
-@pytest.mark.xfail(strict=True, reason="compat._EmitterCore.spawn copies the emitter shallowly, so a "
-                   "list or dict attribute is shared by the user's instance and every key (reported)")
 def test_custom_emitter_state_in_a_list_is_per_key() -> None:
     emitter = History("s")
     windows = keyed_emitter_run(emitter, [rec(201, 1, "a", 201), rec(202, 2, "b", 202)], [])
@@ -908,3 +908,16 @@ def test_a_custom_core_per_key_gets_its_own_journaled_decision_back() -> None:
     burst = [rec(300, seq, key, 300) for seq, key in enumerate("abab", start=1)]
     assert aged(burst, resume=Resume(clock=tuple(log.decisions))) == [
         ("a", [1]), ("b", [2]), ("a", [3]), ("b", [4])]
+
+
+class Locked(WindowEmitter):
+    """Holds a lock, which cannot be deep-copied."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.lock = threading.Lock()
+
+
+def test_an_emitter_that_cannot_be_copied_per_key_fails_clearly_before_any_record() -> None:
+    with pytest.raises(InvalidArgumentError, match="Locked cannot run per key"):
+        Custom(Locked("s").operator).operator(TestScheduler(), key_by=KeyBy("k"))
