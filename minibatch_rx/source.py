@@ -84,6 +84,7 @@ class _PushFeed:
         self.lock = threading.RLock()
         self.draining = False
         self.disposed = False
+        self.caught_up = False  # the first reads replay what is stored: a backlog
         self.remove_listener: Any = None
 
     def start(self) -> abc.DisposableBase:
@@ -112,13 +113,15 @@ class _PushFeed:
                     batch = self.store.read(self.stream, self.position, self.batch_size)
                     if not batch:
                         self.progress.behind = False
+                        self.caught_up = True
                         break
-                    self.progress.behind = True
+                    fresh, self.caught_up = self.caught_up, False
                     for message in batch:
                         if self.disposed:
                             break
                         self.position = message.seq
-                        self.observer.on_next(message)
+                        hand_on(self.observer, self.progress, message, fresh)
+                        fresh = False
                     self.progress.behind = len(batch) == self.batch_size
             except Exception as exc:
                 self.disposed = True
@@ -130,6 +133,19 @@ class _PushFeed:
         self.disposed = True
         if self.remove_listener is not None:
             self.remove_listener()
+
+
+def hand_on(observer: abc.ObserverBase[Message], progress: ReadProgress, message: Message,
+            fresh: bool) -> None:
+    """Hand ``message`` on, saying whether a backlog is being read. The first
+    message read after the reader had reached the end of the stream is new:
+    the clock may decide before it (say, that the stream's time moved on
+    while it was quiet, making it late). Every other message of a batch, and
+    everything read before the reader first reached the end (the replay after
+    a restart), is read as a backlog: the clock waits."""
+    progress.behind = not fresh
+    observer.on_next(message)
+    progress.behind = True
 
 
 class _PullFeed:
@@ -154,18 +170,22 @@ class _PullFeed:
     def run(self) -> None:
         try:
             position: int = self.survive_outage(self.first_position)
+            caught_up = False  # the first reads replay what is stored: a backlog
             while not self.stop.is_set():
                 batch = self.survive_outage(partial(self.read_batch, position))
                 if not batch:
                     self.progress.behind = False
+                    caught_up = True
                     self.survive_outage(partial(self.wait_for_more, position))
                     continue
-                self.progress.behind = True
+                fresh = caught_up
+                caught_up = False
                 for message in batch:
                     if self.stop.is_set():
                         return
                     position = message.seq
-                    self.observer.on_next(message)
+                    hand_on(self.observer, self.progress, message, fresh)
+                    fresh = False
                 # A short batch reached the end of the stream as it was then.
                 self.progress.behind = len(batch) == self.batch_size
         except Exception as exc:

@@ -430,10 +430,6 @@ def test_a_restart_is_the_same_when_the_closing_history_was_cut_short(
 # -- reported, not fixed here -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "source.py marks every batch it hands on as a backlog (progress.behind), so the clock never "
-    "decides before a record in a pipeline, only on timers; with no window open no timer runs, "
-    "and the watermark stays where the last window left it (reported)"))
 def test_after_a_quiet_spell_the_next_record_meets_the_watermark_the_clock_moved() -> None:
     vt = VirtualTime()
     s = readings(vt, [(1, {"k": "a", "t": 1}), (25, {"k": "a", "t": 12})])

@@ -294,6 +294,7 @@ class TimeWindowCore(WindowCore):
             grid = self.grid
             assert grid is not None
             windows = self.by_key.get(None, {})
+            before = self.cursor
             while grid.bounds(self.cursor)[1] + self.grace <= wm:
                 window = windows.pop(self.cursor, None)
                 if window is not None:
@@ -302,7 +303,11 @@ class TimeWindowCore(WindowCore):
                 else:
                     out.append(self._empty(self.cursor))
                 self.cursor += 1
-            self.tentative = False
+            if self.cursor != before:
+                # Only emitting fixes the cursor: a clock step that emitted nothing
+                # must not fix a guess made from the subscription time, which a
+                # restart makes again differently while replaying that step.
+                self.tentative = False
         heap = self.heap
         while heap and heap[0][0] <= wm:
             close, _, _, window = heapq.heappop(heap)

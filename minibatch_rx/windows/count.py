@@ -26,8 +26,8 @@ class _CountCore(WindowCore):
         self.opened_at = 0.0
 
     def on_message(self, message: Message, now: float) -> list[Window]:
-        if not self.buffer:
-            self.opened_at = now
+        if not self.buffer and self.timeout is not None:
+            self.opened_at = opened(message, now)
         self.buffer.append(message)
         if len(self.buffer) < self.size:
             return []
@@ -57,6 +57,14 @@ class _CountCore(WindowCore):
 
     def held_min_seq(self) -> int | None:
         return self.buffer[0].seq if self.buffer else None
+
+
+def opened(message: Message, now: float) -> float:
+    """When a window's timeout starts: its first message's ingest time, which
+    a replay after a restart finds again (the scheduler time it was read at
+    would restart the wait), but never after ``now``."""
+    ts = message.ts
+    return now if ts is None else min(now, ts.timestamp())
 
 
 class _KeyedCountCore(WindowCore):
@@ -93,7 +101,7 @@ class _KeyedCountCore(WindowCore):
         buffer = self.buffers.get(key)
         if buffer is None:
             buffer = self.buffers[key] = [message]
-            self.opened[key] = now
+            self.opened[key] = opened(message, now) if self.timeout is not None else now
         else:
             buffer.append(message)
         if len(buffer) < self.size:
