@@ -19,7 +19,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from minibatch_rx.message import Message
-from minibatch_rx.stages import Envelope, Failure, Item, Stage, envelop
+from minibatch_rx.stages import Envelope, Failure, Item, Stage, envelop, record_key
 from minibatch_rx.streams import Stream
 from minibatch_rx.window import Window
 from minibatch_rx.windows.clocks import BadRecordError
@@ -58,7 +58,7 @@ def dead_letter_rejected(failure: Failure, owner: str) -> Callable[[tuple[Messag
 
     def bury(rejected: tuple[Message, str]) -> None:
         message, reason = rejected
-        key = f"{owner}|dead|{message.stream}:{message.seq}"
+        key = f"{owner}|dead|{record_key(message)}"
         failure.bury("window", message, BadRecordError(reason), 1, key=key)
 
     return bury

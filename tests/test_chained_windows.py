@@ -174,3 +174,22 @@ def test_keyed_count_windows_emitted_past_the_position_are_not_rebuilt_after_a_c
     for crash_after in range(1, 9):
         out, _ = run_with_crash(keyed_counts, crash_after)
         assert out == expected, f"crash after window {crash_after}"
+
+
+def test_late_records_of_one_message_are_each_stored_once_across_a_restart() -> None:
+    # A flat_map before the window makes two records of one message; both are late
+    # (t 1 and 2, once the watermark is 30). Late keys name the record, not only
+    # its message: both are stored, and a replay of the same message stores nothing.
+    vt = VirtualTime()
+    s = vt.stream("split")
+    vt.append_at(1, s, {"ts": [30]})
+    vt.append_at(2, s, {"ts": [1, 2]})
+    vt.append_at(3, s, {"ts": [31]})
+
+    def build() -> Pipeline:
+        return (s.flat_map(lambda m: [{"t": t} for t in m.data["ts"]])
+                .event_time("t").fixed_time_window(10).map(len))
+
+    vt.run(build(), until=10, consumer="first")
+    vt.run(build(), until=20, consumer="first")  # restarts from position 0: nothing acked yet
+    assert [m.data for m in vt.stream("split.late").read()] == [{"t": 1}, {"t": 2}]
