@@ -63,7 +63,10 @@ def chained(pipeline: Pipeline[Any, Any], consumer: str | None, scheduler: abc.S
     assert pipeline.upstream is not None
     source = pipeline.source
     owner = consumer or "default"
-    stage = Stream(stage_stream_name(source.name, owner, pipeline.hop), store=source.store)
+    # Named after the consumer and the pipeline's shape up to here: two pipelines
+    # (or two shapes under one consumer name) never share a stage stream.
+    stage = Stream(stage_stream_name(source.name, owner, pipeline.hop, pipeline.upstream.shape),
+                   store=source.store)
     feeder = pipeline.upstream._stage("stage", lambda _f, _s, _o: storing).sink(stage)
     feeder._usage.ran = True
     upstream = feeder._flow(consumer, None, scheduler, active, coalesce)

@@ -32,17 +32,19 @@ def journal_name(stream: str, owner: str) -> str:
         return f"{JOURNAL_PREFIX}{digest}"
 
 
-def stage_stream_name(stream: str, owner: str, hop: int) -> str:
+def stage_stream_name(stream: str, owner: str, hop: int, shape: Sequence[str]) -> str:
     """The stream carrying the values of ``owner``'s pipeline over ``stream``
-    into its window number ``hop`` (from 1).
+    into its window number ``hop`` (from 1); ``shape``: the pipeline's steps
+    before it, whose digest ends the name.
 
-    >>> stage_stream_name('readings', 'floors', 1)
-    '_mb.stages.floors.1.readings'
+    >>> stage_stream_name('readings', 'floors', 1, ['count_window(2)', 'map:mean'])
+    '_mb.stages.floors.1.readings.0cc4f850'
     """
+    digest = hashlib.sha1("|".join(shape).encode()).hexdigest()[:8]
     try:
-        return check_stream_name(f"{STAGE_PREFIX}{owner}.{hop}.{stream}")
+        return check_stream_name(f"{STAGE_PREFIX}{owner}.{hop}.{stream}.{digest}")
     except InvalidStreamNameError:  # an owner name with characters streams may not use
-        digest = hashlib.sha1(f"{owner}\0{hop}\0{stream}".encode()).hexdigest()[:20]
+        digest = hashlib.sha1(f"{owner}\0{hop}\0{stream}\0{digest}".encode()).hexdigest()[:20]
         return f"{STAGE_PREFIX}{digest}"
 
 

@@ -162,7 +162,7 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
 
     @fluent
     def event_time(self, timestamp: str | Callable[[R], Any], max_delay: Interval = 0,
-                   idle: Interval = DEFAULT_IDLE) -> Pipeline[T, R]:
+                   idle: Interval | None = DEFAULT_IDLE) -> Pipeline[T, R]:
         """Cut the next time window on the time each event happened, read from
         ``timestamp``: a field name of the payload (or of the value a previous
         stage produced), or a function of it, giving ISO-8601 text, epoch
@@ -173,7 +173,9 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         watermark reaches ``end`` (plus ``grace``); an event for a window
         already emitted goes to the late stream. Once nothing has arrived for
         ``idle``, the watermark advances with the clock, so the last windows
-        of a quiet stream close too. An event without a valid timestamp goes
+        of a quiet stream close too; ``idle`` should outlast the source's
+        usual silences (a device uploading in bursts), and ``idle=None``
+        leaves the watermark to the events alone. An event without a valid timestamp goes
         to the dead-letter stream ``<name>.dead`` with the reason::
 
             (stream('readings').key_by('sensor').event_time('ts', max_delay='2s')
@@ -379,7 +381,20 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         """
         self._usage.ran = True
         check_consumer(consumer)
+        self._check_runnable()
+        if consumer is None and self.upstream is not None:
+            raise InvalidArgumentError(
+                "a pipeline with several windows needs a consumer name: its windows hand values on "
+                "through a stream named after it (to_observable(consumer=...))")
         return self._flow(consumer, None, scheduler, coalesce=False).pipe(only_items())
+
+    def _check_runnable(self) -> None:
+        """Refuse a pipeline ending in ``key_by`` or ``event_time``: they say how
+        the next window cuts, and there is none."""
+        if self.window_spec is None and (self.key_spec is not None or self.clock_spec is not None):
+            what = (self.key_spec or self.clock_spec).label  # type: ignore[union-attr]
+            raise InvalidArgumentError(f"{what} must be followed by a window (count_window, "
+                                       "fixed_time_window, ...): there is none after it")
 
     def _flow(self, consumer: str | None, group: GroupFeed | None,
               scheduler: abc.SchedulerBase | None,
@@ -404,6 +419,7 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         """
         self._usage.ran = True
         check_consumer(consumer)
+        self._check_runnable()
         feed = self._group_feed(group, lease_timeout) if group is not None else None
         name = group if group is not None else (consumer or self.default_consumer)
         handle = PipelineHandle(max_windows, name, f"{self.source.name}.dead")

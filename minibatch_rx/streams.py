@@ -17,6 +17,7 @@ from minibatch_rx.naming import journal_name
 from minibatch_rx.source import store_source
 from minibatch_rx.store import Store, open_store
 from minibatch_rx.validation import check_payload, check_stream_name
+from minibatch_rx.windows.clocks import DEFAULT_IDLE
 
 if TYPE_CHECKING:
     from minibatch_rx.compat import QueryResult
@@ -203,7 +204,7 @@ class Stream(dsl.WindowDSL[dict[str, Any]]):
         return self.pipeline().key_by(key)
 
     def event_time(self, timestamp: str | Callable[[dict[str, Any]], Any], max_delay: Interval = 0,
-                   idle: Interval = 1.0) -> Pipeline[Message, dict[str, Any]]:
+                   idle: Interval | None = DEFAULT_IDLE) -> Pipeline[Message, dict[str, Any]]:
         """Start a pipeline whose time window runs on event time; see
         :meth:`~minibatch_rx.pipeline.Pipeline.event_time`."""
         return self.pipeline().event_time(timestamp, max_delay, idle)
@@ -224,9 +225,9 @@ class Stream(dsl.WindowDSL[dict[str, Any]]):
         """Start a window-less pipeline applying reactivex operators to Messages."""
         return self.pipeline().pipe(*operators)
 
-    def sink(self, target: SinkTarget) -> Pipeline[Message, dict[str, Any]]:
+    def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline[Message, dict[str, Any]]:
         """Start a window-less pipeline delivering each Message to ``target``."""
-        return self.pipeline().sink(target)
+        return self.pipeline().sink(target, idempotent=idempotent)
 
     def positions(self) -> dict[str, int]:
         """Every registered consumer or group of this stream, with its position."""

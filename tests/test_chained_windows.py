@@ -53,10 +53,12 @@ def expected_floor_windows(seconds: int, until_ts: float) -> list[dict[str, Any]
     for t in range(1, seconds + 1):
         room, _ = ROOMS[t % 3]
         per_room.setdefault((room, int((t - 0.5) // 6)), []).append(t)
-    closed = sorted((k * 6 + 6, k, room) for (room, k) in per_room if k * 6 + 6 <= until_ts)
+    # Emitted in closing order, then by first seq (= the first temp, one reading a second).
+    closed = sorted((k * 6 + 6, per_room[(room, k)][0], k, room)
+                    for (room, k) in per_room if k * 6 + 6 <= until_ts)
     pending: dict[int, list[tuple[str, float, float]]] = {}
     out = []
-    for _, k, room in closed:  # emitted in closing order, then by first seq (= first temp)
+    for _, _, k, room in closed:
         floor = dict(ROOMS)[room]
         temps = per_room[(room, k)]
         pending.setdefault(floor, []).append((room, float(k * 6), sum(temps) / len(temps)))
@@ -193,3 +195,40 @@ def test_late_records_of_one_message_are_each_stored_once_across_a_restart() -> 
     vt.run(build(), until=10, consumer="first")
     vt.run(build(), until=20, consumer="first")  # restarts from position 0: nothing acked yet
     assert [m.data for m in vt.stream("split.late").read()] == [{"t": 1}, {"t": 2}]
+
+
+def test_review_findings_refused_or_kept_apart() -> None:
+    vt = VirtualTime()
+    s = vt.stream("misc")
+    # key_by / event_time with no window after them: refused when run, not ignored.
+    with pytest.raises(InvalidArgumentError, match="key_by\\(k\\) must be followed by a window"):
+        s.key_by("k").to_observable("c")
+    with pytest.raises(InvalidArgumentError, match="must be followed by a window"):
+        s.count_window(2).map(len).event_time("t").start(consumer="c")
+    # Several windows need a consumer: their stage stream is named after it.
+    with pytest.raises(InvalidArgumentError, match="needs a consumer name"):
+        s.count_window(2).count_window(2).to_observable()
+    # A custom window factory that makes no operator fails where it is written.
+    with pytest.raises(InvalidArgumentError, match="must return a WindowOperator"):
+        s.window(lambda scheduler: len)
+
+
+def test_event_time_without_idle_leaves_the_watermark_to_the_events() -> None:
+    # A device uploading in bursts 30 s behind: with the idle advance (1 s), the
+    # watermark runs on during the 400 s silence and the second burst is late;
+    # with idle=None only the events move it.
+    def run(idle: float | None) -> tuple[list[Any], list[Any]]:
+        vt = VirtualTime()
+        s = vt.stream("bursts")
+        for at, ts in [(100, 70), (101, 71), (500, 370), (501, 375)]:
+            vt.append_at(at, s, {"ts": ts})
+        out = vt.run(s.event_time("ts", max_delay="5s", idle=idle).fixed_time_window(10)
+                     .map(lambda w: [d["ts"] for d in w.data]), until=1000)
+        late = [m.data["ts"] for m in vt.stream("bursts.late").read()] \
+            if "bursts.late" in vt.store.streams() else []
+        return [e.value for e in out], late
+
+    assert run(None) == ([[70, 71]], [])  # [370, 380) waits for later events
+    windows, late = run(1)
+    assert late == [370, 375]  # at 500 the watermark is 71 - 5 + (500 - 101 - 1) = 464 >= 380
+    assert windows == [[70, 71]]

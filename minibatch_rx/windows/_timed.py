@@ -388,7 +388,8 @@ class TimeWindowCore(WindowCore):
     def deadline(self) -> float | None:
         due = self._next_due()
         self.armed_due, self.armed_lead = (math.inf if due is None else due), self.clock.lead()
-        return None if due is None else self.clock.reaches(due / 1_000_000)
+        at = None if due is None else self.clock.reaches(due / 1_000_000)
+        return None if at is None or at == math.inf else at  # inf: the clock never closes it
 
     def deadline_moved(self) -> bool:
         # Later records only push the deadline of the same close later, unless an

@@ -204,7 +204,7 @@ class _EventClock(RunClock):
         return self.data_watermark() + (advance if advance > 0 else 0.0)
 
     def reaches(self, target: float) -> float:
-        return self.last_arrival + self.idle + max(0.0, target - self.data_watermark())
+        return self.last_arrival + self.idle + max(0.0, target - self.data_watermark())  # inf: never
 
     def advancing(self, now: float) -> bool:
         return now - self.last_arrival > self.idle
@@ -250,7 +250,9 @@ class EventTime(ClockSpec):
     """Time read from each record: ``source`` is a field name or a function of
     the payload (or of the value a previous stage produced). The watermark is
     the highest time seen minus ``max_delay``; after ``idle`` seconds without
-    records it advances with the scheduler clock.
+    records it advances with the scheduler clock (``idle=None``: never, the
+    records alone move it; ``idle`` should outlast a source's usual silences,
+    or the events of a device that uploads in bursts arrive late).
 
     >>> EventTime('ts', max_delay=-1)
     Traceback (most recent call last):
@@ -260,7 +262,7 @@ class EventTime(ClockSpec):
 
     source: str | Callable[[Any], Any]
     max_delay: Interval = 0
-    idle: Interval = DEFAULT_IDLE
+    idle: Interval | None = DEFAULT_IDLE
     seconds: tuple[float, float] = field(init=False, repr=False, compare=False)
     read: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
@@ -268,7 +270,7 @@ class EventTime(ClockSpec):
         object.__setattr__(self, "read", field_reader(self.source, "event_time"))
         object.__setattr__(self, "seconds", (
             to_seconds(self.max_delay, "event_time max_delay", allow_zero=True),
-            to_seconds(self.idle, "event_time idle", allow_zero=True)))
+            math.inf if self.idle is None else to_seconds(self.idle, "event_time idle", allow_zero=True)))
 
     @property
     def label(self) -> str:

@@ -80,6 +80,18 @@ class Custom(WindowSpec):
     def label(self) -> str:
         return f"window:{function_name(self.make)}"
 
+    def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:
+        """Build one operator now, so a factory that makes none, or a strategy
+        that cannot run per key, fails where the pipeline is written."""
+        super().check(key_by, clock)
+        operator = self.make(None)
+        if not isinstance(operator, WindowOperator):
+            raise InvalidArgumentError(
+                f"a custom window factory must return a WindowOperator (a WindowEmitter's .operator, "
+                f"or count_window(...) and the like), got {type(operator).__name__} from {self.label}")
+        if key_by is not None:
+            operator.make_core().spawn()
+
     def operator(self, scheduler: abc.SchedulerBase | None = None, *, key_by: KeyBy | None = None,
                  clock: ClockSpec | None = None) -> WindowOperator:
         self.check(key_by, clock)
