@@ -107,6 +107,7 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
             operator = pipeline.window_spec.operator(scheduler, key_by=pipeline.key_spec,
                                                      clock=pipeline.clock_spec)
             operator.progress, operator.stream = progress, source.name
+            operator.records = bool(pipeline.pre_stages)
             operator.rejected.subscribe(dead_letter_rejected(failure, owner))
             if consumer is not None and operator.clocked:
                 journal = StreamJournal(source.store, source.name, consumer, pipeline.window_spec.label,

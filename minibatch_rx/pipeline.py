@@ -88,6 +88,8 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
     """``event_time``: the clock of the time window (ingest time if ``None``)."""
     pre_stages: tuple[StageFactory, ...] = ()
     """The stages before the window: their values are what it holds."""
+    expanding: bool = False
+    """A stage so far may give several values per input (``flat_map``, ``pipe``)."""
     upstream: Pipeline[Any, Any] | None = None
     """The pipeline up to the previous window, whose values this one windows
     (through a stage stream, see :meth:`_next_window`)."""
@@ -139,9 +141,16 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         if self.window_spec is not None:
             return self._next_window().window(spec)
         spec.check(self.key_spec, self.clock_spec)
+        if self.expanding and not spec.ranks_records:
+            raise InvalidArgumentError(
+                f"flat_map or pipe before {spec.label}: one message's records could be split "
+                "between a window that is acknowledged and one that is not, and a restart would "
+                "window them again; put the stage after the window, use a time window "
+                "(fixed_time_window, sliding_window(by='time'), session_window), or sink the "
+                "records into a stream and window that")
         # The stages so far run on each message; the window holds their values.
         return self._with(window_spec=spec, shape=(*self.shape, spec.label),
-                          pre_stages=self.stages, stages=())
+                          pre_stages=self.stages, stages=(), expanding=False)
 
     @fluent
     def key_by(self, key: str | Callable[[R], Any]) -> Pipeline[T, R]:
@@ -214,7 +223,8 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
             raise InvalidArgumentError(
                 f"key_by and event_time must be followed by a window, not by {label}: "
                 "put the stages before key_by")
-        return self._with(stages=(*self.stages, factory), shape=(*self.shape, label))
+        expanding = self.expanding or label == "pipe" or label.startswith("flat_map:")
+        return self._with(stages=(*self.stages, factory), shape=(*self.shape, label), expanding=expanding)
 
     @fluent
     def map(self, fn: Callable[[T], U]) -> Pipeline[U]:

@@ -22,6 +22,7 @@ from minibatch_rx.message import Message
 from minibatch_rx.stages import Envelope, Failure, Item, Stage, envelop, record_key
 from minibatch_rx.streams import Stream
 from minibatch_rx.window import Window
+from minibatch_rx.windows._engine import MessageEnd
 from minibatch_rx.windows.clocks import BadRecordError
 
 StageFactory = Callable[[Failure, Stream, str], Stage]
@@ -35,7 +36,10 @@ def as_records(stages: tuple[Stage, ...]) -> Callable[[Observable[Message]], Obs
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             def on_next(envelope: Envelope) -> None:
                 if not isinstance(envelope, Item):
-                    return  # the window computes its own acks
+                    # All of a message's records came: the window may acknowledge it.
+                    if envelope.seq is not None:
+                        observer.on_next(MessageEnd(envelope.seq))  # type: ignore[arg-type]
+                    return
                 value, origin = envelope.value, envelope.origin
                 if isinstance(value, Message):
                     observer.on_next(value)

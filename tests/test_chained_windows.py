@@ -232,3 +232,37 @@ def test_event_time_without_idle_leaves_the_watermark_to_the_events() -> None:
     windows, late = run(1)
     assert late == [370, 375]  # at 500 the watermark is 71 - 5 + (500 - 101 - 1) = 464 >= 380
     assert windows == [[70, 71]]
+
+
+def gapped_run(stop_at: float | None) -> list[Any]:
+    vt = VirtualTime()
+    s = vt.stream("gapped")
+    vt.append_at(1, s, {"ts": [12.5]})
+    vt.append_at(2, s, {"ts": [14.5, 15.5]})  # 14.5 lies in the gap [14, 15); 15.5 in [15, 17)
+    vt.append_at(3, s, {"ts": [18]})
+    pipeline = (s.flat_map(lambda m: [{"ts": t} for t in m.data["ts"]]).event_time("ts", idle=100)
+                .sliding_window(2, 3, by="time")
+                .map(lambda w: {"start": w.start.timestamp() if w.start else None,
+                                "ts": [d["ts"] for d in w.data]}).sink("out"))
+    if stop_at is not None:
+        vt.run(pipeline, until=stop_at)
+    vt.run(pipeline, until=400)
+    return [m.data for m in vt.stream("out").read()]
+
+
+def test_a_window_closed_amid_one_messages_records_does_not_acknowledge_that_message() -> None:
+    # Record 14.5 (message 2) moves the watermark to 14.5 and closes [12, 14); the
+    # message's next record, 15.5, is not placed yet. Acknowledging message 2 with
+    # that window lost 15.5 (and its window [15, 17)) to a stop and start at 2.5.
+    expected = [{"start": 12.0, "ts": [12.5]}, {"start": 15.0, "ts": [15.5]}, {"start": 18.0, "ts": [18]}]
+    assert gapped_run(None) == expected
+    assert gapped_run(2.5) == expected
+
+
+def test_flat_map_before_a_window_that_cannot_tell_its_records_apart_is_refused() -> None:
+    s = VirtualTime().stream("split")
+    for build in (lambda: s.flat_map(lambda m: [m.data]).count_window(3),
+                  lambda: s.pipe(lambda o: o).key_by("k").relaxed_time_window(1),
+                  lambda: s.flat_map(lambda m: [m.data]).sliding_window(3, 1)):
+        with pytest.raises(InvalidArgumentError, match="flat_map or pipe before"):
+            build()

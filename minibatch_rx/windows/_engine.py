@@ -173,6 +173,15 @@ class Resume:
     """The last clock decision (event) the state includes."""
 
 
+@dataclass(frozen=True, slots=True)
+class MessageEnd:
+    """Follows the records one message gave (stages before a window may make
+    several, or none): only then is that message wholly handed to the window,
+    and may its seq be acknowledged."""
+
+    seq: int
+
+
 class ReadProgress:
     """Whether the reader feeding an operator is behind the end of the stream.
 
@@ -206,6 +215,8 @@ class WindowOperator:
         """The source stream's name, for windows emitted before any message (empty ones)."""
         self.journal: Journal | None = None
         self.resume: Callable[[], Resume] | None = None
+        self.records = False
+        """True if records come with :class:`MessageEnd` markers (stages before the window)."""
 
     @property
     def make_core(self) -> Callable[[], WindowCore]:
@@ -256,6 +267,7 @@ class _Run:
         self.timer = SerialDisposable()
         self.armed: float | None = None
         self.last_seen = resume.position
+        self.complete = resume.position  # the last seq whose records have all arrived
         self.event = resume.next_event - 1
         self.included = resume.included  # the last clock decision applied to the core
         self.replay: deque[tuple[int, int, float, Any]] = deque(resume.clock)
@@ -279,10 +291,14 @@ class _Run:
         with self.lock:
             self.done = True
 
-    def on_next(self, message: Message) -> None:
+    def on_next(self, message: Message | MessageEnd) -> None:
         with self.lock:
             if self.done:
                 return
+            if type(message) is MessageEnd:
+                self.complete = message.seq
+                return
+            assert isinstance(message, Message)
             if self.replay:
                 self.apply_journaled(message.seq)
             now = self.clock()
@@ -398,7 +414,10 @@ class _Run:
                 self.operator.rejected.on_next(bad)
         if windows:
             held = self.core.held_min_seq()
-            ack = self.last_seen if held is None else held - 1
+            # With records, a window may close before the rest of its message's
+            # records arrived: that message is not acknowledged yet.
+            top = self.complete if self.operator.records else self.last_seen
+            ack = top if held is None else min(held - 1, top)
             checkpoint = None
             if self.journal is not None:
                 checkpoint = {"event": self.event, "clock": self.included,

@@ -81,6 +81,10 @@ class Sliding(WindowSpec):
         return label("sliding_window", self.size, self.step, None if self.by == "count" else self.by,
                      self.grace)
 
+    @property
+    def ranks_records(self) -> bool:
+        return self.by == "time"
+
     def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:
         if self.by == "count":
             if clock is not None and not isinstance(clock, IngestTime):

@@ -47,6 +47,12 @@ class WindowSpec(ABC):
     """True if the windows are cut on record time, so ``event_time`` applies."""
 
     @property
+    def ranks_records(self) -> bool:
+        """True if the strategy tells apart the several records of one message
+        (a ``flat_map`` before it) when a restart replays them: time windows do."""
+        return self.timed
+
+    @property
     @abstractmethod
     def label(self) -> str:
         """How the strategy reads in a pipeline's shape, e.g. ``count_window(2)``."""
