@@ -111,11 +111,15 @@ class TimeWindowCore(WindowCore):
         self.bad: list[tuple[Message, str]] = []
         self.recent: dict[Key, int] = {}  # sessions: the end of each key's last emitted session
         self.recent_order: deque[tuple[int, Key]] = deque()
+        self.arrival_restored = False
+        self.restored_seen = 0  # the highest seq the restored state had seen
 
     # -- records -------------------------------------------------------------
     def start(self, now: float) -> list[Window]:
-        # Subscribing counts as activity: a replayed backlog is about to arrive.
-        self.clock.last_arrival = now
+        # Subscribing counts as activity: a replayed backlog is about to arrive
+        # (unless a checkpoint says when the last record before it arrived).
+        if not self.arrival_restored:
+            self.clock.last_arrival = now
         if self.emit_empty and self.cursor is None:
             assert self.grid is not None
             self.clock.from_start = True
@@ -146,8 +150,15 @@ class TimeWindowCore(WindowCore):
             self.bad.append((message, str(error)))
             return []
         clock = self.clock
+        arrival = clock.arrival(message, now)
+        # (A record the restored state already saw: its spell is in the restored watermark.)
+        settled = clock.settled(arrival) if seq > self.restored_seen else -math.inf
+        if settled > -math.inf:  # the quiet spell before this record moved the watermark
+            wm = round(settled * 1_000_000)
+            if wm > self.wm:
+                self.wm = wm
         new_max = t > clock.max_time
-        clock.arrived(t, now)
+        clock.arrived(t, arrival)
         if self.grid is not None:
             self._place_on_grid(self.grid, message, key, t_us)
         else:
@@ -254,6 +265,11 @@ class TimeWindowCore(WindowCore):
         first = window.members[0].seq
         heapq.heappush(self.heap, (window.close, first, self.counter, window))
         heapq.heappush(self.firsts, (first, self.counter, window))
+        if len(self.firsts) > 2 * len(self.heap) + 64:
+            # Entries of emitted windows leave only when they surface, and a long open
+            # window (a key that never goes quiet) keeps them under it: rebuild.
+            self.firsts = [(w.members[0].seq, n, w) for _, _, n, w in self.heap if w.alive]
+            heapq.heapify(self.firsts)
         if window.close < self.next_close:
             self.next_close = window.close
 
@@ -282,6 +298,7 @@ class TimeWindowCore(WindowCore):
             if window.alive and window.close == close:
                 window.alive = False
                 self._forget(window)
+                window.members = []
         self.next_close = heap[0][0] if heap else math.inf
 
     # -- closing -------------------------------------------------------------
@@ -361,10 +378,13 @@ class TimeWindowCore(WindowCore):
             del closures[0]
 
     def _window(self, window: _Open) -> Window:
+        """The emitted form of a closed window; the open one lets go of its records
+        (stale heap entries may point at it a while longer)."""
         start = _EPOCH + window.start * _MICROSECOND
         # Overlapping grid windows may hold the same records: their start tells them apart.
         tag = f"{window.start}us" if self.grid is not None and self.grid.overlapping else None
-        return Window(tuple(window.members), self.stream, start,
+        members, window.members = window.members, []
+        return Window(tuple(members), self.stream, start,
                       start + (window.end - window.start) * _MICROSECOND, key=window.key, tag=tag)
 
     def _empty(self, index: int) -> Window:
@@ -487,6 +507,8 @@ class TimeWindowCore(WindowCore):
             state["late"] = [list(mark) for mark in self.late_marks]
         if self.clock.max_time > -math.inf:
             state["max"] = self.clock.max_time
+        if self.clock.last_arrival > -math.inf:
+            state["arrival"], state["seen"] = self.clock.last_arrival, self.seen
         if self.cursor is not None and not self.tentative:
             state["cursor"] = self.cursor
         if self.recent:
@@ -506,6 +528,9 @@ class TimeWindowCore(WindowCore):
         self.marked = set(self.late_marks)
         if "max" in state:
             self.clock.max_time = float(state["max"])
+        if "arrival" in state:
+            self.clock.last_arrival, self.arrival_restored = float(state["arrival"]), True
+            self.restored_seen = int(state["seen"])
         for end, key in state.get("recent", []):
             self.recent[key_from_json(key)] = int(end)
             self.recent_order.append((int(end), key_from_json(key)))

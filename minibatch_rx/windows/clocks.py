@@ -155,6 +155,17 @@ class RunClock(ABC):
         does not grow, a later record can only move :meth:`reaches` later."""
         return -math.inf
 
+    def arrival(self, message: Message, now: float) -> float:
+        """When a record counts as arrived: the scheduler time it is read at."""
+        return now
+
+    def settled(self, arrival: float) -> float:
+        """The watermark the clock reached by ``arrival`` (a record's ingest
+        time) since the last record, as the records show it: ``-inf`` if the
+        spell was not long enough to move it. Deterministic, so a replay
+        decides the same (unlike the scheduler clock at read time)."""
+        return -math.inf
+
     def arrived(self, t: float, now: float) -> None:
         """A record of time ``t`` arrived at scheduler time ``now``."""
         if t > self.max_time:
@@ -208,6 +219,17 @@ class _EventClock(RunClock):
 
     def advancing(self, now: float) -> bool:
         return now - self.last_arrival > self.idle
+
+    def arrival(self, message: Message, now: float) -> float:
+        # When it was stored (its ingest ts), which a replay finds again: the time
+        # it is read at would make the advance over a quiet spell, and so what is
+        # late, depend on when the consumer ran.
+        ts = message.ts
+        return now if ts is None else min(now, ts.timestamp())
+
+    def settled(self, arrival: float) -> float:
+        advance = arrival - self.last_arrival - self.idle
+        return self.data_watermark() + advance if advance > 0 else -math.inf
 
     def lead(self) -> float:
         return self.data_watermark() - self.last_arrival

@@ -4,14 +4,19 @@ A record here is a message whose payload is ``{'k': key, 't': t}`` and whose
 ingest ``ts`` is ``t`` as well, so one marble feeds both clocks: ingest time
 reads ``ts``, ``EventTime('t')`` reads the payload. The scheduler time at
 which it *arrives* is separate, which is what out-of-order and lagging
-records are made of.
+records are made of. Under event time, :func:`run_keyed` stamps each record's
+``ts`` with its arrival instead, as a store would: the event clock counts its
+quiet spells in ingest time, which a replay finds again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+from reactivex.notification import OnNext
 from reactivex.testing import TestScheduler
 from reactivex.testing.recorded import Recorded
 
@@ -68,12 +73,23 @@ class Run:
         self.windows, self.late, self.core = windows, late, core
 
 
+def stamped_on_arrival(record: Recorded[Message]) -> Recorded[Message]:
+    """``record`` with its ingest ``ts`` set to the time it arrives."""
+    notification = record.value
+    assert isinstance(notification, OnNext)
+    message = notification.value
+    ts = datetime.fromtimestamp(float(record.time), UTC)
+    return Recorded(record.time, OnNext(replace(message, ts=ts)))
+
+
 def run_keyed(spec: WindowSpec, records: Sequence[Recorded[Message]], clock: ClockSpec | None = None,
               *, at: Sequence[tuple[float, Callable[[WindowCore], None]]] = (), **start: Any) -> Run:
     """Run ``spec`` per key over hot ``records`` (subscribed at 200, disposed at
     1000 unless ``start`` says otherwise). ``at``: ``(time, check)`` pairs, each
     called with the core at that virtual time."""
     scheduler = TestScheduler()
+    if isinstance(clock, EventTime):
+        records = [stamped_on_arrival(r) for r in records]
     xs = scheduler.create_hot_observable(*records)
     cores: list[WindowCore] = []
     operator = capture_cores(keyed_operator(spec, scheduler, clock), cores)

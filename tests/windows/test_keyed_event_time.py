@@ -32,7 +32,7 @@ from minibatch_rx import Message, Window, WindowEmitter
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.windows import Count, Custom, Resume, Session, Sliding, Tumbling, WindowCore, WindowOperator
 from minibatch_rx.windows._timed import TimeWindowCore, micros
-from minibatch_rx.windows.assigners import Grid
+from minibatch_rx.windows.assigners import Gaps, Grid
 from minibatch_rx.windows.clocks import BadRecordError, EventTime, IngestTime, event_seconds
 from minibatch_rx.windows.keyed import KeyedCore
 from minibatch_rx.windows.keys import KeyBy, key_text
@@ -921,3 +921,22 @@ class Locked(WindowEmitter):
 def test_an_emitter_that_cannot_be_copied_per_key_fails_clearly_before_any_record() -> None:
     with pytest.raises(InvalidArgumentError, match="Locked cannot run per key"):
         Custom(Locked("s").operator).operator(TestScheduler(), key_by=KeyBy("k"))
+
+
+def test_a_key_that_never_goes_quiet_does_not_keep_emitted_windows_in_memory() -> None:
+    # 'hot' gets a record every 0.1 s and keeps one session (gap 0.5 s) open all along,
+    # while 9 in 10 records open a session of their own key that closes 0.5 s later.
+    # The lowest-held-seq heap kept an entry (and the records) of every window emitted
+    # since the hot session opened: 18,000 here. Now it stays near the open windows.
+    core = TimeWindowCore(EventTime("t").start(), Gaps(gap=500_000), key_by=KeyBy("k"))
+    emitted = []
+    for i in range(1, 20_001):
+        t = i * 0.01
+        key = "hot" if i % 10 == 0 else f"cold{i}"
+        emitted += core.on_message(Message("s", i, datetime.fromtimestamp(t, UTC), {"k": key, "t": t}), t)
+        if i % 100 == 0:
+            core.held_min_seq()  # as the driver asks at every emitting step
+    assert len(emitted) > 17_900  # the cold sessions came out
+    assert len(core.by_key) < 60  # keys open now: 'hot' and the last 0.5 s of cold ones
+    assert len(core.firsts) < 2 * len(core.heap) + 65
+    assert core.held_min_seq() == 10  # the hot session's first record
