@@ -13,7 +13,7 @@ from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator
 from minibatch_rx.windows.clocks import BadRecordError, ClockSpec
-from minibatch_rx.windows.keys import Key, KeyBy, done_restore, done_snapshot
+from minibatch_rx.windows.keys import Key, KeyBy, done_restore, done_snapshot, mark_done
 from minibatch_rx.windows.specs import WindowSpec
 
 
@@ -111,7 +111,7 @@ class _KeyedCountCore(WindowCore):
     def _flush(self, key: Key) -> Window:
         buffer = self.buffers.pop(key)
         del self.opened[key]
-        self.done[key] = buffer[-1].seq
+        mark_done(self.done, key, buffer[-1].seq)
         return Window(tuple(buffer), buffer[0].stream, key=key)
 
     def deadline(self) -> float | None:

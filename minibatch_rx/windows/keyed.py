@@ -21,7 +21,15 @@ from minibatch_rx.message import Message
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore
 from minibatch_rx.windows.clocks import BadRecordError
-from minibatch_rx.windows.keys import Key, KeyBy, done_restore, done_snapshot, key_from_json, key_to_json
+from minibatch_rx.windows.keys import (
+    Key,
+    KeyBy,
+    done_restore,
+    done_snapshot,
+    key_from_json,
+    key_to_json,
+    mark_done,
+)
 
 
 class KeyedCore(WindowCore):
@@ -60,7 +68,7 @@ class KeyedCore(WindowCore):
         self.bad.extend(core.rejected())
         for window in windows:
             if window.messages:
-                self.done[key] = max(self.done.get(key, 0), max(m.seq for m in window.messages))
+                mark_done(self.done, key, max(self.done.get(key, 0), max(m.seq for m in window.messages)))
         if core.held_min_seq() is None:
             del self.cores[key]
         else:

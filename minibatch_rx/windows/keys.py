@@ -73,13 +73,25 @@ def key_from_json(value: Any) -> Key:
     return tuple(map(key_from_json, value)) if isinstance(value, list) else value
 
 
+def mark_done(done: dict[Key, int], key: Key, seq: int) -> None:
+    """Note that ``key``'s windows are emitted up to ``seq``; the map stays in
+    the order of its updates, which is (nearly) the order of their seqs."""
+    done.pop(key, None)
+    done[key] = seq
+
+
 def done_snapshot(done: dict[Key, int], held: int | None, seen: int) -> Any:
     """The per-key "emitted up to" seqs still above the position (``held - 1``,
-    or ``seen`` when nothing is held); the others are dropped from ``done`` too."""
+    or ``seen`` when nothing is held). Those at or below it, oldest first, are
+    dropped from ``done``: a replay never reaches them. The copy is taken at C
+    speed (a snapshot is taken at every emitting step; few are written)."""
     acked = seen if held is None else held - 1
-    for key in [key for key, seq in done.items() if seq <= acked]:
+    while done:
+        key = next(iter(done))
+        if done[key] > acked:
+            break
         del done[key]
-    return {"done": [[key_to_json(key), seq] for key, seq in done.items()]} if done else None
+    return {"done": list(done.items())} if done else None
 
 
 def done_restore(state: Any) -> dict[Key, int]:
@@ -111,4 +123,4 @@ class KeyBy:
 
 
 __all__ = ["Key", "KeyBy", "done_restore", "done_snapshot", "key_from_json", "key_text", "key_to_json",
-           "normalise_key"]
+           "mark_done", "normalise_key"]
