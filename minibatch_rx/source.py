@@ -116,13 +116,19 @@ class _PushFeed:
                         self.caught_up = True
                         break
                     fresh, self.caught_up = self.caught_up, False
-                    for message in batch:
+                    full = len(batch) == self.batch_size
+                    if fresh:
+                        self.position = batch[0].seq
+                        hand_on(self.observer, self.progress, batch[0], True)
+                        batch = batch[1:]
+                    self.progress.behind = True
+                    on_next = self.observer.on_next
+                    for message in batch:  # the hot loop of every pipeline
                         if self.disposed:
                             break
                         self.position = message.seq
-                        hand_on(self.observer, self.progress, message, fresh)
-                        fresh = False
-                    self.progress.behind = len(batch) == self.batch_size
+                        on_next(message)
+                    self.progress.behind = full
             except Exception as exc:
                 self.disposed = True
                 self.observer.on_error(exc)

@@ -150,13 +150,15 @@ class TimeWindowCore(WindowCore):
             self.bad.append((message, str(error)))
             return []
         clock = self.clock
-        arrival = clock.arrival(message, now)
-        # (A record the restored state already saw: its spell is in the restored watermark.)
-        settled = clock.settled(arrival) if seq > self.restored_seen else -math.inf
-        if settled > -math.inf:  # the quiet spell before this record moved the watermark
-            wm = round(settled * 1_000_000)
-            if wm > self.wm:
-                self.wm = wm
+        arrival = now
+        if clock.settles:
+            arrival = clock.arrival(message, now)
+            # (A record the restored state already saw: its spell is in the restored watermark.)
+            settled = clock.settled(arrival) if seq > self.restored_seen else -math.inf
+            if settled > -math.inf:  # the quiet spell before this record moved the watermark
+                wm = round(settled * 1_000_000)
+                if wm > self.wm:
+                    self.wm = wm
         new_max = t > clock.max_time
         clock.arrived(t, arrival)
         if self.grid is not None:
@@ -178,7 +180,8 @@ class TimeWindowCore(WindowCore):
         return []
 
     def _place_on_grid(self, grid: Grid, message: Message, key: Key, t: int) -> None:
-        indexes = grid.indexes(t)
+        step, origin = grid.step, grid.origin
+        indexes = range((t - grid.size - origin) // step + 1, (t - origin) // step + 1)
         if not indexes:
             return  # in a gap between hopping windows
         if self.tentative:
@@ -188,9 +191,10 @@ class TimeWindowCore(WindowCore):
             self.next_close = self.cursor_due()
         windows = self.by_key.get(key)
         late = False
+        span = grid.size + self.grace
         for index in indexes:
-            start = grid.origin + index * grid.step
-            close = start + grid.size + self.grace
+            start = origin + index * step
+            close = start + span
             if (index < self.cursor) if self.cursor is not None else (close <= self.wm):
                 late = late or self._is_late(close)
                 continue

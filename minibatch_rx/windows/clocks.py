@@ -127,6 +127,8 @@ class RunClock(ABC):
     from_start = False
     """Whether the watermark follows the scheduler clock before any record
     arrived (ingest-time windows that emit empty windows)."""
+    settles = False
+    """Whether :meth:`settled` can move the watermark (else it is not asked)."""
 
     @abstractmethod
     def time_of(self, message: Message) -> float:
@@ -201,6 +203,8 @@ class _IngestClock(RunClock):
 
 
 class _EventClock(RunClock):
+    settles = True
+
     def __init__(self, read: Callable[[Any], Any], max_delay: float, idle: float) -> None:
         self.read, self.max_delay, self.idle = read, max_delay, idle
 
