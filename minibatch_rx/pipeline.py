@@ -22,6 +22,7 @@ from minibatch_rx.durations import Interval, to_seconds
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.naming import check_consumer, consumer_name, function_name
+from minibatch_rx.pipe_stage import rx_stage
 from minibatch_rx.running import PipelineHandle, claim, only_items
 from minibatch_rx.stages import (
     PROGRAMMING_ERRORS,
@@ -30,7 +31,6 @@ from minibatch_rx.stages import (
     RetryPolicy,
     Stage,
     item_stage,
-    rx_stage,
     sink_function,
     stream_sink_stage,
 )

@@ -223,6 +223,7 @@ class PipelineHandle:
         self.stuck: str | None = None
         self.error: BaseException | None = None
         self._done = threading.Event()
+        self._live = True  # False once stopping or done: read for every message, kept a plain flag
         self._disposed = threading.Event()
         self._stopping = False
         self._abandoned = False
@@ -261,6 +262,7 @@ class PipelineHandle:
 
     def _on_error(self, error: Exception) -> None:
         self.error = error
+        self._live = False
         self._done.set()
 
     def accepting_acks(self) -> bool:
@@ -271,7 +273,7 @@ class PipelineHandle:
     @property
     def running(self) -> bool:
         """True until the pipeline is stopped, fails, or reaches ``max_windows``."""
-        return not (self._stopping or self._done.is_set())
+        return self._live
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the pipeline is done; False if ``timeout`` passed first."""
@@ -291,6 +293,7 @@ class PipelineHandle:
         """
         with self._lock:
             self._stopping = True
+            self._live = False
             if self._stopper is None:
                 subscription, self._subscription = self._subscription, None
                 self._stopper = threading.Thread(target=self._dispose, args=(subscription,),
@@ -341,6 +344,7 @@ class PipelineHandle:
         """Release :meth:`join` and the consumer name, once; report dead letters."""
         with self._lock:
             finished, self._finished = self._finished, True
+        self._live = False
         self._done.set()
         if finished:
             return

@@ -20,7 +20,8 @@ from reactivex import Observable
 from reactivex.abc import SchedulerBase
 
 from minibatch_rx import InvalidArgumentError, Message, Stream, Window, stream
-from minibatch_rx.stages import Ack, Envelope, Failure, Item, RetryPolicy, rx_stage
+from minibatch_rx.pipe_stage import rx_stage
+from minibatch_rx.stages import Ack, Envelope, Failure, Item, RetryPolicy
 from minibatch_rx.testing import VirtualTime
 
 pytestmark = pytest.mark.timeout(60)

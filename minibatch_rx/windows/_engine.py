@@ -306,7 +306,15 @@ class _Run:
                 self.clock_step(now)
             if message.seq > self.last_seen:
                 self.last_seen = message.seq
-            self.step(lambda at: self.core.on_message(message, at), now)
+            # step(), inlined: this runs for every message.
+            try:
+                windows = self.core.on_message(message, now)
+            except Exception as error:
+                self.on_error(error)
+                return
+            if windows:
+                self.event += 1
+            self.emit(windows)
 
     def on_error(self, error: Exception) -> None:
         with self.lock:
