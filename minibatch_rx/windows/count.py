@@ -12,8 +12,8 @@ from minibatch_rx.message import Message
 from minibatch_rx.naming import label
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore, WindowOperator
-from minibatch_rx.windows.clocks import BadRecordError, ClockSpec
-from minibatch_rx.windows.keys import Key, KeyBy, done_restore, done_snapshot, mark_done
+from minibatch_rx.windows.clocks import ClockSpec
+from minibatch_rx.windows.keys import Key, KeyBy, KeyedProgress
 from minibatch_rx.windows.specs import WindowSpec
 
 
@@ -73,31 +73,19 @@ class _KeyedCountCore(WindowCore):
     held seq and the next timeout are read in O(1), and a timeout flush is
     journaled as "every buffer opened up to seq X"."""
 
-    # The position is the lowest seq any key holds, so a key's windows are often
-    # emitted past it; a replay after a restart feeds them again. ``done`` keeps,
-    # per key, the last seq already emitted, while it is above the position:
-    # a replayed message at or below it is skipped, not windowed anew.
-    clocked = True
+    clocked = True  # what each key emitted past the position is checkpointed (KeyedProgress)
 
     def __init__(self, size: int, timeout: float | None, key_by: KeyBy) -> None:
-        self.size, self.timeout, self.key_by = size, timeout, key_by
+        self.size, self.timeout = size, timeout
         self.buffers: dict[Key, list[Message]] = {}
         self.opened: dict[Key, float] = {}
-        self.done: dict[Key, int] = {}
-        self.seen = 0
+        self.progress = KeyedProgress(key_by)
         self.flushed_upto = 0
-        self.bad: list[tuple[Message, str]] = []
 
     def on_message(self, message: Message, now: float) -> list[Window]:
-        if message.seq > self.seen:
-            self.seen = message.seq
-        try:
-            key = self.key_by.key_of(message.data)
-        except BadRecordError as error:
-            self.bad.append((message, str(error)))
+        placed, key = self.progress.key_of(message)
+        if not placed:
             return []
-        if self.done and message.seq <= self.done.get(key, 0):
-            return []  # a replayed member of a window emitted before a restart
         buffer = self.buffers.get(key)
         if buffer is None:
             buffer = self.buffers[key] = [message]
@@ -111,7 +99,7 @@ class _KeyedCountCore(WindowCore):
     def _flush(self, key: Key) -> Window:
         buffer = self.buffers.pop(key)
         del self.opened[key]
-        mark_done(self.done, key, buffer[-1].seq)
+        self.progress.emitted(key, buffer[-1].seq)
         return Window(tuple(buffer), buffer[0].stream, key=key)
 
     def deadline(self) -> float | None:
@@ -148,15 +136,13 @@ class _KeyedCountCore(WindowCore):
         return next(iter(self.buffers.values()))[0].seq if self.buffers else None
 
     def rejected(self) -> list[tuple[Message, str]]:
-        bad, self.bad = self.bad, []
-        return bad
+        return self.progress.rejected()
 
     def snapshot(self) -> Any:
-        return done_snapshot(self.done, self.held_min_seq(), self.seen)
+        return self.progress.snapshot(self.held_min_seq())
 
     def restore(self, state: Any) -> None:
-        self.done = done_restore(state)
-        self.seen = max(self.done.values(), default=0)
+        self.progress.restore(state)
 
 
 @dataclass(frozen=True)

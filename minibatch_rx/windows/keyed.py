@@ -20,23 +20,14 @@ from typing import Any
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import EPS, WindowCore
-from minibatch_rx.windows.clocks import BadRecordError
-from minibatch_rx.windows.keys import (
-    Key,
-    KeyBy,
-    done_restore,
-    done_snapshot,
-    key_from_json,
-    key_to_json,
-    mark_done,
-)
+from minibatch_rx.windows.keys import Key, KeyBy, KeyedProgress, key_from_json, key_to_json
 
 
 class KeyedCore(WindowCore):
     """Runs a copy of ``prototype`` per key of ``key_by``."""
 
     def __init__(self, prototype: WindowCore, key_by: KeyBy) -> None:
-        self.prototype, self.key_by = prototype, key_by
+        self.prototype = prototype
         self.clocked = prototype.clocked
         self.waits_for_catch_up = prototype.waits_for_catch_up
         self.cores: dict[Key, WindowCore] = {}
@@ -44,12 +35,8 @@ class KeyedCore(WindowCore):
         self.counter = 0
         self.acted: list[tuple[Key, Any]] = []  # (key, its core's decision) of the last timer
         self.late_messages: list[Message] = []
-        self.bad: list[tuple[Message, str]] = []
         self.restored: dict[Key, Any] = {}
-        # Per key, the last seq a window emitted, while above the position: a
-        # replay after a restart skips what is at or below it (see count.py).
-        self.done: dict[Key, int] = {}
-        self.seen = 0
+        self.progress = KeyedProgress(key_by)
 
     def _core(self, key: Key, now: float) -> WindowCore:
         core = self.cores.get(key)
@@ -65,10 +52,10 @@ class KeyedCore(WindowCore):
     def _after(self, key: Key, core: WindowCore, windows: list[Window]) -> list[Window]:
         """Collect what a key's core produced, re-arm its timer, free it if empty."""
         self.late_messages.extend(core.late())
-        self.bad.extend(core.rejected())
+        self.progress.bad.extend(core.rejected())
         for window in windows:
             if window.messages:
-                mark_done(self.done, key, max(self.done.get(key, 0), max(m.seq for m in window.messages)))
+                self.progress.emitted(key, max(m.seq for m in window.messages))
         if core.held_min_seq() is None:
             del self.cores[key]
         else:
@@ -80,15 +67,9 @@ class KeyedCore(WindowCore):
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         self.stream = message.stream
-        if message.seq > self.seen:
-            self.seen = message.seq
-        try:
-            key = self.key_by.key_of(message.data)
-        except BadRecordError as error:
-            self.bad.append((message, str(error)))
+        placed, key = self.progress.key_of(message)
+        if not placed:
             return []
-        if self.done and message.seq <= self.done.get(key, 0):
-            return []  # a replayed member of a window emitted before a restart
         core = self._core(key, now)
         return self._after(key, core, core.on_message(message, now))
 
@@ -152,21 +133,19 @@ class KeyedCore(WindowCore):
         return late
 
     def rejected(self) -> list[tuple[Message, str]]:
-        bad, self.bad = self.bad, []
-        return bad
+        return self.progress.rejected()
 
     def snapshot(self) -> Any:
         states = [[key_to_json(key), state] for key, core in self.cores.items()
                   if (state := core.snapshot()) is not None]
-        done = done_snapshot(self.done, self.held_min_seq(), self.seen)
+        done = self.progress.snapshot(self.held_min_seq())
         if not states and done is None:
             return None
         return {"keys": states, **(done or {})}
 
     def restore(self, state: Any) -> None:
         self.restored = {key_from_json(key): sub for key, sub in state.get("keys", [])}
-        self.done = done_restore(state)
-        self.seen = max(self.done.values(), default=0)
+        self.progress.restore(state)
 
 
 __all__ = ["KeyedCore"]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from minibatch_rx.message import Message
 from minibatch_rx.naming import function_name, label
 from minibatch_rx.windows.clocks import BadRecordError, field_reader
 
@@ -73,32 +74,6 @@ def key_from_json(value: Any) -> Key:
     return tuple(map(key_from_json, value)) if isinstance(value, list) else value
 
 
-def mark_done(done: dict[Key, int], key: Key, seq: int) -> None:
-    """Note that ``key``'s windows are emitted up to ``seq``; the map stays in
-    the order of its updates, which is (nearly) the order of their seqs."""
-    done.pop(key, None)
-    done[key] = seq
-
-
-def done_snapshot(done: dict[Key, int], held: int | None, seen: int) -> Any:
-    """The per-key "emitted up to" seqs still above the position (``held - 1``,
-    or ``seen`` when nothing is held). Those at or below it, oldest first, are
-    dropped from ``done``: a replay never reaches them. The copy is taken at C
-    speed (a snapshot is taken at every emitting step; few are written)."""
-    acked = seen if held is None else held - 1
-    while done:
-        key = next(iter(done))
-        if done[key] > acked:
-            break
-        del done[key]
-    return {"done": list(done.items())} if done else None
-
-
-def done_restore(state: Any) -> dict[Key, int]:
-    """The map :func:`done_snapshot` saved."""
-    return {key_from_json(key): int(seq) for key, seq in state.get("done", [])}
-
-
 @dataclass(frozen=True)
 class KeyBy:
     """Partition records by ``source``: a field name of the value, or a
@@ -122,5 +97,67 @@ class KeyBy:
         return normalise_key(key)
 
 
-__all__ = ["Key", "KeyBy", "done_restore", "done_snapshot", "key_from_json", "key_text", "key_to_json",
-           "mark_done", "normalise_key"]
+class KeyedProgress:
+    """What a per-key core keeps besides its windows (count windows and
+    :class:`~minibatch_rx.windows.keyed.KeyedCore`).
+
+    The position is the lowest seq any key holds, so a key's windows are often
+    emitted past it, and a replay after a restart feeds them again. ``done``
+    keeps, per key, the last seq already emitted while it is above the
+    position, in the order of its updates (nearly the order of their seqs), so
+    a replayed record at or below it is skipped, not windowed anew.
+    """
+
+    def __init__(self, key_by: KeyBy) -> None:
+        self.key_by = key_by
+        self.done: dict[Key, int] = {}
+        self.seen = 0
+        self.bad: list[tuple[Message, str]] = []
+
+    def key_of(self, message: Message) -> tuple[bool, Key]:
+        """``(True, key)`` for a record to window; ``(False, None)`` for one
+        without a valid key (kept for the dead-letter stream) or a replayed
+        member of a window emitted before a restart."""
+        if message.seq > self.seen:
+            self.seen = message.seq
+        try:
+            key = self.key_by.key_of(message.data)
+        except BadRecordError as error:
+            self.bad.append((message, str(error)))
+            return False, None
+        if self.done and message.seq <= self.done.get(key, 0):
+            return False, None
+        return True, key
+
+    def emitted(self, key: Key, seq: int) -> None:
+        """``key``'s windows are emitted up to ``seq``."""
+        done = self.done
+        seq = max(seq, done.pop(key, 0))
+        done[key] = seq
+
+    def rejected(self) -> list[tuple[Message, str]]:
+        """The records found without a valid key since the last call."""
+        bad, self.bad = self.bad, []
+        return bad
+
+    def snapshot(self, held: int | None) -> Any:
+        """The "emitted up to" seqs still above the position (``held - 1``, or
+        the highest seq seen when nothing is held); those at or below it,
+        oldest first, are dropped, since a replay never reaches them. Copied at
+        C speed: a snapshot is taken at every emitting step, few are written."""
+        acked = self.seen if held is None else held - 1
+        done = self.done
+        while done:
+            key = next(iter(done))
+            if done[key] > acked:
+                break
+            del done[key]
+        return {"done": list(done.items())} if done else None
+
+    def restore(self, state: Any) -> None:
+        """Continue from what :meth:`snapshot` saved."""
+        self.done = {key_from_json(key): int(seq) for key, seq in state.get("done", [])}
+        self.seen = max(self.done.values(), default=0)
+
+
+__all__ = ["Key", "KeyBy", "KeyedProgress", "key_from_json", "key_text", "key_to_json", "normalise_key"]
