@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from minibatch_rx import Stream, stream
@@ -46,3 +50,16 @@ def failing_dead_letters(store: Store) -> Iterator[Store]:
         yield store
     finally:
         store.append = real_append  # type: ignore[method-assign]
+
+
+def mypy_errors(snippet: str, folder: Path) -> tuple[list[str], str]:
+    """The ``mypy --strict`` errors of ``snippet`` (a user's file importing the
+    package from this checkout), and mypy's whole output for the failure message."""
+    (folder / "snippet.py").write_text(snippet)
+    env = {**os.environ, "MYPYPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(folder / "cache"),
+         "--config-file", "", "snippet.py"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=240,
+    )
+    return [line for line in result.stdout.splitlines() if line.startswith("snippet.py:")], result.stdout

@@ -7,16 +7,12 @@ its stage is reported on its line.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import mypy_errors
 
 pytestmark = pytest.mark.timeout(300)
-
-REPO = Path(__file__).resolve().parent.parent
 
 SNIPPET = '''
 from typing import Any, assert_type
@@ -47,13 +43,6 @@ wrong = windows.map(len).map(mean)  # len gives int: mean cannot take it (line 2
 
 
 def test_pipeline_values_are_typed_for_mypy_strict(tmp_path: Path) -> None:
-    (tmp_path / "snippet.py").write_text(SNIPPET)
-    env = {**os.environ, "MYPYPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"),
-         "--config-file", "", "snippet.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )
-    errors = [line for line in result.stdout.splitlines() if line.startswith("snippet.py:")]
-    assert len(errors) == 1, result.stdout
-    assert errors[0].startswith("snippet.py:25:") and "Callable[[int], float]" in errors[0], result.stdout
+    errors, output = mypy_errors(SNIPPET, tmp_path)
+    assert len(errors) == 1, output
+    assert errors[0].startswith("snippet.py:25:") and "Callable[[int], float]" in errors[0], output
