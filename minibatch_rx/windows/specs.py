@@ -84,6 +84,11 @@ class Custom(WindowSpec):
 
     @property
     def label(self) -> str:
+        owner = getattr(self.make, "__self__", None)
+        if owner is not None and not isinstance(owner, type):
+            # A bound method (a WindowEmitter's .operator): name its object's class, not
+            # the class defining the method, or two emitters would share a consumer name.
+            return f"window:{type(owner).__qualname__}.{getattr(self.make, '__name__', 'operator')}"
         return f"window:{function_name(self.make)}"
 
     def check(self, key_by: KeyBy | None, clock: ClockSpec | None) -> None:

@@ -12,6 +12,7 @@ from reactivex.testing.mockobserver import MockObserver
 
 from minibatch_rx import InvalidArgumentError, Message, Window, WindowEmitter
 from minibatch_rx.testing import Emission, VirtualTime
+from minibatch_rx.windows import Custom
 from windows.marbles import msg, next_values, notifications, on_completed, on_next
 
 
@@ -242,3 +243,17 @@ def test_query_returning_an_already_emitted_message_is_refused() -> None:
     error = error_at(results, 1)
     assert isinstance(error, InvalidArgumentError)
     assert "message 1, which is not pending" in str(error)
+
+
+def test_two_emitter_classes_get_different_default_consumer_names() -> None:
+    # The label (and so the default consumer name) named the class defining
+    # .operator, WindowEmitter, for every emitter: two strategies shared a position.
+    class Evens(WindowEmitter):
+        """One of two strategies written by subclassing the same base."""
+
+    class Odds(WindowEmitter):
+        """The other."""
+
+    evens, odds = Custom(Evens("names").operator).label, Custom(Odds("names").operator).label
+    assert evens != odds
+    assert "Evens" in evens and "Odds" in odds
