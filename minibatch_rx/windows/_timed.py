@@ -181,7 +181,7 @@ class TimeWindowCore(WindowCore):
 
     def _place_on_grid(self, grid: Grid, message: Message, key: Key, t: int) -> None:
         step, origin = grid.step, grid.origin
-        indexes = range((t - grid.size - origin) // step + 1, (t - origin) // step + 1)
+        indexes = grid.indexes(t)
         if not indexes:
             return  # in a gap between hopping windows
         if self.tentative:
@@ -312,11 +312,9 @@ class TimeWindowCore(WindowCore):
         out: list[Window] = []
         wm = self.wm
         if self.cursor is not None:
-            grid = self.grid
-            assert grid is not None
             windows = self.by_key.get(None, {})
             before = self.cursor
-            while grid.bounds(self.cursor)[1] + self.grace <= wm:
+            while self.cursor_due() <= wm:
                 window = windows.pop(self.cursor, None)
                 if window is not None:
                     window.alive = False
@@ -401,8 +399,7 @@ class TimeWindowCore(WindowCore):
     def _next_due(self) -> int | None:
         """Microseconds at which the watermark closes the next window."""
         if self.cursor is not None:
-            assert self.grid is not None
-            return self.grid.bounds(self.cursor)[1] + self.grace
+            return self.cursor_due()
         heap = self.heap
         while heap and (not heap[0][3].alive or heap[0][3].close != heap[0][0]):
             heapq.heappop(heap)  # stale entries

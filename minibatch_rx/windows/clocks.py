@@ -111,12 +111,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def value_of(message: Message) -> Any:
-    """What key and time functions are given: the payload (or the value a
-    previous stage produced, which windows carry as the record's ``data``)."""
-    return message.data
-
-
 class RunClock(ABC):
     """The clock of one window operator run. Times are epoch seconds."""
 
