@@ -116,19 +116,10 @@ class _PushFeed:
                         self.caught_up = True
                         break
                     fresh, self.caught_up = self.caught_up, False
-                    full = len(batch) == self.batch_size
-                    if fresh:
-                        self.position = batch[0].seq
-                        hand_on(self.observer, self.progress, batch[0], True)
-                        batch = batch[1:]
-                    self.progress.behind = True
-                    on_next = self.observer.on_next
-                    for message in batch:  # the hot loop of every pipeline
-                        if self.disposed:
-                            break
-                        self.position = message.seq
-                        on_next(message)
-                    self.progress.behind = full
+                    last = hand_on(self.observer, self.progress, batch, fresh, lambda: self.disposed)
+                    if last is not None:
+                        self.position = last
+                    self.progress.behind = len(batch) == self.batch_size
             except Exception as exc:
                 self.disposed = True
                 self.observer.on_error(exc)
@@ -141,17 +132,30 @@ class _PushFeed:
             self.remove_listener()
 
 
-def hand_on(observer: abc.ObserverBase[Message], progress: ReadProgress, message: Message,
-            fresh: bool) -> None:
-    """Hand ``message`` on, saying whether a backlog is being read. The first
-    message read after the reader had reached the end of the stream is new:
-    the clock may decide before it (say, that the stream's time moved on
-    while it was quiet, making it late). Every other message of a batch, and
-    everything read before the reader first reached the end (the replay after
-    a restart), is read as a backlog: the clock waits."""
-    progress.behind = not fresh
-    observer.on_next(message)
+def hand_on(observer: abc.ObserverBase[Message], progress: ReadProgress, batch: list[Message],
+            fresh: bool, stopped: Callable[[], bool]) -> int | None:
+    """Hand a batch on, saying whether a backlog is being read; returns the
+    seq of the last message handed on (``None``: none, stopped first).
+
+    The first message read after the reader had reached the end of the stream
+    (``fresh``) is new: the clock may decide before it (say, that the stream's
+    time moved on while it was quiet, making it late). Every other message of
+    a batch, and everything read before the reader first reached the end (the
+    replay after a restart), is read as a backlog: the clock waits."""
+    last = None
+    on_next = observer.on_next
+    if fresh and batch and not stopped():
+        progress.behind = False
+        on_next(batch[0])
+        last = batch[0].seq
+        batch = batch[1:]
     progress.behind = True
+    for message in batch:  # the hot loop of every pipeline
+        if stopped():
+            break
+        on_next(message)
+        last = message.seq
+    return last
 
 
 class _PullFeed:
@@ -184,14 +188,12 @@ class _PullFeed:
                     caught_up = True
                     self.survive_outage(partial(self.wait_for_more, position))
                     continue
-                fresh = caught_up
+                last = hand_on(self.observer, self.progress, batch, caught_up, self.stop.is_set)
                 caught_up = False
-                for message in batch:
-                    if self.stop.is_set():
-                        return
-                    position = message.seq
-                    hand_on(self.observer, self.progress, message, fresh)
-                    fresh = False
+                if self.stop.is_set():
+                    return
+                if last is not None:
+                    position = last
                 # A short batch reached the end of the stream as it was then.
                 self.progress.behind = len(batch) == self.batch_size
         except Exception as exc:
