@@ -35,6 +35,7 @@ DEADLINE = 280.0  # seconds; the session-wide pytest timeout is 300
 
 PRODUCER_CODE = """
 import sys
+import time
 from minibatch_rx import Stream
 
 url, name, producer, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -44,6 +45,9 @@ if sys.stdin.readline().strip() != "go":
     sys.exit(3)
 for i in range(count):
     stream.append({"producer": producer, "i": i})
+    # Pacing, not waiting: a writer that re-takes SQLite's lock at once can run
+    # its 2,000 appends before the next producer is even scheduled (2 cores).
+    time.sleep(0.0002)
 print("done", flush=True)
 """
 

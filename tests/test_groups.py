@@ -21,11 +21,13 @@ from minibatch_rx import Stream, stream
 WORKER = Path(__file__).parent / "workers" / "consumer.py"
 PRODUCER = """
 import sys
+import time
 from minibatch_rx import stream
 url, name, producer, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 s = stream(name, url)
 for i in range(count):
     s.append({"producer": producer, "i": i})
+    time.sleep(0.0002)  # pacing: a burst faster than a lease round lets one member take every window
 """
 PER_PRODUCER = {"sqlite": 2000, "mongodb": 250}
 
