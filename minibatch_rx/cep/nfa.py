@@ -1,0 +1,602 @@
+"""The automaton behind a pattern, with the semantics of Apache Flink's CEP NFA.
+
+A pattern compiles (back to front, as Flink's compiler does) into states joined
+by edges of three kinds: TAKE (the event joins the match), IGNORE (the event is
+skipped, the state is kept) and PROCEED (an epsilon move, tried on the same
+event). A *run* holds the partial matches of one key. Each partial match keeps
+its own path of taken events as a shared linked list, so extracting a match is a
+walk back along it (Flink keeps one shared buffer with Dewey versions for this;
+the paths are the same).
+
+Negative steps become STOP states (reaching one kills the branch), a trailing
+``not_followed_by`` a PENDING state that turns into a match when the ``within``
+time passes. Greedy loops put "and the loop cannot take it" on the edges of the
+state after the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from minibatch_rx.cep.pattern import Contiguity, Step, Test
+from minibatch_rx.errors import InvalidArgumentError, MinibatchError
+
+if TYPE_CHECKING:
+    from minibatch_rx.cep.pattern import Pattern
+
+TAKE, IGNORE, PROCEED = 0, 1, 2
+START, NORMAL, FINAL, STOP, PENDING = 0, 1, 2, 3, 4
+_INF = math.inf
+
+#: A path of taken events: (step name, event id, time, event, rest of the path) or None.
+Path = tuple[str, int, float, Any, "Path"] | None
+
+
+class PatternError(MinibatchError, RuntimeError):
+    """A pattern failed while matching (a ``strict`` skip strategy found no step to skip to)."""
+
+
+def _always(event: Any, ctx: Any) -> bool:
+    return True
+
+
+def _not(test: Test) -> Test:
+    def negated(event: Any, ctx: Any) -> bool:
+        return not test(event, ctx)
+
+    return negated
+
+
+def _and(first: Test, second: Test) -> Test:
+    if first is _always:
+        return second
+    if second is _always:
+        return first
+
+    def both(event: Any, ctx: Any) -> bool:
+        return bool(first(event, ctx)) and bool(second(event, ctx))
+
+    return both
+
+
+class Edge:
+    """A transition: ``action`` from ``source`` to ``target`` when ``test`` holds."""
+
+    __slots__ = ("action", "source", "target", "test")
+
+    def __init__(self, action: int, source: State, target: State, test: Test) -> None:
+        self.action = action
+        self.source = source
+        self.target = target
+        self.test = test
+
+
+class State:
+    """A state of the automaton, named after the step it belongs to."""
+
+    __slots__ = ("edges", "kind", "step")
+
+    def __init__(self, step: str, kind: int) -> None:
+        self.step = step
+        self.kind = kind
+        self.edges: list[Edge] = []
+
+    def add(self, action: int, target: State, test: Test) -> None:
+        self.edges.append(Edge(action, self, target, test))
+
+    def __repr__(self) -> str:
+        return f"State({self.step!r}, {('START', 'NORMAL', 'FINAL', 'STOP', 'PENDING')[self.kind]})"
+
+
+class _Compiler:
+    """Builds the states of a pattern from its last step to its first."""
+
+    def __init__(self, steps: tuple[Step, ...], window: float | None) -> None:
+        self.steps = steps
+        self.window = window
+        self.states: list[State] = []
+        self.stops: dict[str, State] = {}
+        self.originals: dict[int, State] = {}  # id(state) -> its un-greedy copy (until)
+        self.i = len(steps) - 1
+
+    @property
+    def cur(self) -> Step:
+        return self.steps[self.i]
+
+    def new(self, step: str, kind: int) -> State:
+        state = State(step, kind)
+        self.states.append(state)
+        return state
+
+    def compile(self) -> State:
+        final = self.new("$end", FINAL)
+        sink = final
+        while self.i > 0:
+            cur = self.cur
+            if cur.contiguity is Contiguity.NOT_FOLLOWED:
+                if self.window is not None and sink.kind == FINAL:
+                    pending = self.new(cur.name, PENDING)
+                    test = take_test(cur)
+                    pending.add(PROCEED, self.stop(test, cur.name), test)
+                    pending.add(IGNORE, pending, _not(test))
+                    sink = pending
+                # else: a not_followed_by in the middle becomes stop edges of later states
+            elif cur.contiguity is Contiguity.NOT_NEXT:
+                notnext = self.new(cur.name, NORMAL)
+                test = take_test(cur)
+                stop = self.stop(test, cur.name)
+                if sink.kind == FINAL:  # an ignore, so that reaching the end waits for one event
+                    notnext.add(IGNORE, sink, _not(test))
+                else:
+                    notnext.add(PROCEED, sink, _not(test))
+                notnext.add(PROCEED, stop, test)
+                sink = notnext
+            else:
+                sink = self.convert(sink)
+            self.i -= 1
+        start = self.convert(sink)
+        start.kind = START
+        return start
+
+    # -- not_followed_by bookkeeping --------------------------------------------
+
+    def current_nots(self) -> list[tuple[Test, str]]:
+        """The not_followed_by steps reachable backwards through optional steps."""
+        nots: list[tuple[Test, str]] = []
+        j = self.i
+        while j > 0 and (
+            self.steps[j - 1].optional or self.steps[j - 1].contiguity is Contiguity.NOT_FOLLOWED
+        ):
+            j -= 1
+            if self.steps[j].contiguity is Contiguity.NOT_FOLLOWED:
+                nots.append((take_test(self.steps[j]), self.steps[j].name))
+        return nots
+
+    def stop(self, test: Test, name: str) -> State:
+        state = self.stops.get(name)
+        if state is None:
+            state = self.stops[name] = self.new(name, STOP)
+            state.add(TAKE, state, test)
+        return state
+
+    def add_stops(self, state: State) -> None:
+        for test, name in self.current_nots():
+            state.add(PROCEED, self.stop(test, name), test)
+
+    def add_stop_to_loop(self, state: State) -> None:
+        following = self.steps[self.i + 1] if self.i + 1 < len(self.steps) else None
+        if following is not None and following.contiguity is Contiguity.NOT_FOLLOWED:
+            test = take_test(following)
+            state.add(PROCEED, self.stop(test, following.name), test)
+
+    def without_nots(self, sink: State) -> State:
+        """A copy of ``sink`` whose stop edges of earlier not_followed_by steps are
+        dropped: taking an event in an optional step ends those negations."""
+        nots = self.current_nots()
+        if not nots or not self.cur.optional:
+            return sink
+        names = {name for _, name in nots}
+        copy = self.new(sink.step, sink.kind)
+        for edge in sink.edges:
+            if edge.action == PROCEED:
+                target = edge.target
+                if target.kind == STOP:
+                    if target.step in names:
+                        continue
+                else:
+                    target = self.without_nots(target)
+                copy.add(PROCEED, target, edge.test)
+            else:
+                copy.add(edge.action, copy if edge.target is sink else edge.target, edge.test)
+        return copy
+
+    def copy(self, state: State) -> State:
+        twin = self.new(state.step, state.kind)
+        for edge in state.edges:
+            twin.add(edge.action, twin if edge.target is state else edge.target, edge.test)
+        return twin
+
+    # -- steps -------------------------------------------------------------------
+
+    def convert(self, sink: State) -> State:
+        cur = self.cur
+        if cur.kind == "looping":
+            looping = self.looping(self.without_nots(sink))
+            first = self.times(looping, sink, cur.low, cur.low)
+        elif cur.kind == "times":
+            assert cur.high is not None
+            first = self.times(sink, sink, cur.low, cur.high)
+        else:
+            first = self.singleton(sink, sink, take_test(cur), ignore_test(cur.contiguity, cur), cur.optional)
+        self.add_stops(first)
+        return first
+
+    def times(self, sink: State, proceed: State, low: int, high: int) -> State:
+        cur = self.cur
+        until = cur.until
+        inner_ignore = with_until(ignore_test(cur.inner, cur), until, take=False)
+        take = with_until(take_test(cur), until, take=True)
+        assert take is not None
+        if cur.greedy and low != high:
+            if until is not None:
+                self.originals[id(sink)] = self.copy(sink)
+            self.make_greedy(sink, take)
+        last = sink
+        for _ in range(low, high):
+            last = self.singleton(last, proceed, take, inner_ignore, True)
+            self.add_stop_to_loop(last)
+        for _ in range(low - 1):
+            last = self.singleton(last, None, take, inner_ignore, False)
+            self.add_stop_to_loop(last)
+        return self.singleton(last, proceed, take, ignore_test(cur.contiguity, cur), cur.optional)
+
+    def singleton(
+        self, sink: State, proceed: State | None, take: Test, ignore: Test | None, optional: bool
+    ) -> State:
+        cur = self.cur
+        state = self.new(cur.name, NORMAL)
+        target = self.without_nots(sink)
+        state.add(TAKE, target, take)
+        if optional and proceed is not None:
+            if cur.greedy and cur.until is not None:
+                until = cur.until
+                state.add(PROCEED, self.originals.get(id(proceed), proceed), until)
+                state.add(PROCEED, proceed, _not(until))
+            else:
+                state.add(PROCEED, proceed, _always)
+        if ignore is not None:
+            if optional:
+                waiting = self.new(cur.name, NORMAL)
+                waiting.add(TAKE, target, take)
+                waiting.add(IGNORE, waiting, ignore)
+                self.add_stops(waiting)
+            else:
+                waiting = state
+            state.add(IGNORE, waiting, ignore)
+        return state
+
+    def looping(self, sink: State) -> State:
+        cur = self.cur
+        until = cur.until
+        ignore = with_until(ignore_test(cur.inner, cur), until, take=False)
+        take = with_until(take_test(cur), until, take=True)
+        assert take is not None
+        state = self.new(cur.name, NORMAL)
+        if cur.greedy:
+            if until is not None:
+                twin = self.copy(sink)
+                state.add(PROCEED, twin, until)
+                self.originals[id(sink)] = twin
+                state.add(PROCEED, sink, _not(until))
+            else:
+                state.add(PROCEED, sink, _always)
+            self.make_greedy(sink, take_test(cur))
+        else:
+            state.add(PROCEED, sink, _always)
+        state.add(TAKE, state, take)
+        self.add_stop_to_loop(state)
+        if ignore is not None:
+            waiting = self.new(cur.name, NORMAL)
+            waiting.add(TAKE, state, take)
+            waiting.add(IGNORE, waiting, ignore)
+            state.add(IGNORE, waiting, ignore)
+            self.add_stop_to_loop(waiting)
+        return state
+
+    @staticmethod
+    def make_greedy(state: State, take: Test) -> None:
+        """The edges of the state after a greedy loop apply only when the loop cannot take."""
+        refuse = _not(take)
+        for edge in state.edges:
+            edge.test = _and(edge.test, refuse)
+
+
+def take_test(step: Step) -> Test:
+    return step.test if step.test is not None else _always
+
+
+def ignore_test(contiguity: Contiguity, step: Step) -> Test | None:
+    if contiguity is Contiguity.STRICT:
+        return None
+    if contiguity is Contiguity.ANY:
+        return _always
+    return _not(take_test(step))
+
+
+def with_until(test: Test | None, until: Test | None, *, take: bool) -> Test | None:
+    if until is None:
+        return test
+    if test is not None:
+        return _and(_not(until), test)
+    return _not(until) if take else None
+
+
+class Automaton:
+    """A compiled pattern: its start state, ``within`` bound and skip strategy."""
+
+    __slots__ = ("after", "names", "start", "states", "window")
+
+    def __init__(self, pattern: Pattern[Any]) -> None:
+        steps = pattern.steps
+        last = steps[-1]
+        if last.contiguity is Contiguity.NOT_FOLLOWED and pattern.window is None:
+            raise InvalidArgumentError(
+                f"a pattern may not end with not_followed_by({last.name!r}) unless it has "
+                "within(): the absence is only known once the time has passed"
+            )
+        after = pattern.after_match
+        if after.step is not None and after.step not in pattern.names:
+            raise InvalidArgumentError(
+                f"{after!r} names the step {after.step!r}, which is not in the pattern "
+                f"(steps: {', '.join(pattern.names)})"
+            )
+        compiler = _Compiler(steps, pattern.window)
+        self.start = compiler.compile()
+        self.states = compiler.states
+        self.window = pattern.window
+        self.after = after
+        self.names = pattern.names
+
+    def run(self) -> Run:
+        """A fresh matcher (the state of one key)."""
+        return Run(self)
+
+
+def compile_pattern(pattern: Pattern[Any]) -> Automaton:
+    """Check ``pattern`` and build its automaton."""
+    return Automaton(pattern)
+
+
+class Partial:
+    """A partial match (Flink's computation state)."""
+
+    __slots__ = ("path", "prev_ts", "start_id", "start_ts", "state")
+
+    def __init__(
+        self, state: State, path: Path, start_ts: float, start_id: int | None, prev_ts: float
+    ) -> None:
+        self.state = state
+        self.path = path
+        self.start_ts = start_ts
+        self.start_id = start_id
+        self.prev_ts = prev_ts
+
+    @property
+    def order(self) -> float:
+        """Flink's order of partial matches: by first event (the start state last)."""
+        return _INF if self.start_id is None else self.start_id
+
+
+class Context:
+    """What an iterative condition sees: the partial match it would extend.
+
+    >>> # Pattern.begin('a').one_or_more().where(lambda e, ctx: e > sum(ctx.events('a')))
+    """
+
+    __slots__ = ("_path", "time")
+
+    def __init__(self, path: Path, time: float) -> None:
+        self._path = path
+        #: The time of the event being tested.
+        self.time = time
+
+    def events(self, step: str) -> list[Any]:
+        """The events already accepted for ``step`` in this partial match, in order."""
+        found = []
+        node = self._path
+        while node is not None:
+            if node[0] == step:
+                found.append(node[3])
+            node = node[4]
+        found.reverse()
+        return found
+
+
+def path_events(path: Path) -> list[tuple[str, int, float, Any]]:
+    """The taken events of a path, first first."""
+    out = []
+    node = path
+    while node is not None:
+        out.append((node[0], node[1], node[2], node[3]))
+        node = node[4]
+    out.reverse()
+    return out
+
+
+class Run:
+    """The partial matches of one key, advanced event by event."""
+
+    __slots__ = ("_auto", "completed", "partials")
+
+    def __init__(self, auto: Automaton) -> None:
+        self._auto = auto
+        self.partials: list[Partial] = [Partial(auto.start, None, -_INF, None, -_INF)]
+        self.completed: list[Partial] = []  # matches waiting for earlier partial matches
+
+    @property
+    def active(self) -> int:
+        """The number of partial matches (the start state not counted)."""
+        return len(self.partials) - 1
+
+    def lowest_id(self) -> int | None:
+        """The lowest event id any partial or waiting match holds."""
+        lowest: int | None = None
+        for group in (self.partials, self.completed):
+            for partial in group:
+                node = partial.path
+                while node is not None:
+                    if lowest is None or node[1] < lowest:
+                        lowest = node[1]
+                    node = node[4]
+        return lowest
+
+    def process(self, event: Any, ts: float, eid: int) -> list[Partial]:
+        """Feed one event (at time ``ts``, id ``eid`` increasing); the matches it completes."""
+        fresh: list[Partial] = []
+        found: list[Partial] = []
+        for partial in self.partials:
+            nexts = self._next(partial, event, ts, eid)
+            stopped = False
+            keep = []
+            for nxt in nexts:
+                kind = nxt.state.kind
+                if kind == FINAL:
+                    found.append(nxt)
+                elif kind == STOP:
+                    stopped = True
+                else:
+                    keep.append(nxt)
+            if not stopped:
+                fresh.extend(keep)
+        if self._auto.after.skips:
+            out: list[Partial] = []
+            self._emit(found, fresh, out)
+        else:
+            out = sorted(found, key=_order) if len(found) > 1 else found
+        self.partials = fresh
+        return out
+
+    def advance(self, ts: float) -> tuple[list[Partial], list[Partial]]:
+        """Move time to ``ts``: partial matches whose first event is ``within`` or more
+        before it time out; trailing absences that held become matches.
+        Returns (matches, timed-out partial matches)."""
+        window = self._auto.window
+        if window is None:
+            return [], []
+        timeouts: list[Partial] = []
+        pending: list[Partial] = []
+        keep: list[Partial] = []
+        for partial in self.partials:
+            if partial.state.kind != START and ts - partial.start_ts >= window:
+                if partial.state.kind == PENDING:
+                    pending.append(partial)
+                else:
+                    timeouts.append(partial)
+            else:
+                keep.append(partial)
+        out: list[Partial] = []
+        if pending or self.completed:
+            self._emit(pending, keep, out)
+        self.partials = keep
+        return out, timeouts
+
+    # -- internals ---------------------------------------------------------------
+
+    def _next(self, partial: Partial, event: Any, ts: float, eid: int) -> list[Partial]:
+        ctx: Context | None = None
+        edges: list[Edge] = []
+        stack = [partial.state]
+        while stack:
+            state = stack.pop()
+            for edge in state.edges:
+                test = edge.test
+                if test is not _always:
+                    if ctx is None:
+                        ctx = Context(partial.path, ts)
+                    if not test(event, ctx):
+                        continue
+                if edge.action == PROCEED:
+                    stack.append(edge.target)
+                else:
+                    edges.append(edge)
+        out: list[Partial] = []
+        starting = partial.state.kind == START
+        for edge in edges:
+            if edge.action == IGNORE:
+                if not starting:
+                    out.append(
+                        Partial(
+                            edge.target, partial.path, partial.start_ts, partial.start_id, partial.prev_ts
+                        )
+                    )
+                continue
+            path: Path = (edge.source.step, eid, ts, event, partial.path)
+            start_id: int | None
+            if starting:
+                start_ts, start_id = ts, eid
+            else:
+                start_ts, start_id = partial.start_ts, partial.start_id
+            out.append(Partial(edge.target, path, start_ts, start_id, ts))
+            final = self._final_after(edge.target, event, partial.path, ts)
+            if final is not None:
+                out.append(Partial(final, path, start_ts, start_id, ts))
+        if starting:
+            out.append(partial)
+        return out
+
+    @staticmethod
+    def _final_after(state: State, event: Any, path: Path, ts: float) -> State | None:
+        """The final state reachable from ``state`` by proceeding on ``event``, if any."""
+        ctx: Context | None = None
+        stack = [state]
+        while stack:
+            current = stack.pop()
+            for edge in current.edges:
+                if edge.action != PROCEED:
+                    continue
+                if edge.test is not _always:
+                    if ctx is None:
+                        ctx = Context(path, ts)
+                    if not edge.test(event, ctx):
+                        continue
+                if edge.target.kind == FINAL:
+                    return edge.target
+                stack.append(edge.target)
+        return None
+
+    def _emit(self, found: list[Partial], partials: list[Partial], out: list[Partial]) -> None:
+        """Emit completed matches in order of their first event, each once no partial
+        match started earlier; each emitted match prunes by the skip strategy."""
+        completed = self.completed
+        if found:
+            completed.extend(found)
+            completed.sort(key=_order)
+        while completed:
+            earliest = completed[0]
+            first_partial = min(p.order for p in partials) if partials else _INF
+            if earliest.order > first_partial:
+                break
+            completed.pop(0)
+            prune = self._pruning_id(earliest.path)
+            if prune is not None:
+                strict_before = self._auto.after.kind in ("skip_to_first", "skip_to_last")
+                partials[:] = [p for p in partials if not _pruned(p, prune, strict_before)]
+                completed[:] = [p for p in completed if not _pruned(p, prune, strict_before)]
+            out.append(earliest)
+
+    def _pruning_id(self, path: Path) -> int | None:
+        after = self._auto.after
+        kind = after.kind
+        if kind == "no_skip":
+            return None
+        taken = path_events(path)
+        ids = [t[1] for t in taken]
+        if kind == "skip_to_next":
+            return min(ids)
+        if kind == "skip_past_last_event":
+            return max(ids)
+        of_step = [t[1] for t in taken if t[0] == after.step]
+        if not of_step:
+            if after.strict:
+                raise PatternError(f"{after!r}: the match has no event for step {after.step!r} to skip to")
+            return None
+        prune = of_step[0] if kind == "skip_to_first" else of_step[-1]
+        if after.strict and prune == min(ids):
+            raise PatternError(f"{after!r}: cannot skip to the first event of a match")
+        return prune
+
+
+def _order(partial: Partial) -> float:
+    return partial.order
+
+
+def _pruned(partial: Partial, prune: int, strict_before: bool) -> bool:
+    start = partial.start_id
+    if start is None:
+        return False
+    return start < prune if strict_before else start <= prune
+
+
+Reader = Callable[[Any], float]
