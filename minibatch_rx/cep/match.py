@@ -128,14 +128,15 @@ def evaluate(
     event time moves to ``end`` (default: past everything), so absences that held
     become matches and partial matches with ``within`` time out.
 
+    >>> paid = lambda e, ctx: e['type'] == 'payment' and e['id'] == ctx.events('order')[0]['id']
     >>> p = (Pattern.begin('order').where(lambda e: e['type'] == 'order')
-    ...      .not_followed_by('paid').where(lambda e: e['type'] == 'payment')
+    ...      .not_followed_by('paid').where(paid)
     ...      .within(900))
-    >>> r = p.evaluate([{'type': 'order', 't': 0}, {'type': 'order', 't': 10},
-    ...                 {'type': 'payment', 't': 20}], time='t')
-    >>> [m['order'][0]['t'] for m in r.matches]
-    [0]
-    """
+    >>> r = p.evaluate([{'type': 'order', 'id': 1, 't': 0}, {'type': 'order', 'id': 2, 't': 10},
+    ...                 {'type': 'payment', 'id': 2, 't': 20}], time='t')
+    >>> [m['order'][0]['id'] for m in r.matches]
+    [1]
+  """
     if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
         raise InvalidArgumentError(f"evaluate() needs a list of events, got {type(events).__name__}")
     auto = pattern.compiled()
