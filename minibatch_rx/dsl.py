@@ -19,6 +19,8 @@ from minibatch_rx.durations import Interval
 from minibatch_rx.windows import Count, Relaxed, Session, Sliding, Tumbling, WindowSpec
 
 if TYPE_CHECKING:
+    from minibatch_rx.cep.match import Match
+    from minibatch_rx.cep.pattern import Pattern
     from minibatch_rx.message import Message
     from minibatch_rx.pipeline import Pipeline
     from minibatch_rx.streams import Stream
@@ -72,6 +74,27 @@ class WindowDSL(ABC, Generic[D]):
     def session_window(self, gap: Interval) -> Pipeline[Window[D]]:
         """Sessions split by silence; see :func:`minibatch_rx.windows.session_window`."""
         return self.window(Session(gap))
+
+    def match(self, pattern: Pattern[Any], timeouts: Any = None) -> Pipeline[Match[D]]:
+        """Find ``pattern`` (a :class:`minibatch_rx.cep.Pattern`) per key, on the clock
+        of ``event_time`` (else ingest time); each match goes on as a
+        :class:`~minibatch_rx.cep.Match` (step name -> events, with ``key``,
+        ``start`` and ``end``). Partial matches that run out of ``within`` go to
+        ``timeouts`` (a stream, stream name or callable; default: the stream
+        ``<name>.timeouts``, created at the first one)::
+
+            fraud = (Pattern.begin('fail').where(lambda e: not e['ok']).times(3)
+                     .followed_by('success').where(lambda e: e['ok']).within('1m'))
+            (stream('logins').key_by('user').event_time('ts', max_delay='2s')
+                .match(fraud).map(alert).sink('alerts'))
+        """
+        from minibatch_rx.cep.stage import PatternSpec, drop_ticks, timeout_target, to_match
+        from minibatch_rx.stages import item_stage
+
+        spec = PatternSpec(pattern, timeout_target(timeouts))
+        windowed = self.window(spec)
+        return windowed._stage(
+            "as_match", lambda failure, _s, _o: item_stage("match", to_match, failure, drop_ticks))
 
 
 __all__ = ["WindowDSL", "WindowSpec", "root", "set_root"]

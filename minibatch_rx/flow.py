@@ -23,6 +23,7 @@ from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
 from reactivex.scheduler import VirtualTimeScheduler
 
+from minibatch_rx.cep.stage import PatternSpec, timeout_deliverer
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
@@ -114,6 +115,9 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
                                         pipeline.retry_policy.outage_timeout)
                 operator.journal, operator.resume = journal, journal.load
             operator.late.subscribe(late_deliverer(pipeline, owner))
+            if isinstance(pipeline.window_spec, PatternSpec):
+                target = pipeline.window_spec.timeouts or f"{home.name}.timeouts"
+                operator.side.subscribe(timeout_deliverer(partial(resolve, target, home), owner))
             windowed = windowed.pipe(operator, guard(active))
     flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in pipeline.stages))
     # Coalescing needs a real clock, a single position and a handle that

@@ -91,7 +91,7 @@ def to_match(
     """The :class:`Match` of a completed (or timed-out) partial match."""
     taken = path_events(partial.path)
     by_step: dict[str, list[Any]] = {}
-    for step, _, _, event in taken:
+    for step, _, _, event, _, _ in taken:
         by_step.setdefault(step, []).append(event if value is None else value(event))
     ordered = {name: by_step[name] for name in names if name in by_step}
     start = taken[0][2] if taken else None

@@ -30,8 +30,9 @@ TAKE, IGNORE, PROCEED = 0, 1, 2
 START, NORMAL, FINAL, STOP, PENDING = 0, 1, 2, 3, 4
 _INF = math.inf
 
-#: A path of taken events: (step name, event id, time, event, rest of the path) or None.
-Path = tuple[str, int, float, Any, "Path"] | None
+#: A path of taken events, last first: (step name, event id, time, event, rest of the
+#: path, reference) or None; the reference is the caller's (a pipeline's message).
+Path = tuple[str, int, float, Any, "Path", Any] | None
 
 
 class PatternError(MinibatchError, RuntimeError):
@@ -394,12 +395,12 @@ class Context:
         return found
 
 
-def path_events(path: Path) -> list[tuple[str, int, float, Any]]:
-    """The taken events of a path, first first."""
+def path_events(path: Path) -> list[tuple[str, int, float, Any, Any, Any]]:
+    """The nodes of a path, first event first."""
     out = []
     node = path
     while node is not None:
-        out.append((node[0], node[1], node[2], node[3]))
+        out.append(node)
         node = node[4]
     out.reverse()
     return out
@@ -432,12 +433,13 @@ class Run:
                     node = node[4]
         return lowest
 
-    def process(self, event: Any, ts: float, eid: int) -> list[Partial]:
-        """Feed one event (at time ``ts``, id ``eid`` increasing); the matches it completes."""
+    def process(self, event: Any, ts: float, eid: int, ref: Any = None) -> list[Partial]:
+        """Feed one event (at time ``ts``, id ``eid`` increasing; ``ref`` is kept with
+        it in paths); the matches it completes."""
         fresh: list[Partial] = []
         found: list[Partial] = []
         for partial in self.partials:
-            nexts = self._next(partial, event, ts, eid)
+            nexts = self._next(partial, event, ts, eid, ref)
             stopped = False
             keep = []
             for nxt in nexts:
@@ -484,7 +486,7 @@ class Run:
 
     # -- internals ---------------------------------------------------------------
 
-    def _next(self, partial: Partial, event: Any, ts: float, eid: int) -> list[Partial]:
+    def _next(self, partial: Partial, event: Any, ts: float, eid: int, ref: Any) -> list[Partial]:
         ctx: Context | None = None
         edges: list[Edge] = []
         stack = [partial.state]
@@ -512,7 +514,7 @@ class Run:
                         )
                     )
                 continue
-            path: Path = (edge.source.step, eid, ts, event, partial.path)
+            path: Path = (edge.source.step, eid, ts, event, partial.path, ref)
             start_id: int | None
             if starting:
                 start_ts, start_id = ts, eid

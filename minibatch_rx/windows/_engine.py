@@ -127,6 +127,11 @@ class WindowCore(ABC):
         malformed timestamp or key), each with the reason; then forgotten."""
         return []
 
+    def side_output(self) -> list[Window]:
+        """Windows for the operator's :attr:`WindowOperator.side` output since the
+        last call (a pattern's timed-out partial matches); then forgotten."""
+        return []
+
     def decision(self) -> Any:
         """What the last :meth:`on_timer` decided, as JSON, if ``at`` alone
         cannot say it (a watermark, the keys it flushed); journaled with it."""
@@ -210,6 +215,8 @@ class WindowOperator:
         self.late: Subject[Message] = Subject()
         self.rejected: Subject[tuple[Message, str]] = Subject()
         """Messages the strategy could not place (bad timestamp or key), with the reason."""
+        self.side: Subject[Window] = Subject()
+        """Windows a strategy hands aside (a pattern's timeouts), before the windows of the same step."""
         self.progress: ReadProgress | None = None
         self.stream: str | None = None
         """The source stream's name, for windows emitted before any message (empty ones)."""
@@ -420,6 +427,10 @@ class _Run:
         if rejected:
             for bad in rejected:
                 self.operator.rejected.on_next(bad)
+        aside = self.core.side_output()
+        if aside:
+            for window in aside:
+                self.operator.side.on_next(window)
         if windows:
             held = self.core.held_min_seq()
             # With records, a window may close before the rest of its message's

@@ -1,0 +1,585 @@
+"""Patterns as a stateful pipeline stage: ``.match(pattern)``.
+
+:class:`PatternCore` is a window strategy core (see
+:mod:`minibatch_rx.windows._engine`): the operator driving it gives it the
+records and the clock, journals the clock's decisions and stamps what it
+emits with acks and checkpoints. Each match goes out as a
+:class:`MatchWindow` (its events' messages, the step of each, its key);
+timed-out partial matches go to the side output.
+
+**Time.** With ``event_time``, records wait in a buffer until the watermark
+passes them and are matched in timestamp order (equal times in arrival order);
+a record behind the watermark is late. Without it, records are matched as they
+arrive, on their ingest time, and the watermark follows the scheduler clock,
+so a ``within`` runs out on an idle stream too.
+
+**Exactly once.** The checkpoint saved with each committed position holds the
+whole matching state: the buffered records, every partial match (its events and
+its place in the automaton) and the watermark. A restart restores it and reads
+on after the position, skipping records of a message already fed (several
+records per message after a ``flat_map``). Matches and timeouts carry
+idempotency keys made of their events' positions, so a match emitted again after
+a crash is stored once. While no match is emitted, a checkpoint still goes out
+every :data:`TICK` records (a window the next stage drops), so the position
+keeps up with a pattern that rarely matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from reactivex import abc
+
+from minibatch_rx.cep.match import Match
+from minibatch_rx.cep.nfa import START, Automaton, Partial, Path, Run, path_events
+from minibatch_rx.cep.pattern import Pattern
+from minibatch_rx.errors import InvalidArgumentError
+from minibatch_rx.message import Message
+from minibatch_rx.window import Window
+from minibatch_rx.windows._engine import WindowCore, WindowOperator
+from minibatch_rx.windows.clocks import BadRecordError, ClockSpec, IngestTime, RunClock
+from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_to_json
+from minibatch_rx.windows.specs import WindowSpec
+
+if TYPE_CHECKING:
+    from minibatch_rx.pipeline import SinkTarget
+
+log = logging.getLogger("minibatch_rx.cep")
+
+TICK = 256
+"""Records between checkpoints while no match is emitted."""
+MAX_PARTIALS = 10_000
+"""Partial matches kept per key: past it the oldest are handed to the timeouts."""
+
+
+@dataclass(frozen=True, slots=True)
+class MatchWindow(Window[Any]):
+    """A match as a window: ``messages`` are its events, ``steps`` the step of each."""
+
+    steps: tuple[str, ...] = ()
+    times: tuple[float, ...] = ()
+    """The time (event or ingest) each event was matched at."""
+    timed_out_at: float | None = None
+
+
+def to_match(window: Window[Any]) -> Match[Any] | None:
+    """The :class:`Match` a window carries (``None`` for a checkpoint-only window)."""
+    if not isinstance(window, MatchWindow):
+        return None
+    steps: dict[str, list[Any]] = {}
+    for step, message in zip(window.steps, window.messages, strict=True):
+        steps.setdefault(step, []).append(message.data)
+    times = window.times
+    return Match(
+        steps,
+        key=window.key,
+        start=times[0] if times else None,
+        end=times[-1] if times else None,
+        timed_out_at=window.timed_out_at,
+    )
+
+
+class _Key:
+    """The matching state of one key."""
+
+    __slots__ = ("deadline", "run")
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.deadline = math.inf
+
+
+class PatternCore(WindowCore):
+    """Matches a pattern per key, on a clock; see the module docstring."""
+
+    clocked = True
+
+    def __init__(
+        self, auto: Automaton, clock: RunClock, key_by: KeyBy | None, event_time: bool, order: tuple[str, ...]
+    ) -> None:
+        self.auto, self.clock, self.key_by, self.event_time = auto, clock, key_by, event_time
+        self.order = order  # the pattern's step names (tells patterns apart in checkpoints)
+        self.keys: dict[Key, _Key] = {}
+        self.buffer: list[tuple[float, int, int, int, Message, Key]] = []  # (t, seq, rank, n, msg, key)
+        self.deadlines: list[tuple[float, int, Key]] = []  # (deadline, n, key), stale ones skipped
+        self.counter = 0
+        self.eid = 0
+        self.wm = -math.inf
+        self.decided = -math.inf
+        self.last_seq, self.rank = 0, 0
+        self.done: tuple[int, int] = (0, -1)  # restored: records at or before it were fed already
+        self.since = 0  # records since the last emitted window
+        self.late_messages: list[Message] = []
+        self.bad: list[tuple[Message, str]] = []
+        self.aside: list[Window] = []
+        self.warned = False
+
+    # -- records -------------------------------------------------------------
+    def start(self, now: float) -> list[Window]:
+        if self.clock.last_arrival == -math.inf:
+            self.clock.last_arrival = now
+        return []
+
+    def on_message(self, message: Message, now: float) -> list[Window]:
+        self.stream = message.stream
+        seq = message.seq
+        if seq == self.last_seq:
+            self.rank += 1
+        else:
+            self.last_seq, self.rank = seq, 0
+        if (seq, self.rank) <= self.done:
+            return []  # fed before the restart: in the restored state already
+        try:
+            t = self.clock.time_of(message)
+            if not math.isfinite(t):
+                raise BadRecordError(f"time {t!r} is not finite")
+            key = None if self.key_by is None else self.key_by.key_of(message.data)
+        except BadRecordError as error:
+            self.bad.append((message, str(error)))
+            return []
+        clock = self.clock
+        arrival = now
+        if clock.settles:
+            arrival = clock.arrival(message, now)
+            settled = clock.settled(arrival)
+            if settled > self.wm:
+                self.wm = settled
+        new_max = t > clock.max_time
+        clock.arrived(t, arrival)
+        if self.event_time:
+            if t < self.wm:  # behind the watermark: its place in the order is gone
+                self.late_messages.append(message)
+                return self._tick([])
+        elif t < self.wm:
+            t = self.wm  # ingest time never goes back
+        self.counter += 1
+        heapq.heappush(self.buffer, (t, seq, self.rank, self.counter, message, key))
+        if new_max:
+            wm = clock.data_watermark()
+            if wm > self.wm:
+                self.wm = wm
+        return self._tick(self._drain())
+
+    def _tick(self, out: list[Window]) -> list[Window]:
+        self.since += 1
+        if out:
+            self.since = 0
+        elif self.since >= TICK:
+            self.since = 0
+            out = [Window((), self.stream, tag="tick")]
+        return out
+
+    def _drain(self) -> list[Window]:
+        """Match the buffered records the watermark passed, then let time run out
+        for the keys whose earliest partial match is due."""
+        out: list[Window] = []
+        wm = self.wm
+        buffer = self.buffer
+        while buffer and buffer[0][0] <= wm:
+            t, _, rank, _, message, key = heapq.heappop(buffer)
+            state = self.keys.get(key)
+            if state is None:
+                state = self.keys[key] = _Key(self.auto.run())
+            run = state.run
+            if state.deadline <= t:
+                self._advance(key, run, t, out)
+            self.eid += 1
+            for found in run.process(message.data, t, self.eid, (message, rank)):
+                out.append(self._window(key, found))
+            if len(run.partials) > MAX_PARTIALS:
+                self._cap(key, run, t)
+            self._schedule(key, state)
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= wm:
+            due, _, key = heapq.heappop(deadlines)
+            state = self.keys.get(key)
+            if state is None or state.deadline != due:
+                continue  # stale
+            self._advance(key, state.run, wm, out)
+            self._schedule(key, state)
+        return out
+
+    def _advance(self, key: Key, run: Run, t: float, out: list[Window]) -> None:
+        matches, timeouts = run.advance(t)
+        for found in matches:
+            out.append(self._window(key, found))
+        window = self.auto.window
+        for lapsed in timeouts:
+            self.aside.append(self._window(key, lapsed, lapsed.start_ts + (window or 0.0)))
+
+    def _schedule(self, key: Key, state: _Key) -> None:
+        """Note when the key's earliest partial match runs out; forget an idle key."""
+        run = state.run
+        if len(run.partials) == 1 and not run.completed:
+            state.deadline = math.inf
+            del self.keys[key]
+            return
+        window = self.auto.window
+        if window is None:
+            return
+        first = min((p.start_ts for p in run.partials if p.state.kind != START), default=math.inf)
+        due = first + window
+        if due != state.deadline:
+            state.deadline = due
+            if due < math.inf:
+                self.counter += 1
+                heapq.heappush(self.deadlines, (due, self.counter, key))
+
+    def _cap(self, key: Key, run: Run, t: float) -> None:
+        if not self.warned:
+            self.warned = True
+            log.warning(
+                "pattern %s: key %r holds more than %d partial matches; the oldest go to the "
+                "timeouts (bound the pattern with within() or until())",
+                self.order,
+                key,
+                MAX_PARTIALS,
+            )
+        ordered = sorted(run.partials, key=lambda p: p.order)
+        keep = set(map(id, ordered[-MAX_PARTIALS:]))
+        for partial in ordered[:-MAX_PARTIALS]:
+            if partial.state.kind != START:
+                self.aside.append(self._window(key, partial, t))
+        run.partials = [p for p in run.partials if id(p) in keep or p.state.kind == START]
+
+    def _window(self, key: Key, partial: Partial, timed_out_at: float | None = None) -> Window:
+        nodes = path_events(partial.path)
+        messages = tuple(node[5][0] for node in nodes)
+        steps = tuple(node[0] for node in nodes)
+        times = tuple(node[2] for node in nodes)
+        ident = "|".join(f"{node[0]}@{node[5][0].seq}.{node[5][1]}" for node in nodes)
+        digest = hashlib.blake2b(ident.encode(), digest_size=10).hexdigest()
+        start = datetime.fromtimestamp(times[0], UTC) if times else None
+        end = datetime.fromtimestamp(times[-1], UTC) if times else None
+        tag = ("timeout:" if timed_out_at is not None else "match:") + digest
+        return MatchWindow(
+            messages,
+            self.stream,
+            start,
+            end,
+            key=key,
+            tag=tag,
+            steps=steps,
+            times=times,
+            timed_out_at=timed_out_at,
+        )
+
+    # -- the clock -------------------------------------------------------------
+    def _next_due(self) -> float:
+        due = self.buffer[0][0] if self.buffer else math.inf
+        while self.deadlines:
+            first, _, key = self.deadlines[0]
+            state = self.keys.get(key)
+            if state is not None and state.deadline == first:
+                return min(due, first)
+            heapq.heappop(self.deadlines)
+        return due
+
+    def deadline(self) -> float | None:
+        due = self._next_due()
+        if due == math.inf:
+            return None
+        at = self.clock.reaches(due)
+        return None if at == math.inf else at
+
+    def clock_due(self, now: float) -> bool:
+        if not self.clock.advancing(now):
+            return False
+        due = self._next_due()
+        return due < math.inf and self.clock.watermark(now) >= due
+
+    def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        wm = self.clock.watermark(now)
+        due = self._next_due()
+        if due < math.inf and wm < due and now >= self.clock.reaches(due) - 1e-6:
+            wm = due  # float arithmetic may leave the watermark a hair short at its deadline
+        return self._to(wm)
+
+    def replay_timer(self, at: float, detail: Any) -> list[Window]:
+        return self._to(float(detail) if detail is not None else at)
+
+    def _to(self, wm: float) -> list[Window]:
+        if wm <= self.wm:
+            return []
+        self.wm = self.decided = wm
+        out = self._drain()
+        if out:
+            self.since = 0
+        return out
+
+    def decision(self) -> Any:
+        return self.decided
+
+    def on_complete(self, now: float) -> list[Window]:
+        return []  # partial matches stay in the state: a restart goes on from them
+
+    def held_min_seq(self) -> int | None:
+        return None  # the checkpoint holds the whole state; nothing needs replaying
+
+    def late(self) -> list[Message]:
+        late, self.late_messages = self.late_messages, []
+        return late
+
+    def rejected(self) -> list[tuple[Message, str]]:
+        bad, self.bad = self.bad, []
+        return bad
+
+    def side_output(self) -> list[Window]:
+        aside, self.aside = self.aside, []
+        return aside
+
+    # -- checkpoints -------------------------------------------------------------
+    def snapshot(self) -> Any:
+        return _Snapshot(self)
+
+    def restore(self, state: Any) -> None:
+        if not isinstance(state, dict) or state.get("pattern") != list(self.order):
+            if isinstance(state, dict) and "pattern" in state:
+                raise InvalidArgumentError(
+                    f"the checkpoint of this consumer was written by another pattern "
+                    f"({state['pattern']}, now {list(self.order)}): run a changed pattern "
+                    "under a new consumer name"
+                )
+            return
+        stream = state["stream"]
+        self.stream = stream
+        self.wm = _number(state["wm"])
+        self.eid = int(state["eid"])
+        self.done = (int(state["done"][0]), int(state["done"][1]))
+        clock = state.get("clock", {})
+        self.clock.max_time = _number(clock.get("max"))
+        self.clock.last_arrival = _number(clock.get("arrival"))
+        messages: dict[int, tuple[Message, int]] = {}
+        for eid, seq, rank, ts, data in state["events"]:
+            messages[eid] = (Message(stream, seq, datetime.fromtimestamp(ts, UTC), data), rank)
+        for t, seq, rank, ts, data, key in state["buffer"]:
+            self.counter += 1
+            message = Message(stream, seq, datetime.fromtimestamp(ts, UTC), data)
+            heapq.heappush(self.buffer, (t, seq, rank, self.counter, message, key_from_json(key)))
+        states = self.auto.states
+        for entry in state["keys"]:
+            key = key_from_json(entry["key"])
+            nodes: list[Path] = []
+            for step, eid, t, parent in entry["nodes"]:
+                ref = messages[eid]
+                nodes.append((step, eid, t, ref[0].data, None if parent < 0 else nodes[parent], ref))
+            run = self.auto.run()
+            run.partials = [_partial(states, nodes, p) for p in entry["partials"]]
+            run.completed = [_partial(states, nodes, p) for p in entry["completed"]]
+            key_state = self.keys[key] = _Key(run)
+            self._schedule(key, key_state)
+
+
+def _partial(states: list[Any], nodes: list[Path], saved: list[Any]) -> Partial:
+    index, node, start_ts, start_id, prev_ts = saved
+    return Partial(
+        states[index],
+        None if node < 0 else nodes[node],
+        _number(start_ts),
+        None if start_id is None else int(start_id),
+        _number(prev_ts),
+    )
+
+
+def _number(value: Any) -> float:
+    """A time a checkpoint wrote (``None`` for minus infinity)."""
+    return -math.inf if value is None else float(value)
+
+
+class _Snapshot(Mapping[str, Any]):
+    """A core's state as JSON. Made at every step that emits, but encoded only
+    for the checkpoints committed: it keeps references to the (immutable)
+    partial matches and builds its JSON form when first read."""
+
+    __slots__ = ("_core", "_data", "_parts")
+
+    def __init__(self, core: PatternCore) -> None:
+        self._core = core
+        self._data: dict[str, Any] | None = None
+        self._parts: tuple[Any, ...] = (
+            {key: (s.run.partials, tuple(s.run.completed)) for key, s in core.keys.items()},
+            list(core.buffer),
+            core.wm,
+            core.eid,
+            (core.last_seq, core.rank),
+            core.clock.max_time,
+            core.clock.last_arrival,
+            core.stream,
+        )
+
+    def _build(self) -> dict[str, Any]:
+        if self._data is not None:
+            return self._data
+        keys, buffer, wm, eid, done, max_time, arrival, stream = self._parts
+        index = {id(s): i for i, s in enumerate(self._core.auto.states)}
+        events: dict[int, list[Any]] = {}
+        saved_keys = []
+        for key, (partials, completed) in keys.items():
+            numbered: dict[int, int] = {}
+            nodes: list[list[Any]] = []
+
+            def number(
+                node: Path, numbered: dict[int, int] = numbered, nodes: list[list[Any]] = nodes
+            ) -> int:
+                if node is None:
+                    return -1
+                found = numbered.get(id(node))
+                if found is not None:
+                    return found
+                parent = number(node[4])
+                message, rank = node[5]
+                events.setdefault(node[1], [node[1], message.seq, rank, message.ts.timestamp(), message.data])
+                numbered[id(node)] = len(nodes)
+                nodes.append([node[0], node[1], node[2], parent])
+                return len(nodes) - 1
+
+            def save(p: Partial) -> list[Any]:
+                return [
+                    index[id(p.state)],
+                    number(p.path),
+                    _finite(p.start_ts),
+                    p.start_id,
+                    _finite(p.prev_ts),
+                ]
+
+            saved_keys.append(
+                {
+                    "key": key_to_json(key),
+                    "nodes": nodes,
+                    "partials": [save(p) for p in partials],
+                    "completed": [save(p) for p in completed],
+                }
+            )
+        self._data = {
+            "pattern": list(self._core.order),
+            "stream": stream,
+            "wm": _finite(wm),
+            "eid": eid,
+            "done": list(done),
+            "events": list(events.values()),
+            "buffer": [
+                [t, seq, rank, m.ts.timestamp(), m.data, key_to_json(key)]
+                for t, seq, rank, _, m, key in buffer
+            ],
+            "keys": saved_keys,
+            "clock": {"max": _finite(max_time), "arrival": _finite(arrival)},
+        }
+        return self._data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Snapshot):
+            mine, theirs = self._parts, other._parts
+            if mine[1:] != theirs[1:] or mine[0].keys() != theirs[0].keys():
+                return False
+            return all(
+                a[0] is b[0] and a[1] == b[1]
+                for a, b in zip(mine[0].values(), theirs[0].values(), strict=True)
+            )
+        if isinstance(other, Mapping):
+            return self._build() == dict(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._build()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._build())
+
+    def __len__(self) -> int:
+        return len(self._build())
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class PatternSpec(WindowSpec):
+    """``.match(pattern)`` as a window strategy (see :class:`PatternCore`)."""
+
+    pattern: Pattern[Any]
+    timeouts: Any = None
+    auto: Automaton = field(init=False, repr=False, compare=False)
+    timed = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pattern, Pattern):
+            raise InvalidArgumentError(
+                f"match() needs a minibatch_rx.cep.Pattern, got {type(self.pattern).__name__}"
+            )
+        object.__setattr__(self, "auto", self.pattern.compiled())
+
+    @property
+    def ranks_records(self) -> bool:
+        return True
+
+    @property
+    def label(self) -> str:
+        return f"match:{self.pattern!r}"
+
+    def operator(
+        self,
+        scheduler: abc.SchedulerBase | None = None,
+        *,
+        key_by: KeyBy | None = None,
+        clock: ClockSpec | None = None,
+    ) -> WindowOperator:
+        self.check(key_by, clock)
+        event_time = clock is not None and not isinstance(clock, IngestTime)
+        on = clock if event_time and clock is not None else IngestTime(0)
+        auto, names = self.auto, self.pattern.names
+        return WindowOperator(lambda: PatternCore(auto, on.start(), key_by, event_time, names), scheduler)
+
+
+def drop_ticks(_window: Any, match: Match[Any] | None) -> Iterable[Match[Any]]:
+    """What the match stage passes on: the match, none for a checkpoint-only window."""
+    return () if match is None else (match,)
+
+
+def timeout_target(target: SinkTarget | None) -> SinkTarget | None:
+    """Check a ``timeouts=`` target (a stream, a stream name or a callable)."""
+    from minibatch_rx.streams import Stream
+
+    if target is None or isinstance(target, (str, Stream)) or callable(target):
+        return target
+    raise InvalidArgumentError(
+        f"timeouts must be a Stream, a stream name or a callable, got {type(target).__name__}"
+    )
+
+
+def timeout_deliverer(resolve: Callable[[], Any], owner: str) -> Callable[[Window], Any]:
+    """Deliver timed-out partial matches to ``resolve()`` (asked at the first one, so
+    a default stream is only made when needed): into a stream as
+    ``Match.as_payload()`` dicts, keyed by ``owner`` and the events so a restart
+    stores nothing twice; to a callable as :class:`Match`."""
+    from minibatch_rx.stages import RetryPolicy, origin_key, until_reachable
+    from minibatch_rx.streams import Stream
+
+    resolved: list[Any] = []
+
+    def deliver(window: Window) -> Any:
+        if not resolved:
+            resolved.append(resolve())
+        target = resolved[0]
+        match = to_match(window)
+        assert match is not None
+        if isinstance(target, Stream):
+            key = f"{owner}|timeout|{origin_key(window)}"
+            payload = match.as_payload()
+            return until_reachable(lambda: target.append(payload, key=key), RetryPolicy.outage_timeout)
+        return target(match)
+
+    return deliver
