@@ -47,6 +47,7 @@ def _not(test: Test) -> Test:
     def negated(event: Any, ctx: Any) -> bool:
         return not test(event, ctx)
 
+    negated.negates = test  # type: ignore[attr-defined]
     return negated
 
 
@@ -63,15 +64,38 @@ def _and(first: Test, second: Test) -> Test:
 
 
 class Edge:
-    """A transition: ``action`` from ``source`` to ``target`` when ``test`` holds."""
+    """A transition: ``action`` from ``source`` to ``target`` when ``test`` holds.
 
-    __slots__ = ("action", "source", "target", "test")
+    For speed the test is also kept unwrapped: ``fn`` (``None``: always true),
+    called as ``fn(event)`` if ``simple`` else ``fn(event, ctx)``, its result
+    negated if ``neg`` (relaxed contiguity's IGNORE edge is "not the TAKE
+    test": the run evaluates the user's condition once for both)."""
+
+    __slots__ = ("action", "fn", "neg", "simple", "source", "target", "test")
 
     def __init__(self, action: int, source: State, target: State, test: Test) -> None:
         self.action = action
         self.source = source
         self.target = target
+        self.set(test)
+
+    def set(self, test: Test) -> None:
         self.test = test
+        self.neg = False
+        self.simple = False
+        self.fn: Callable[..., Any] | None = None
+        if test is _always:
+            return
+        inner = getattr(test, "negates", None)
+        if inner is not None:
+            self.neg = True
+        else:
+            inner = test
+        simple = getattr(inner, "simple", None)
+        if simple is not None:
+            self.fn, self.simple = simple, True
+        else:
+            self.fn = inner
 
 
 class State:
@@ -291,7 +315,7 @@ class _Compiler:
         """The edges of the state after a greedy loop apply only when the loop cannot take."""
         refuse = _not(take)
         for edge in state.edges:
-            edge.test = _and(edge.test, refuse)
+            edge.set(_and(edge.test, refuse))
 
 
 def take_test(step: Step) -> Test:
@@ -490,21 +514,33 @@ class Run:
         ctx: Context | None = None
         edges: list[Edge] = []
         stack = [partial.state]
+        starting = partial.state.kind == START
+        last_fn: Any = None  # the condition evaluated last, and its result
+        last = False
         while stack:
             state = stack.pop()
             for edge in state.edges:
-                test = edge.test
-                if test is not _always:
-                    if ctx is None:
-                        ctx = Context(partial.path, ts)
-                    if not test(event, ctx):
+                fn = edge.fn
+                if fn is not None:
+                    if starting and edge.action == IGNORE:
+                        continue  # a partial match never starts with a skipped event
+                    if fn is last_fn:
+                        result = last
+                    else:
+                        if edge.simple:
+                            result = bool(fn(event))
+                        else:
+                            if ctx is None:
+                                ctx = Context(partial.path, ts)
+                            result = bool(fn(event, ctx))
+                        last_fn, last = fn, result
+                    if result is edge.neg:
                         continue
                 if edge.action == PROCEED:
                     stack.append(edge.target)
                 else:
                     edges.append(edge)
         out: list[Partial] = []
-        starting = partial.state.kind == START
         for edge in edges:
             if edge.action == IGNORE:
                 if not starting:

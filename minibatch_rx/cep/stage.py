@@ -55,6 +55,7 @@ log = logging.getLogger("minibatch_rx.cep")
 
 TICK = 256
 """Records between checkpoints while no match is emitted."""
+_warned: set[int] = set()  # patterns warned about (an unbounded loop), once each
 MAX_PARTIALS = 10_000
 """Partial matches kept per key: past it the oldest are handed to the timeouts."""
 
@@ -191,7 +192,12 @@ class PatternCore(WindowCore):
             if state.deadline <= t:
                 self._advance(key, run, t, out)
             self.eid += 1
-            for found in run.process(message.data, t, self.eid, (message, rank)):
+            try:
+                found_all = run.process(message.data, t, self.eid, (message, rank))
+            except Exception as error:  # a condition failed on this record: dead-letter it
+                self.bad.append((message, f"a pattern condition raised {type(error).__name__}: {error}"))
+                found_all = []
+            for found in found_all:
                 out.append(self._window(key, found))
             if len(run.partials) > MAX_PARTIALS:
                 self._cap(key, run, t)
@@ -521,6 +527,17 @@ class PatternSpec(WindowSpec):
                 f"match() needs a minibatch_rx.cep.Pattern, got {type(self.pattern).__name__}"
             )
         object.__setattr__(self, "auto", self.pattern.compiled())
+        unbounded = [s.name for s in self.pattern.steps if s.kind == "looping" and s.until is None]
+        if unbounded and self.pattern.window is None and id(self.pattern) not in _warned:
+            _warned.add(id(self.pattern))
+            log.warning(
+                "pattern %r: the loop of step(s) %s has neither within() nor until(), so its partial "
+                "matches live until they complete; each key keeps at most %d (the oldest go to the "
+                "timeouts)",
+                self.pattern,
+                ", ".join(unbounded),
+                MAX_PARTIALS,
+            )
 
     @property
     def ranks_records(self) -> bool:
