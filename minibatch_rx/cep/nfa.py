@@ -101,12 +101,32 @@ class Edge:
 class State:
     """A state of the automaton, named after the step it belongs to."""
 
-    __slots__ = ("edges", "kind", "step")
+    __slots__ = ("edges", "kind", "skip_unless", "step")
 
     def __init__(self, step: str, kind: int) -> None:
         self.step = step
         self.kind = kind
         self.edges: list[Edge] = []
+        self.skip_unless: Callable[[Any], Any] | None = None
+        """For the commonest state (take on a simple condition, else skip the event
+        and stay): the condition; an event failing it leaves a partial match as it is."""
+
+    def settle(self) -> None:
+        """Note :attr:`skip_unless` once the edges are final."""
+        edges = self.edges
+        if (
+            self.kind in (START, NORMAL)
+            and len(edges) == 2
+            and edges[0].action == TAKE
+            and edges[1].action == IGNORE
+            and edges[1].target is self
+            and edges[0].simple
+            and edges[1].simple
+            and edges[0].fn is edges[1].fn
+            and not edges[0].neg
+            and edges[1].neg
+        ):
+            self.skip_unless = edges[0].fn
 
     def add(self, action: int, target: State, test: Test) -> None:
         self.edges.append(Edge(action, self, target, test))
@@ -360,6 +380,8 @@ class Automaton:
         compiler = _Compiler(steps, pattern.window)
         self.start = compiler.compile()
         self.states = compiler.states
+        for state in self.states:
+            state.settle()
         self.window = pattern.window
         self.after = after
         self.names = pattern.names
@@ -463,19 +485,22 @@ class Run:
         fresh: list[Partial] = []
         found: list[Partial] = []
         for partial in self.partials:
-            nexts = self._next(partial, event, ts, eid, ref)
+            skip_unless = partial.state.skip_unless
+            if skip_unless is not None and not skip_unless(event):
+                fresh.append(partial)  # not for this state: skipped, the partial match unchanged
+                continue
+            mark = len(fresh)
             stopped = False
-            keep = []
-            for nxt in nexts:
+            for nxt in self._next(partial, event, ts, eid, ref):
                 kind = nxt.state.kind
                 if kind == FINAL:
                     found.append(nxt)
                 elif kind == STOP:
                     stopped = True
                 else:
-                    keep.append(nxt)
-            if not stopped:
-                fresh.extend(keep)
+                    fresh.append(nxt)
+            if stopped:  # a negation killed this branch: none of what it became survives
+                del fresh[mark:]
         if self._auto.after.skips:
             out: list[Partial] = []
             self._emit(found, fresh, out)
@@ -543,7 +568,9 @@ class Run:
         out: list[Partial] = []
         for edge in edges:
             if edge.action == IGNORE:
-                if not starting:
+                if edge.target is partial.state:
+                    out.append(partial)  # skipped and staying: the very same partial match
+                elif not starting:
                     out.append(
                         Partial(
                             edge.target, partial.path, partial.start_ts, partial.start_id, partial.prev_ts

@@ -32,13 +32,13 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
 
 from minibatch_rx.cep.match import Match
-from minibatch_rx.cep.nfa import START, Automaton, Partial, Path, Run, path_events
+from minibatch_rx.cep.nfa import START, Automaton, Partial, Path, Run
 from minibatch_rx.cep.pattern import Pattern
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.message import Message
@@ -55,6 +55,8 @@ log = logging.getLogger("minibatch_rx.cep")
 
 TICK = 256
 """Records between checkpoints while no match is emitted."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST, _LAST = -62135596800.0, 253402300799.0  # the epoch seconds a datetime can hold (years 1 to 9999)
 _warned: set[int] = set()  # patterns warned about (an unbounded loop), once each
 MAX_PARTIALS = 10_000
 """Partial matches kept per key: past it the oldest are handed to the timeouts."""
@@ -107,6 +109,7 @@ class PatternCore(WindowCore):
     ) -> None:
         self.auto, self.clock, self.key_by, self.event_time = auto, clock, key_by, event_time
         self.order = order  # the pattern's step names (tells patterns apart in checkpoints)
+        self.step_codes = {name: str(i) for i, name in enumerate(order)}
         self.keys: dict[Key, _Key] = {}
         self.buffer: list[tuple[float, int, int, int, Message, Key]] = []  # (t, seq, rank, n, msg, key)
         self.deadlines: list[tuple[float, int, Key]] = []  # (deadline, n, key), stale ones skipped
@@ -129,23 +132,25 @@ class PatternCore(WindowCore):
         return []
 
     def on_message(self, message: Message, now: float) -> list[Window]:
-        self.stream = message.stream
+        # The hot path: every record passes here.
         seq = message.seq
         if seq == self.last_seq:
-            self.rank += 1
+            rank = self.rank = self.rank + 1
         else:
-            self.last_seq, self.rank = seq, 0
-        if (seq, self.rank) <= self.done:
+            self.last_seq, rank, self.rank = seq, 0, 0
+            self.stream = message.stream
+        done_seq = self.done[0]
+        if seq <= done_seq and (seq < done_seq or rank <= self.done[1]):
             return []  # fed before the restart: in the restored state already
+        clock = self.clock
         try:
-            t = self.clock.time_of(message)
-            if not math.isfinite(t):
-                raise BadRecordError(f"time {t!r} is not finite")
+            t = clock.time_of(message)
+            if not _FIRST <= t <= _LAST:
+                raise BadRecordError(_out_of_range(t))
             key = None if self.key_by is None else self.key_by.key_of(message.data)
         except BadRecordError as error:
             self.bad.append((message, str(error)))
             return []
-        clock = self.clock
         arrival = now
         if clock.settles:
             arrival = clock.arrival(message, now)
@@ -154,19 +159,21 @@ class PatternCore(WindowCore):
                 self.wm = settled
         new_max = t > clock.max_time
         clock.arrived(t, arrival)
-        if self.event_time:
-            if t < self.wm:  # behind the watermark: its place in the order is gone
+        if t < self.wm:
+            if self.event_time:  # behind the watermark: its place in the order is gone
                 self.late_messages.append(message)
                 return self._tick([])
-        elif t < self.wm:
             t = self.wm  # ingest time never goes back
         self.counter += 1
-        heapq.heappush(self.buffer, (t, seq, self.rank, self.counter, message, key))
+        heapq.heappush(self.buffer, (t, seq, rank, self.counter, message, key))
         if new_max:
             wm = clock.data_watermark()
             if wm > self.wm:
                 self.wm = wm
-        return self._tick(self._drain())
+        wm = self.wm
+        if self.buffer[0][0] <= wm or (self.deadlines and self.deadlines[0][0] <= wm):
+            return self._tick(self._drain())
+        return self._tick([])
 
     def _tick(self, out: list[Window]) -> list[Window]:
         self.since += 1
@@ -189,7 +196,8 @@ class PatternCore(WindowCore):
             if state is None:
                 state = self.keys[key] = _Key(self.auto.run())
             run = state.run
-            if state.deadline <= t:
+            due = state.deadline <= t
+            if due:
                 self._advance(key, run, t, out)
             self.eid += 1
             try:
@@ -201,7 +209,7 @@ class PatternCore(WindowCore):
                 out.append(self._window(key, found))
             if len(run.partials) > MAX_PARTIALS:
                 self._cap(key, run, t)
-            self._schedule(key, state)
+            self._schedule(key, state, due)
         deadlines = self.deadlines
         while deadlines and deadlines[0][0] <= wm:
             due, _, key = heapq.heappop(deadlines)
@@ -209,7 +217,7 @@ class PatternCore(WindowCore):
             if state is None or state.deadline != due:
                 continue  # stale
             self._advance(key, state.run, wm, out)
-            self._schedule(key, state)
+            self._schedule(key, state, True)
         return out
 
     def _advance(self, key: Key, run: Run, t: float, out: list[Window]) -> None:
@@ -220,15 +228,19 @@ class PatternCore(WindowCore):
         for lapsed in timeouts:
             self.aside.append(self._window(key, lapsed, lapsed.start_ts + (window or 0.0)))
 
-    def _schedule(self, key: Key, state: _Key) -> None:
-        """Note when the key's earliest partial match runs out; forget an idle key."""
+    def _schedule(self, key: Key, state: _Key, exact: bool = False) -> None:
+        """Note when the key's earliest partial match runs out; forget an idle key.
+
+        The deadline noted is a lower bound: partial matches started since begin
+        later, and one that completed meanwhile only makes the key due early (it
+        is then advanced for nothing, and its deadline computed ``exact``)."""
         run = state.run
         if len(run.partials) == 1 and not run.completed:
             state.deadline = math.inf
             del self.keys[key]
             return
         window = self.auto.window
-        if window is None:
+        if window is None or (not exact and state.deadline < math.inf):
             return
         first = min((p.start_ts for p in run.partials if p.state.kind != START), default=math.inf)
         due = first + window
@@ -256,24 +268,39 @@ class PatternCore(WindowCore):
         run.partials = [p for p in run.partials if id(p) in keep or p.state.kind == START]
 
     def _window(self, key: Key, partial: Partial, timed_out_at: float | None = None) -> Window:
-        nodes = path_events(partial.path)
-        messages = tuple(node[5][0] for node in nodes)
-        steps = tuple(node[0] for node in nodes)
-        times = tuple(node[2] for node in nodes)
-        ident = "|".join(f"{node[0]}@{node[5][0].seq}.{node[5][1]}" for node in nodes)
-        digest = hashlib.blake2b(ident.encode(), digest_size=10).hexdigest()
-        start = datetime.fromtimestamp(times[0], UTC) if times else None
-        end = datetime.fromtimestamp(times[-1], UTC) if times else None
-        tag = ("timeout:" if timed_out_at is not None else "match:") + digest
+        messages: list[Message] = []
+        steps: list[str] = []
+        times: list[float] = []
+        parts: list[str] = []
+        codes = self.step_codes
+        node = partial.path
+        while node is not None:
+            message, rank = node[5]
+            messages.append(message)
+            steps.append(node[0])
+            times.append(node[2])
+            parts.append(f"{codes[node[0]]}@{message.seq}.{rank}")
+            node = node[4]
+        messages.reverse()
+        steps.reverse()
+        times.reverse()
+        parts.reverse()
+        ident = ",".join(parts)
+        if len(ident) > 64:
+            ident = hashlib.blake2b(ident.encode(), digest_size=12).hexdigest()
+        tag = ("timeout:" if timed_out_at is not None else "match:") + ident
+        start = end = None
+        if times:
+            start, end = _EPOCH + timedelta(seconds=times[0]), _EPOCH + timedelta(seconds=times[-1])
         return MatchWindow(
-            messages,
+            tuple(messages),
             self.stream,
             start,
             end,
             key=key,
             tag=tag,
-            steps=steps,
-            times=times,
+            steps=tuple(steps),
+            times=tuple(times),
             timed_out_at=timed_out_at,
         )
 
@@ -380,7 +407,12 @@ class PatternCore(WindowCore):
             run.partials = [_partial(states, nodes, p) for p in entry["partials"]]
             run.completed = [_partial(states, nodes, p) for p in entry["completed"]]
             key_state = self.keys[key] = _Key(run)
-            self._schedule(key, key_state)
+            self._schedule(key, key_state, True)
+
+
+def _out_of_range(t: float) -> str:
+    hint = " (epoch milliseconds instead of seconds?)" if t > 0 else ""
+    return f"time {t!r} is out of range: a match's times must fall within the years 1 to 9999{hint}"
 
 
 def _partial(states: list[Any], nodes: list[Path], saved: list[Any]) -> Partial:
