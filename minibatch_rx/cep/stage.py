@@ -196,8 +196,8 @@ class PatternCore(WindowCore):
             if state is None:
                 state = self.keys[key] = _Key(self.auto.run())
             run = state.run
-            due = state.deadline <= t
-            if due:
+            lapsed = state.deadline <= t
+            if lapsed:
                 self._advance(key, run, t, out)
             self.eid += 1
             try:
@@ -209,7 +209,7 @@ class PatternCore(WindowCore):
                 out.append(self._window(key, found))
             if len(run.partials) > MAX_PARTIALS:
                 self._cap(key, run, t)
-            self._schedule(key, state, due)
+            self._schedule(key, state, lapsed)
         deadlines = self.deadlines
         while deadlines and deadlines[0][0] <= wm:
             due, _, key = heapq.heappop(deadlines)
