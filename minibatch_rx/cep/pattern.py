@@ -328,8 +328,6 @@ class Pattern(Generic[T]):
         _positive(m, "times(n, m): m")
         if m < n:
             raise InvalidArgumentError(f"times(n, m) needs m >= n, got n={n}, m={m}")
-        if n == 0 and m == 0:
-            raise InvalidArgumentError("times(0, 0) takes no events; drop the step instead")
         return self._set_times("times()", "times", n, m)
 
     def one_or_more(self) -> Pattern[T]:
