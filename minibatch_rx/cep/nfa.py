@@ -136,15 +136,24 @@ class State:
 
 
 class _Compiler:
-    """Builds the states of a pattern from its last step to its first."""
+    """Builds the states of a pattern from its last step to its first.
+
+    It walks one sequence of steps at a time (the pattern, or the steps of a
+    group step, see :meth:`group_states`), keeping Flink's compiler context:
+    the step being converted (``steps[i]``), the one after it (``following``)
+    and the group being converted, if any.
+    """
 
     def __init__(self, steps: tuple[Step, ...], window: float | None) -> None:
         self.steps = steps
+        self.i = len(steps) - 1
+        self.following: Step | None = None
+        self.group: Step | None = None
+        self.first_of_loop: dict[int, bool] = {}  # id(group step) -> its head starts a loop pass
         self.window = window
         self.states: list[State] = []
         self.stops: dict[str, State] = {}
         self.originals: dict[int, State] = {}  # id(state) -> its un-greedy copy (until)
-        self.i = len(steps) - 1
 
     @property
     def cur(self) -> Step:
@@ -156,21 +165,26 @@ class _Compiler:
         return state
 
     def compile(self) -> State:
-        final = self.new("$end", FINAL)
-        sink = final
+        sink = self.middle(self.new("$end", FINAL))
+        start = self.convert(sink)
+        start.kind = START
+        return start
+
+    def middle(self, sink: State) -> State:
+        """Convert the steps of the current sequence but its first, last first."""
         while self.i > 0:
             cur = self.cur
             if cur.contiguity is Contiguity.NOT_FOLLOWED:
                 if self.window is not None and sink.kind == FINAL:
                     pending = self.new(cur.name, PENDING)
-                    test = take_test(cur)
+                    test = self.take(cur)
                     pending.add(PROCEED, self.stop(test, cur.name), test)
                     pending.add(IGNORE, pending, _not(test))
                     sink = pending
                 # else: a not_followed_by in the middle becomes stop edges of later states
             elif cur.contiguity is Contiguity.NOT_NEXT:
                 notnext = self.new(cur.name, NORMAL)
-                test = take_test(cur)
+                test = self.take(cur)
                 stop = self.stop(test, cur.name)
                 if sink.kind == FINAL:  # an ignore, so that reaching the end waits for one event
                     notnext.add(IGNORE, sink, _not(test))
@@ -180,10 +194,55 @@ class _Compiler:
                 sink = notnext
             else:
                 sink = self.convert(sink)
+            self.following = cur
             self.i -= 1
-        start = self.convert(sink)
-        start.kind = START
-        return start
+        return sink
+
+    # -- the context: groups ------------------------------------------------------
+
+    def head_of_group(self) -> bool:
+        return self.group is not None and self.i == 0
+
+    def group_first_of_loop(self) -> bool:
+        return self.first_of_loop.get(id(self.group), True)
+
+    def set_first_of_loop(self, value: bool) -> None:
+        if self.cur.group is not None:
+            self.first_of_loop[id(self.cur)] = value
+
+    def is_optional(self) -> bool:
+        if self.head_of_group():
+            assert self.group is not None
+            return self.group_first_of_loop() and self.group.optional
+        return self.cur.optional
+
+    def with_group_until(self, test: Test | None, take: bool) -> Test | None:
+        until = self.group.until if self.group is not None else None
+        return with_until(test, until, take=take)
+
+    def take(self, step: Step) -> Test:
+        test = self.with_group_until(step.test if step.test is not None else _always, True)
+        assert test is not None
+        return test
+
+    def true(self) -> Test:
+        test = self.with_group_until(_always, True)
+        assert test is not None
+        return test
+
+    def ignore(self, step: Step) -> Test | None:
+        contiguity = step.contiguity
+        if self.head_of_group():
+            assert self.group is not None
+            contiguity = self.group.contiguity if self.group_first_of_loop() else self.group.inner
+        return self.with_group_until(ignore_test(contiguity, step), False)
+
+    def inner_ignore(self, step: Step) -> Test | None:
+        contiguity = step.inner
+        if self.head_of_group():
+            assert self.group is not None
+            contiguity = self.group.inner
+        return self.with_group_until(ignore_test(contiguity, step), False)
 
     # -- not_followed_by bookkeeping --------------------------------------------
 
@@ -196,7 +255,7 @@ class _Compiler:
         ):
             j -= 1
             if self.steps[j].contiguity is Contiguity.NOT_FOLLOWED:
-                nots.append((take_test(self.steps[j]), self.steps[j].name))
+                nots.append((self.take(self.steps[j]), self.steps[j].name))
         return nots
 
     def stop(self, test: Test, name: str) -> State:
@@ -211,9 +270,9 @@ class _Compiler:
             state.add(PROCEED, self.stop(test, name), test)
 
     def add_stop_to_loop(self, state: State) -> None:
-        following = self.steps[self.i + 1] if self.i + 1 < len(self.steps) else None
+        following = self.following
         if following is not None and following.contiguity is Contiguity.NOT_FOLLOWED:
-            test = take_test(following)
+            test = self.take(following)
             state.add(PROCEED, self.stop(test, following.name), test)
 
     def without_nots(self, sink: State) -> State:
@@ -248,21 +307,24 @@ class _Compiler:
     def convert(self, sink: State) -> State:
         cur = self.cur
         if cur.kind == "looping":
+            self.set_first_of_loop(False)
             looping = self.looping(self.without_nots(sink))
+            self.set_first_of_loop(True)
             first = self.times(looping, sink, cur.low, cur.low)
         elif cur.kind == "times":
             assert cur.high is not None
             first = self.times(sink, sink, cur.low, cur.high)
         else:
-            first = self.singleton(sink, sink, take_test(cur), ignore_test(cur.contiguity, cur), cur.optional)
+            first = self.singleton(sink, sink, self.take(cur), self.ignore(cur), self.is_optional())
         self.add_stops(first)
         return first
 
     def times(self, sink: State, proceed: State, low: int, high: int) -> State:
         cur = self.cur
+        self.set_first_of_loop(False)
         until = cur.until
-        inner_ignore = with_until(ignore_test(cur.inner, cur), until, take=False)
-        take = with_until(take_test(cur), until, take=True)
+        inner_ignore = with_until(self.inner_ignore(cur), until, take=False)
+        take = with_until(self.take(cur), until, take=True)
         assert take is not None
         if cur.greedy and low != high:
             if until is not None:
@@ -275,22 +337,26 @@ class _Compiler:
         for _ in range(low - 1):
             last = self.singleton(last, None, take, inner_ignore, False)
             self.add_stop_to_loop(last)
-        return self.singleton(last, proceed, take, ignore_test(cur.contiguity, cur), cur.optional)
+        self.set_first_of_loop(True)
+        return self.singleton(last, proceed, take, self.ignore(cur), cur.optional)
 
     def singleton(
         self, sink: State, proceed: State | None, take: Test, ignore: Test | None, optional: bool
     ) -> State:
         cur = self.cur
+        if cur.group is not None:
+            return self.group_states(cur, sink, proceed, optional)
         state = self.new(cur.name, NORMAL)
         target = self.without_nots(sink)
         state.add(TAKE, target, take)
-        if optional and proceed is not None:
+        if optional and proceed is not None and not self.head_of_group():
+            go = self.true()
             if cur.greedy and cur.until is not None:
                 until = cur.until
-                state.add(PROCEED, self.originals.get(id(proceed), proceed), until)
-                state.add(PROCEED, proceed, _not(until))
+                state.add(PROCEED, self.originals.get(id(proceed), proceed), _and(go, until))
+                state.add(PROCEED, proceed, _and(go, _not(until)))
             else:
-                state.add(PROCEED, proceed, _always)
+                state.add(PROCEED, proceed, go)
         if ignore is not None:
             if optional:
                 waiting = self.new(cur.name, NORMAL)
@@ -304,22 +370,25 @@ class _Compiler:
 
     def looping(self, sink: State) -> State:
         cur = self.cur
+        if cur.group is not None:
+            return self.looping_group(cur, sink)
         until = cur.until
-        ignore = with_until(ignore_test(cur.inner, cur), until, take=False)
-        take = with_until(take_test(cur), until, take=True)
+        ignore = with_until(self.inner_ignore(cur), until, take=False)
+        take = with_until(self.take(cur), until, take=True)
         assert take is not None
+        go = self.true()
         state = self.new(cur.name, NORMAL)
         if cur.greedy:
             if until is not None:
                 twin = self.copy(sink)
-                state.add(PROCEED, twin, until)
+                state.add(PROCEED, twin, _and(go, until))
                 self.originals[id(sink)] = twin
-                state.add(PROCEED, sink, _not(until))
+                state.add(PROCEED, sink, _and(go, _not(until)))
             else:
-                state.add(PROCEED, sink, _always)
-            self.make_greedy(sink, take_test(cur))
+                state.add(PROCEED, sink, go)
+            self.make_greedy(sink, self.take(cur))
         else:
-            state.add(PROCEED, sink, _always)
+            state.add(PROCEED, sink, go)
         state.add(TAKE, state, take)
         self.add_stop_to_loop(state)
         if ignore is not None:
@@ -330,6 +399,36 @@ class _Compiler:
             self.add_stop_to_loop(waiting)
         return state
 
+    def _enter(self, group: Step) -> tuple[Any, ...]:
+        saved = (self.steps, self.i, self.following, self.group)
+        assert group.group is not None
+        self.group, self.steps, self.i = group, group.group, len(group.group) - 1
+        return saved
+
+    def _leave(self, saved: tuple[Any, ...]) -> None:
+        self.steps, self.i, self.following, self.group = saved
+
+    def group_states(self, group: Step, sink: State, proceed: State | None, optional: bool) -> State:
+        """The states of a group step's own steps, leading to ``sink``."""
+        go = self.true()
+        saved = self._enter(group)
+        last = self.convert(self.middle(sink))
+        if optional and proceed is not None:
+            last.add(PROCEED, proceed, go)
+        self._leave(saved)
+        return last
+
+    def looping_group(self, group: Step, sink: State) -> State:
+        """A group step as a loop: its last step leads back to its first."""
+        go = self.true()
+        saved = self._enter(group)
+        again = self.new(group.name, NORMAL)
+        last = self.convert(self.middle(again))
+        last.add(PROCEED, sink, go)
+        again.add(PROCEED, last, go)
+        self._leave(saved)
+        return last
+
     @staticmethod
     def make_greedy(state: State, take: Test) -> None:
         """The edges of the state after a greedy loop apply only when the loop cannot take."""
@@ -338,16 +437,12 @@ class _Compiler:
             edge.set(_and(edge.test, refuse))
 
 
-def take_test(step: Step) -> Test:
-    return step.test if step.test is not None else _always
-
-
 def ignore_test(contiguity: Contiguity, step: Step) -> Test | None:
     if contiguity is Contiguity.STRICT:
         return None
     if contiguity is Contiguity.ANY:
         return _always
-    return _not(take_test(step))
+    return _not(step.test if step.test is not None else _always)
 
 
 def with_until(test: Test | None, until: Test | None, *, take: bool) -> Test | None:

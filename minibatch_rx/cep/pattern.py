@@ -121,6 +121,14 @@ class Step:
     inner: Contiguity = Contiguity.RELAXED  # contiguity inside a loop
     quantified: bool = False
     iterative: bool = False
+    group: tuple[Step, ...] | None = None  # a group step: the steps of its pattern
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the steps that take events: this one, or a group's own."""
+        if self.group is None:
+            return (self.name,)
+        return tuple(name for step in self.group for name in step.names)
 
     @property
     def negated(self) -> bool:
@@ -211,8 +219,10 @@ class Pattern(Generic[T]):
     # -- construction -----------------------------------------------------------------
 
     @classmethod
-    def begin(cls, name: str, after_match: AfterMatch | None = None) -> Pattern[Any]:
-        """Start a pattern with the step ``name``.
+    def begin(cls, name: str | Pattern[Any], after_match: AfterMatch | None = None) -> Pattern[Any]:
+        """Start a pattern with the step ``name``, or with a group: a whole
+        pattern taken as one step, which quantifiers can then repeat
+        (``Pattern.begin(Pattern.begin('a').next('b')).times(2)``).
 
         ``after_match`` (default :meth:`AfterMatch.no_skip`) decides which partial
         matches survive a match.
@@ -224,33 +234,47 @@ class Pattern(Generic[T]):
                 f"after_match must be an AfterMatch (e.g. AfterMatch.skip_past_last_event()), "
                 f"got {after_match!r}"
             )
+        if isinstance(name, Pattern):
+            # Flink begins a group with strict contiguity (it only matters inside loops).
+            return Pattern((_group_step(name, 0, Contiguity.STRICT),), after_match, name._within)
         return Pattern((Step(_check_name(name), Contiguity.RELAXED),), after_match, None)
 
-    def _add(self, name: str, contiguity: Contiguity) -> Pattern[T]:
-        name = _check_name(name)
-        if name in self.names:
-            raise InvalidArgumentError(f"duplicate step name {name!r}: step names must be unique")
+    def _add(self, name: str | Pattern[Any], contiguity: Contiguity) -> Pattern[T]:
         last = self._steps[-1]
-        if contiguity in (Contiguity.NOT_NEXT, Contiguity.NOT_FOLLOWED) and last.optional:
-            raise InvalidArgumentError(
-                f"{contiguity.value}({name!r}) may not follow the optional step {last.name!r}; "
-                "write two patterns, one with and one without the optional step"
-            )
-        return Pattern((*self._steps, Step(name, contiguity)), self._after, self._within)
+        if contiguity in (Contiguity.NOT_NEXT, Contiguity.NOT_FOLLOWED):
+            if isinstance(name, Pattern):
+                raise InvalidArgumentError(f"{contiguity.value}() takes a step name, not a group pattern")
+            if last.optional:
+                raise InvalidArgumentError(
+                    f"{contiguity.value}({name!r}) may not follow the optional step {last.name!r}; "
+                    "write two patterns, one with and one without the optional step"
+                )
+        within = self._within
+        if isinstance(name, Pattern):
+            step = _group_step(name, len(self._steps), contiguity)
+            if name._within is not None:
+                within = name._within if within is None else min(within, name._within)
+        else:
+            step = Step(_check_name(name), contiguity)
+        for new in step.names:
+            if new in self.names:
+                raise InvalidArgumentError(f"duplicate step name {new!r}: step names must be unique")
+        return Pattern((*self._steps, step), self._after, within)
 
     def _replace(self, **changes: Any) -> Pattern[T]:
         last = dataclasses.replace(self._steps[-1], **changes)
         return Pattern((*self._steps[:-1], last), self._after, self._within)
 
-    def next(self, name: str) -> Pattern[T]:
-        """Add a step whose event must come directly after the previous step's (strict)."""
+    def next(self, name: str | Pattern[Any]) -> Pattern[T]:
+        """Add a step (or a group pattern) whose event must come directly after the
+        previous step's (strict)."""
         return self._add(name, Contiguity.STRICT)
 
-    def followed_by(self, name: str) -> Pattern[T]:
+    def followed_by(self, name: str | Pattern[Any]) -> Pattern[T]:
         """Add a step matched by the first later matching event (relaxed contiguity)."""
         return self._add(name, Contiguity.RELAXED)
 
-    def followed_by_any(self, name: str) -> Pattern[T]:
+    def followed_by_any(self, name: str | Pattern[Any]) -> Pattern[T]:
         """Add a step matched by every later matching event (each starts its own branch)."""
         return self._add(name, Contiguity.ANY)
 
@@ -273,16 +297,24 @@ class Pattern(Generic[T]):
         ``ctx.events(step)`` gives the events already accepted for ``step``.
         """
         test, iterative = as_test(condition, "where() condition")
-        last = self._steps[-1]
+        last = self._conditioned("where()")
         combined = test if last.test is None else _and(last.test, test)
         return self._replace(test=combined, iterative=last.iterative or iterative)
 
     def or_where(self, condition: Condition[T]) -> Pattern[T]:
         """OR ``condition`` into the last step's condition."""
         test, iterative = as_test(condition, "or_where() condition")
-        last = self._steps[-1]
+        last = self._conditioned("or_where()")
         combined = test if last.test is None else _or(last.test, test)
         return self._replace(test=combined, iterative=last.iterative or iterative)
+
+    def _conditioned(self, what: str) -> Step:
+        last = self._steps[-1]
+        if last.group is not None:
+            raise InvalidArgumentError(
+                f"{what} does not apply to a group step: put conditions on the steps of its pattern"
+            )
+        return last
 
     def until(self, condition: Condition[T]) -> Pattern[T]:
         """Stop a looping step (one_or_more / times_or_more) at the first event meeting
@@ -362,6 +394,8 @@ class Pattern(Generic[T]):
             raise InvalidArgumentError(
                 f"greedy() and allow_combinations() contradict each other (step {last.name!r})"
             )
+        if last.group is not None:
+            raise InvalidArgumentError("greedy() does not apply to a group step")
         return self._replace(greedy=True)
 
     def consecutive(self) -> Pattern[T]:
@@ -402,8 +436,9 @@ class Pattern(Generic[T]):
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The step names, in order."""
-        return tuple(s.name for s in self._steps)
+        """The names of the steps that take events, in order (a group's own steps
+        in its place)."""
+        return tuple(name for step in self._steps for name in step.names)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -444,11 +479,24 @@ class Pattern(Generic[T]):
         return evaluate(self, events, time=time, end=end)
 
     def __repr__(self) -> str:
-        parts = [f"Pattern.begin({self._steps[0].name!r})"]
-        parts += [f".{s.contiguity.value}({s.name!r})" for s in self._steps[1:]]
+        parts = [f"Pattern.begin({_shown(self._steps[0])})"]
+        parts += [f".{s.contiguity.value}({_shown(s)})" for s in self._steps[1:]]
         if self._within is not None:
             parts.append(f".within({self._within})")
         return "".join(parts)
+
+
+def _shown(step: Step) -> str:
+    if step.group is None:
+        return repr(step.name)
+    return "(" + " ".join(_shown(s) for s in step.group) + ")"
+
+
+def _group_step(pattern: Pattern[Any], index: int, contiguity: Contiguity) -> Step:
+    """A group pattern as one step of another (Flink's GroupPattern)."""
+    if not isinstance(pattern, Pattern):
+        raise InvalidArgumentError(f"a group must be a Pattern, got {type(pattern).__name__}")
+    return Step(f"$group{index}", contiguity, group=pattern.steps)
 
 
 def _positive(value: object, what: str) -> None:
