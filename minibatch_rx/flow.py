@@ -116,7 +116,9 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
                 operator.journal, operator.resume = journal, journal.load
             operator.late.subscribe(late_deliverer(pipeline, owner))
             if isinstance(pipeline.window_spec, PatternSpec):
-                target = pipeline.window_spec.timeouts or f"{home.name}.timeouts"
+                target = pipeline.window_spec.timeouts
+                if target is None:  # (not `or`: an empty Stream is falsy)
+                    target = f"{home.name}.timeouts"
                 operator.side.subscribe(timeout_deliverer(partial(resolve, target, home), owner))
             windowed = windowed.pipe(operator, guard(active))
     flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in pipeline.stages))
@@ -138,7 +140,8 @@ def late_deliverer(pipeline: Pipeline[Any, Any], owner: str) -> Callable[[Messag
 
     def deliver(message: Message) -> Any:
         if not resolved:
-            target = resolve(pipeline.late_target or f"{pipeline.source.name}.late", pipeline.source)
+            late = pipeline.late_target
+            target = resolve(f"{pipeline.source.name}.late" if late is None else late, pipeline.source)
             to_stream = isinstance(target, Stream)
             resolved.append(late_sink(target, owner))
             if to_stream:  # a record a stage made may be no dict: stored as {'v': value}

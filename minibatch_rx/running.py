@@ -107,7 +107,7 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
                         return  # the stop gave up on this window: it is delivered again
                     if envelope.seq is not None:
                         pending.ack(envelope.seq, envelope.checkpoint)
-                    if after_ack is not None:
+                    if after_ack is not None and envelope.counts:
                         after_ack(envelope.seq)
                 observer.on_next(envelope)
 

@@ -54,6 +54,9 @@ class Ack:
 
     seq: int | None
     checkpoint: Any = None
+    counts: bool = True
+    """False for a window that only carries a checkpoint (a pattern's "tick"): it
+    commits the position but is no window to count (``run(max_windows=...)``)."""
 
 
 Envelope = Item | Ack
@@ -216,7 +219,7 @@ def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
         def on_next(value: Window | Message) -> None:
             observer.on_next(Item(value, value))
             if isinstance(value, Window):
-                observer.on_next(Ack(value.ack, value.checkpoint))
+                observer.on_next(Ack(value.ack, value.checkpoint, value.tag != "tick"))
             else:
                 observer.on_next(Ack(value.seq))
 

@@ -210,11 +210,14 @@ class _Compiler:
         if self.cur.group is not None:
             self.first_of_loop[id(self.cur)] = value
 
-    def is_optional(self) -> bool:
-        if self.head_of_group():
-            assert self.group is not None
-            return self.group_first_of_loop() and self.group.optional
-        return self.cur.optional
+    def head_of_optional_group(self) -> bool:
+        """The first step of an optional group, on the group's first pass."""
+        return (
+            self.head_of_group()
+            and self.group_first_of_loop()
+            and self.group is not None
+            and self.group.optional
+        )
 
     def with_group_until(self, test: Test | None, take: bool) -> Test | None:
         until = self.group.until if self.group is not None else None
@@ -315,7 +318,7 @@ class _Compiler:
             assert cur.high is not None
             first = self.times(sink, sink, cur.low, cur.high)
         else:
-            first = self.singleton(sink, sink, self.take(cur), self.ignore(cur), self.is_optional())
+            first = self.singleton(sink, sink, self.take(cur), self.ignore(cur), cur.optional)
         self.add_stops(first)
         return first
 
@@ -349,7 +352,9 @@ class _Compiler:
         state = self.new(cur.name, NORMAL)
         target = self.without_nots(sink)
         state.add(TAKE, target, take)
-        if optional and proceed is not None and not self.head_of_group():
+        # (An optional group's own way around it is added by group_states; an optional
+        # first step of a group skips to the group's next step: FLINK-30864.)
+        if optional and proceed is not None:
             go = self.true()
             if cur.greedy and cur.until is not None:
                 until = cur.until
@@ -358,7 +363,7 @@ class _Compiler:
             else:
                 state.add(PROCEED, proceed, go)
         if ignore is not None:
-            if optional:
+            if optional or self.head_of_optional_group():
                 waiting = self.new(cur.name, NORMAL)
                 waiting.add(TAKE, target, take)
                 waiting.add(IGNORE, waiting, ignore)

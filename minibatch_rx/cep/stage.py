@@ -150,7 +150,7 @@ class PatternCore(WindowCore):
             key = None if self.key_by is None else self.key_by.key_of(message.data)
         except BadRecordError as error:
             self.bad.append((message, str(error)))
-            return []
+            return self._tick([])
         arrival = now
         if clock.settles:
             arrival = clock.arrival(message, now)
@@ -175,11 +175,16 @@ class PatternCore(WindowCore):
             return self._tick(self._drain())
         return self._tick([])
 
-    def _tick(self, out: list[Window]) -> list[Window]:
-        self.since += 1
+    def _tick(self, out: list[Window], count: bool = True) -> list[Window]:
+        """``out``, or a checkpoint-only window (see ``stages.Ack.counts``) when
+        nothing else carries one: every :data:`TICK` records, and at once when
+        something went aside (a timeout, a late or a bad record), so a restart
+        does not hand it to a callable again."""
+        if count:
+            self.since += 1
         if out:
             self.since = 0
-        elif self.since >= TICK:
+        elif self.since >= TICK or self.aside or self.late_messages or self.bad:
             self.since = 0
             out = [Window((), self.stream, tag="tick")]
         return out
@@ -342,10 +347,7 @@ class PatternCore(WindowCore):
         if wm <= self.wm:
             return []
         self.wm = self.decided = wm
-        out = self._drain()
-        if out:
-            self.since = 0
-        return out
+        return self._tick(self._drain(), count=False)
 
     def decision(self) -> Any:
         return self.decided
