@@ -136,7 +136,7 @@ def evaluate(
     ...                 {'type': 'payment', 'id': 2, 't': 20}], time='t')
     >>> [m['order'][0]['id'] for m in r.matches]
     [1]
-  """
+    """
     if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
         raise InvalidArgumentError(f"evaluate() needs a list of events, got {type(events).__name__}")
     auto = pattern.compiled()
