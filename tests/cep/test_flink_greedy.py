@@ -4,10 +4,8 @@ Same input and same expected matches as each Flink case (current Flink, where a
 greedy loop may end the pattern); see ``_flink`` for how records, time and the
 comparison map onto ``Pattern.evaluate``.
 
-Not ported:
-
-- ``testGreedyZeroOrMoreBeforeGroupPattern``: uses a GroupPattern
-  (``followedBy(Pattern.begin(...)).times(2)``), out of scope.
+``testGreedyZeroOrMoreBeforeGroupPattern`` (a group pattern) is ported with the
+other group cases, in ``test_flink_group.py``.
 """
 
 from __future__ import annotations
