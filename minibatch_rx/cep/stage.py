@@ -123,6 +123,7 @@ class PatternCore(WindowCore):
         self.late_messages: list[Message] = []
         self.bad: list[tuple[Message, str]] = []
         self.aside: list[Window] = []
+        self.tags: dict[str, int] = {}  # the tags given in this step, and how often
         self.warned = False
 
     # -- records -------------------------------------------------------------
@@ -133,6 +134,8 @@ class PatternCore(WindowCore):
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         # The hot path: every record passes here.
+        if self.tags:
+            self.tags.clear()
         seq = message.seq
         if seq == self.last_seq:
             rank = self.rank = self.rank + 1
@@ -294,6 +297,12 @@ class PatternCore(WindowCore):
         if len(ident) > 64:
             ident = hashlib.blake2b(ident.encode(), digest_size=12).hexdigest()
         tag = ("timeout:" if timed_out_at is not None else "match:") + ident
+        # Two partial matches may hold the same events (Flink emits both): the second
+        # gets its own idempotency key, the same again when a restart replays the step.
+        seen = self.tags.get(tag, 0)
+        self.tags[tag] = seen + 1
+        if seen:
+            tag = f"{tag}#{seen + 1}"
         start = end = None
         if times:
             start, end = _EPOCH + timedelta(seconds=times[0]), _EPOCH + timedelta(seconds=times[-1])
@@ -347,6 +356,7 @@ class PatternCore(WindowCore):
         if wm <= self.wm:
             return []
         self.wm = self.decided = wm
+        self.tags.clear()
         return self._tick(self._drain(), count=False)
 
     def decision(self) -> Any:
