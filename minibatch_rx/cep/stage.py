@@ -55,6 +55,8 @@ log = logging.getLogger("minibatch_rx.cep")
 
 TICK = 256
 """Records between checkpoints while no match is emitted."""
+FLUSH = 1.0
+"""Seconds (scheduler time) after which records that gave no window are committed."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIRST, _LAST = -62135596800.0, 253402300799.0  # the epoch seconds a datetime can hold (years 1 to 9999)
 _warned: set[int] = set()  # patterns warned about (an unbounded loop), once each
@@ -120,6 +122,8 @@ class PatternCore(WindowCore):
         self.last_seq, self.rank = 0, 0
         self.done: tuple[int, int] = (0, -1)  # restored: records at or before it were fed already
         self.since = 0  # records since the last emitted window
+        self.flush_at: float | None = None  # when to commit them if no window comes
+        self.now = -math.inf  # the scheduler time of the latest record
         self.late_messages: list[Message] = []
         self.bad: list[tuple[Message, str]] = []
         self.aside: list[Window] = []
@@ -134,6 +138,7 @@ class PatternCore(WindowCore):
 
     def on_message(self, message: Message, now: float) -> list[Window]:
         # The hot path: every record passes here.
+        self.now = now
         if self.tags:
             self.tags.clear()
         seq = message.seq
@@ -186,10 +191,12 @@ class PatternCore(WindowCore):
         if count:
             self.since += 1
         if out:
-            self.since = 0
+            self.since, self.flush_at = 0, None
         elif self.since >= TICK or self.aside or self.late_messages or self.bad:
-            self.since = 0
+            self.since, self.flush_at = 0, None
             out = [Window((), self.stream, tag="tick")]
+        elif self.flush_at is None and self.since:
+            self.flush_at = self.now + FLUSH
         return out
 
     def _drain(self) -> list[Window]:
@@ -331,9 +338,9 @@ class PatternCore(WindowCore):
 
     def deadline(self) -> float | None:
         due = self._next_due()
-        if due == math.inf:
-            return None
-        at = self.clock.reaches(due)
+        at = math.inf if due == math.inf else self.clock.reaches(due)
+        if self.flush_at is not None and self.since:
+            at = min(at, self.flush_at)
         return None if at == math.inf else at
 
     def clock_due(self, now: float) -> bool:
@@ -347,7 +354,14 @@ class PatternCore(WindowCore):
         due = self._next_due()
         if due < math.inf and wm < due and now >= self.clock.reaches(due) - 1e-6:
             wm = due  # float arithmetic may leave the watermark a hair short at its deadline
-        return self._to(wm)
+        out = self._to(wm)
+        if not out and self.since and self.flush_at is not None and now >= self.flush_at - 1e-6:
+            # Records read since the last window, none of which gave one: commit them, so
+            # the position does not lag (a restart would only read them again).
+            out = [Window((), self.stream, tag="tick")]
+        if out:
+            self.since, self.flush_at = 0, None
+        return out
 
     def replay_timer(self, at: float, detail: Any) -> list[Window]:
         return self._to(float(detail) if detail is not None else at)
@@ -462,12 +476,13 @@ class _Snapshot(Mapping[str, Any]):
             core.clock.max_time,
             core.clock.last_arrival,
             core.stream,
+            core.since,  # (not saved: a flush of the position changes it, so it is journaled)
         )
 
     def _build(self) -> dict[str, Any]:
         if self._data is not None:
             return self._data
-        keys, buffer, wm, eid, done, max_time, arrival, stream = self._parts
+        keys, buffer, wm, eid, done, max_time, arrival, stream, _ = self._parts
         index = {id(s): i for i, s in enumerate(self._core.auto.states)}
         events: dict[int, list[Any]] = {}
         saved_keys = []
