@@ -49,7 +49,7 @@ Memory: ``tracemalloc``'s peak during a stage run over ``--memory-sizes``
 events (default 100,000 and 1,000,000), each message generated when fed
 (nothing else holds them); flat means the ratio of the peaks is near 1.
 ``--profile engine|stage`` measures nothing: it prints the top functions of
-one run under ``cProfile`` by own time. benchmarks/README.md describes it all.
+one run under ``cProfile`` by own time.
 
 Usage::
 
