@@ -555,12 +555,16 @@ def path_events(path: Path) -> list[tuple[str, int, float, Any, Any, Any]]:
 class Run:
     """The partial matches of one key, advanced event by event."""
 
-    __slots__ = ("_auto", "completed", "partials")
+    __slots__ = ("_auto", "_skips", "_window", "completed", "due", "partials")
 
     def __init__(self, auto: Automaton) -> None:
         self._auto = auto
+        self._skips = auto.after.skips
+        self._window = auto.window
         self.partials: list[Partial] = [Partial(auto.start, None, -_INF, None, -_INF)]
         self.completed: list[Partial] = []  # matches waiting for earlier partial matches
+        self.due = _INF
+        """No partial match runs out before this time (a lower bound; ``within`` only)."""
 
     @property
     def active(self) -> int:
@@ -582,9 +586,19 @@ class Run:
     def process(self, event: Any, ts: float, eid: int, ref: Any = None) -> list[Partial]:
         """Feed one event (at time ``ts``, id ``eid`` increasing; ``ref`` is kept with
         it in paths); the matches it completes."""
-        fresh: list[Partial] = []
+        partials = self.partials
+        first = 0  # the partial matches before it skip this event, unchanged
+        for partial in partials:
+            skip_unless = partial.state.skip_unless
+            if skip_unless is None or skip_unless(event):
+                break
+            first += 1
+        else:
+            return []  # no partial match wants it: nothing changes (the commonest case)
+        fresh: list[Partial] = partials[:first]
         found: list[Partial] = []
-        for partial in self.partials:
+        for i in range(first, len(partials)):
+            partial = partials[i]
             skip_unless = partial.state.skip_unless
             if skip_unless is not None and not skip_unless(event):
                 fresh.append(partial)  # not for this state: skipped, the partial match unchanged
@@ -601,21 +615,24 @@ class Run:
                     fresh.append(nxt)
             if stopped:  # a negation killed this branch: none of what it became survives
                 del fresh[mark:]
-        if self._auto.after.skips:
+        if self._skips:
             out: list[Partial] = []
             self._emit(found, fresh, out)
         else:
             out = sorted(found, key=_order) if len(found) > 1 else found
         self.partials = fresh
+        if self.due == _INF and len(fresh) > 1:
+            # Partial matches started since only begin later: the bound holds, unless there was none.
+            self._set_due()
         return out
 
     def advance(self, ts: float) -> tuple[list[Partial], list[Partial]]:
         """Move time to ``ts``: partial matches whose first event is ``within`` or more
         before it time out; trailing absences that held become matches.
         Returns (matches, timed-out partial matches)."""
-        window = self._auto.window
-        if window is None:
-            return [], []
+        window = self._window
+        if window is None or (ts < self.due and not self.completed):
+            return [], []  # nothing can run out yet
         timeouts: list[Partial] = []
         pending: list[Partial] = []
         keep: list[Partial] = []
@@ -631,7 +648,18 @@ class Run:
         if pending or self.completed:
             self._emit(pending, keep, out)
         self.partials = keep
+        self._set_due()
         return out, timeouts
+
+    def restored(self) -> None:
+        """Set :attr:`partials` and :attr:`completed` from a checkpoint: recompute what they imply."""
+        self._set_due()
+
+    def _set_due(self) -> None:
+        window = self._window
+        if window is not None:
+            first = min((p.start_ts for p in self.partials if p.state.kind != START), default=_INF)
+            self.due = first + window
 
     # -- internals ---------------------------------------------------------------
 

@@ -432,6 +432,7 @@ class PatternCore(WindowCore):
             run = self.auto.run()
             run.partials = [_partial(states, nodes, p) for p in entry["partials"]]
             run.completed = [_partial(states, nodes, p) for p in entry["completed"]]
+            run.restored()
             key_state = self.keys[key] = _Key(run)
             self._schedule(key, key_state, True)
 
