@@ -121,16 +121,26 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
     return operator
 
 
+COST_RATIO = 10.0  # a commit that took t seconds: the next one no sooner than COST_RATIO * t later
+MAX_GAP = 1.0  # ... but at most this many seconds later (or the commit interval, if longer)
+
+
 class _PendingAck:
     """The latest acknowledged seq not yet written, and when to write it.
 
     A deferred write is made by one flusher thread per pipeline, started at
     the first deferral and kept until the pipeline stops (a ``threading.Timer``
     per deferral would start a thread every ``interval``).
+
+    A write that takes long (a large checkpoint: the state of many keys, or a
+    pattern's partial matches) spaces the next ones out, to :data:`COST_RATIO`
+    times its duration (at most :data:`MAX_GAP` seconds), so committing never
+    takes more than about a tenth of the pipeline's time.
     """
 
     def __init__(self, acknowledge: Acknowledge, outage_timeout: float, interval: float) -> None:
         self.acknowledge, self.outage_timeout, self.interval = acknowledge, outage_timeout, interval
+        self.gap = interval  # the interval, or longer after a slow write
         self.lock = threading.RLock()
         self.wake = threading.Condition(self.lock)
         self.seq: int | None = None
@@ -145,10 +155,10 @@ class _PendingAck:
             self.seq = seq
             if checkpoint is not None:
                 self.checkpoint = checkpoint
-            if time.monotonic() - self.written_at >= self.interval:
+            if time.monotonic() - self.written_at >= self.gap:
                 self.write()
             elif self.due is None:
-                self.due = self.written_at + self.interval
+                self.due = self.written_at + self.gap
                 if self.flusher is None:
                     self.flusher = threading.Thread(target=self.flush_later, name="minibatch-commit",
                                                     daemon=True)
@@ -160,9 +170,13 @@ class _PendingAck:
         if self.seq is None:
             return
         seq, checkpoint = self.seq, self.checkpoint
+        began = time.monotonic()
         until_reachable(lambda: self.acknowledge(seq, checkpoint), self.outage_timeout)
         self.seq = None
         self.written_at = time.monotonic()
+        if self.interval > 0:
+            took = self.written_at - began
+            self.gap = min(max(self.interval, COST_RATIO * took), max(self.interval, MAX_GAP))
 
     def flush_on_stop(self) -> None:
         """Write the pending acknowledgement once, as the pipeline stops. If the

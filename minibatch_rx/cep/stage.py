@@ -60,6 +60,8 @@ FLUSH = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIRST, _LAST = -62135596800.0, 253402300799.0  # the epoch seconds a datetime can hold (years 1 to 9999)
 _warned: set[int] = set()  # patterns warned about (an unbounded loop), once each
+CHAIN = 64
+"""Snapshots kept as the keys changed since the previous one before a full copy."""
 MAX_PARTIALS = 10_000
 """Partial matches kept per key: past it the oldest are handed to the timeouts."""
 
@@ -128,6 +130,8 @@ class PatternCore(WindowCore):
         self.bad: list[tuple[Message, str]] = []
         self.aside: list[Window] = []
         self.tags: dict[str, int] = {}  # the tags given in this step, and how often
+        self.touched: dict[Key, None] = {}  # keys whose state changed since the last snapshot
+        self.captured: _Snapshot | None = None  # the last snapshot taken
         self.warned = False
 
     # -- records -------------------------------------------------------------
@@ -210,6 +214,7 @@ class PatternCore(WindowCore):
             state = self.keys.get(key)
             if state is None:
                 state = self.keys[key] = _Key(self.auto.run())
+            self.touched[key] = None
             run = state.run
             lapsed = state.deadline <= t
             if lapsed:
@@ -231,6 +236,7 @@ class PatternCore(WindowCore):
             state = self.keys.get(key)
             if state is None or state.deadline != due:
                 continue  # stale
+            self.touched[key] = None
             self._advance(key, state.run, wm, out)
             self._schedule(key, state, True)
         return out
@@ -434,6 +440,7 @@ class PatternCore(WindowCore):
             run.completed = [_partial(states, nodes, p) for p in entry["completed"]]
             run.restored()
             key_state = self.keys[key] = _Key(run)
+            self.touched[key] = None
             self._schedule(key, key_state, True)
 
 
@@ -463,13 +470,32 @@ class _Snapshot(Mapping[str, Any]):
     for the checkpoints committed: it keeps references to the (immutable)
     partial matches and builds its JSON form when first read."""
 
-    __slots__ = ("_core", "_data", "_parts")
+    __slots__ = ("_core", "_data", "_delta", "_depth", "_keys", "_parent", "_parts")
+    _depth: int
 
     def __init__(self, core: PatternCore) -> None:
         self._core = core
         self._data: dict[str, Any] | None = None
+        # The keys' states, as the keys touched since the previous snapshot on top of it
+        # (most steps touch one key of thousands), or in full every CHAIN snapshots.
+        parent = core.captured
+        self._keys: dict[Key, tuple[Any, Any]] | None = None
+        self._delta: dict[Key, tuple[Any, Any] | None] | None = None
+        self._parent: _Snapshot | None = None
+        if parent is None or parent._depth >= CHAIN:
+            self._keys = {key: (s.run.partials, _completed(s.run)) for key, s in core.keys.items()}
+            self._depth = 0
+        else:
+            keys = core.keys
+            self._delta = {}
+            for key in core.touched:
+                state = keys.get(key)
+                self._delta[key] = None if state is None else (state.run.partials, _completed(state.run))
+            self._parent = parent
+            self._depth = parent._depth + 1
+        core.touched.clear()
+        core.captured = self
         self._parts: tuple[Any, ...] = (
-            {key: (s.run.partials, tuple(s.run.completed)) for key, s in core.keys.items()},
             list(core.buffer),
             core.wm,
             core.eid,
@@ -480,10 +506,23 @@ class _Snapshot(Mapping[str, Any]):
             core.since,  # (not saved: a flush of the position changes it, so it is journaled)
         )
 
+    def _all_keys(self) -> dict[Key, tuple[Any, Any]]:
+        if self._keys is None:
+            assert self._parent is not None and self._delta is not None
+            keys = dict(self._parent._all_keys())
+            for key, state in self._delta.items():
+                if state is None:
+                    keys.pop(key, None)
+                else:
+                    keys[key] = state
+            self._keys, self._parent = keys, None
+        return self._keys
+
     def _build(self) -> dict[str, Any]:
         if self._data is not None:
             return self._data
-        keys, buffer, wm, eid, done, max_time, arrival, stream, _ = self._parts
+        keys = self._all_keys()
+        buffer, wm, eid, done, max_time, arrival, stream, _ = self._parts
         index = {id(s): i for i, s in enumerate(self._core.auto.states)}
         events: dict[int, list[Any]] = {}
         saved_keys = []
@@ -541,12 +580,15 @@ class _Snapshot(Mapping[str, Any]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _Snapshot):
-            mine, theirs = self._parts, other._parts
-            if mine[1:] != theirs[1:] or mine[0].keys() != theirs[0].keys():
+            if self._parts != other._parts:
                 return False
-            return all(
-                a[0] is b[0] and a[1] == b[1]
-                for a, b in zip(mine[0].values(), theirs[0].values(), strict=True)
+            # Taken one after the other, with no key touched in between (a clock step
+            # that changed nothing): equal without comparing the keys.
+            if (other._parent is self and not other._delta) or (self._parent is other and not self._delta):
+                return True
+            mine, theirs = self._all_keys(), other._all_keys()
+            return mine.keys() == theirs.keys() and all(
+                a[0] is b[0] and a[1] == b[1] for a, b in ((mine[k], theirs[k]) for k in mine)
             )
         if isinstance(other, Mapping):
             return self._build() == dict(other)
@@ -566,6 +608,10 @@ class _Snapshot(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._build())
+
+
+def _completed(run: Run) -> tuple[Partial, ...]:
+    return tuple(run.completed) if run.completed else ()
 
 
 def _finite(value: float) -> float | None:
