@@ -138,8 +138,10 @@ class _PendingAck:
     takes more than about a tenth of the pipeline's time.
     """
 
-    def __init__(self, acknowledge: Acknowledge, outage_timeout: float, interval: float) -> None:
+    def __init__(self, acknowledge: Acknowledge, outage_timeout: float, interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.acknowledge, self.outage_timeout, self.interval = acknowledge, outage_timeout, interval
+        self.clock = clock
         self.gap = interval  # the interval, or longer after a slow write
         self.lock = threading.RLock()
         self.wake = threading.Condition(self.lock)
@@ -155,7 +157,7 @@ class _PendingAck:
             self.seq = seq
             if checkpoint is not None:
                 self.checkpoint = checkpoint
-            if time.monotonic() - self.written_at >= self.gap:
+            if self.clock() - self.written_at >= self.gap:
                 self.write()
             elif self.due is None:
                 self.due = self.written_at + self.gap
@@ -170,10 +172,10 @@ class _PendingAck:
         if self.seq is None:
             return
         seq, checkpoint = self.seq, self.checkpoint
-        began = time.monotonic()
+        began = self.clock()
         until_reachable(lambda: self.acknowledge(seq, checkpoint), self.outage_timeout)
         self.seq = None
-        self.written_at = time.monotonic()
+        self.written_at = self.clock()
         if self.interval > 0:
             took = self.written_at - began
             self.gap = min(max(self.interval, COST_RATIO * took), max(self.interval, MAX_GAP))
@@ -202,7 +204,7 @@ class _PendingAck:
                 if self.due is None:
                     self.wake.wait()
                     continue
-                delay = self.due - time.monotonic()
+                delay = self.due - self.clock()
                 if delay > 0:
                     self.wake.wait(delay)
                     continue

@@ -9,16 +9,15 @@ import pytest
 from minibatch_rx import running
 
 
-def test_a_slow_commit_spaces_out_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_slow_commit_spaces_out_the_next() -> None:
     now = [100.0]
-    monkeypatch.setattr("minibatch_rx.running.time.monotonic", lambda: now[0])
     written: list[int] = []
 
     def acknowledge(seq: int, checkpoint: Any) -> None:
         written.append(seq)
         now[0] += 0.05  # a commit taking 50 ms (a large checkpoint)
 
-    pending = running._PendingAck(acknowledge, outage_timeout=1.0, interval=0.05)
+    pending = running._PendingAck(acknowledge, outage_timeout=1.0, interval=0.05, clock=lambda: now[0])
     pending.stopped = True  # no flusher thread: deferred writes stay pending, visibly
     pending.ack(1)
     assert written == [1]
@@ -32,11 +31,12 @@ def test_a_slow_commit_spaces_out_the_next(monkeypatch: pytest.MonkeyPatch) -> N
     assert written == [1, 3]
 
 
-def test_quick_commits_keep_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_commits_keep_the_interval() -> None:
     now = [0.0]
-    monkeypatch.setattr("minibatch_rx.running.time.monotonic", lambda: now[0])
     written: list[int] = []
-    pending = running._PendingAck(lambda seq, _c: written.append(seq), outage_timeout=1.0, interval=0.05)
+    pending = running._PendingAck(
+        lambda seq, _c: written.append(seq), outage_timeout=1.0, interval=0.05, clock=lambda: now[0]
+    )
     pending.ack(1)
     now[0] += 0.06
     pending.ack(2)
