@@ -101,18 +101,31 @@ class Edge:
 class State:
     """A state of the automaton, named after the step it belongs to."""
 
-    __slots__ = ("edges", "kind", "skip_unless", "step")
+    __slots__ = ("edges", "finishes", "kind", "skip_unless", "step")
 
     def __init__(self, step: str, kind: int) -> None:
         self.step = step
         self.kind = kind
         self.edges: list[Edge] = []
+        self.finishes = False
+        """Whether PROCEED edges can lead from here to the final state (then taking an
+        event into this state may complete a match at once)."""
         self.skip_unless: Callable[[Any], Any] | None = None
         """For the commonest state (take on a simple condition, else skip the event
         and stay): the condition; an event failing it leaves a partial match as it is."""
 
     def settle(self) -> None:
-        """Note :attr:`skip_unless` once the edges are final."""
+        """Note :attr:`skip_unless` and :attr:`finishes` once the edges are final."""
+        seen: set[int] = set()
+        stack: list[State] = [self]
+        while stack and not self.finishes:
+            state = stack.pop()
+            for edge in state.edges:
+                if edge.action == PROCEED and id(edge.target) not in seen:
+                    seen.add(id(edge.target))
+                    if edge.target.kind == FINAL:
+                        self.finishes = True
+                    stack.append(edge.target)
         edges = self.edges
         if (
             self.kind in (START, NORMAL)
@@ -499,12 +512,13 @@ def compile_pattern(pattern: Pattern[Any]) -> Automaton:
 class Partial:
     """A partial match (Flink's computation state)."""
 
-    __slots__ = ("path", "prev_ts", "start_id", "start_ts", "state")
+    __slots__ = ("path", "prev_ts", "skip_unless", "start_id", "start_ts", "state")
 
     def __init__(
         self, state: State, path: Path, start_ts: float, start_id: int | None, prev_ts: float
     ) -> None:
         self.state = state
+        self.skip_unless = state.skip_unless  # (read for every event: kept at hand)
         self.path = path
         self.start_ts = start_ts
         self.start_id = start_id
@@ -589,7 +603,7 @@ class Run:
         partials = self.partials
         first = 0  # the partial matches before it skip this event, unchanged
         for partial in partials:
-            skip_unless = partial.state.skip_unless
+            skip_unless = partial.skip_unless
             if skip_unless is None or skip_unless(event):
                 break
             first += 1
@@ -599,7 +613,7 @@ class Run:
         found: list[Partial] = []
         for i in range(first, len(partials)):
             partial = partials[i]
-            skip_unless = partial.state.skip_unless
+            skip_unless = partial.skip_unless
             if skip_unless is not None and not skip_unless(event):
                 fresh.append(partial)  # not for this state: skipped, the partial match unchanged
                 continue
@@ -664,8 +678,10 @@ class Run:
     # -- internals ---------------------------------------------------------------
 
     def _next(self, partial: Partial, event: Any, ts: float, eid: int, ref: Any) -> list[Partial]:
+        """What ``partial`` becomes on ``event``: follow the edges whose conditions
+        hold (proceeding on the same event through PROCEED edges), in Flink's order."""
         ctx: Context | None = None
-        edges: list[Edge] = []
+        out: list[Partial] = []
         stack = [partial.state]
         starting = partial.state.kind == START
         last_fn: Any = None  # the condition evaluated last, and its result
@@ -674,8 +690,9 @@ class Run:
             state = stack.pop()
             for edge in state.edges:
                 fn = edge.fn
+                action = edge.action
                 if fn is not None:
-                    if starting and edge.action == IGNORE:
+                    if starting and action == IGNORE:
                         continue  # a partial match never starts with a skipped event
                     if fn is last_fn:
                         result = last
@@ -689,32 +706,30 @@ class Run:
                         last_fn, last = fn, result
                     if result is edge.neg:
                         continue
-                if edge.action == PROCEED:
+                if action == PROCEED:
                     stack.append(edge.target)
-                else:
-                    edges.append(edge)
-        out: list[Partial] = []
-        for edge in edges:
-            if edge.action == IGNORE:
-                if edge.target is partial.state:
-                    out.append(partial)  # skipped and staying: the very same partial match
-                elif not starting:
-                    out.append(
-                        Partial(
-                            edge.target, partial.path, partial.start_ts, partial.start_id, partial.prev_ts
+                elif action == IGNORE:
+                    if edge.target is partial.state:
+                        out.append(partial)  # skipped and staying: the very same partial match
+                    elif not starting:
+                        out.append(
+                            Partial(
+                                edge.target, partial.path, partial.start_ts, partial.start_id, partial.prev_ts
+                            )
                         )
-                    )
-                continue
-            path: Path = (edge.source.step, eid, ts, event, partial.path, ref)
-            start_id: int | None
-            if starting:
-                start_ts, start_id = ts, eid
-            else:
-                start_ts, start_id = partial.start_ts, partial.start_id
-            out.append(Partial(edge.target, path, start_ts, start_id, ts))
-            final = self._final_after(edge.target, event, partial.path, ts)
-            if final is not None:
-                out.append(Partial(final, path, start_ts, start_id, ts))
+                else:
+                    path: Path = (edge.source.step, eid, ts, event, partial.path, ref)
+                    start_id: int | None
+                    if starting:
+                        start_ts, start_id = ts, eid
+                    else:
+                        start_ts, start_id = partial.start_ts, partial.start_id
+                    target = edge.target
+                    out.append(Partial(target, path, start_ts, start_id, ts))
+                    if target.finishes:
+                        final = self._final_after(target, event, partial.path, ts)
+                        if final is not None:
+                            out.append(Partial(final, path, start_ts, start_id, ts))
         if starting:
             out.append(partial)
         return out
