@@ -448,7 +448,7 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         if spec is None or not spec.groupable or not isinstance(spec, Count):
             raise InvalidArgumentError(
                 f"group {group!r} needs a count window: consumer groups share count_window(n) windows; "
-                "time-based windows need a single consumer per group"
+                "time-based windows and patterns (match) need a single consumer per group"
             )
         if self.key_spec is not None or self.pre_stages or self.upstream is not None:
             raise InvalidArgumentError(

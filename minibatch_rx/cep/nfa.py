@@ -627,8 +627,13 @@ class Run:
                     stopped = True
                 else:
                     fresh.append(nxt)
-            if stopped:  # a negation killed this branch: none of what it became survives
+            if stopped:  # a negation killed this branch: none of what it became survives...
                 del fresh[mark:]
+                if partial.state.kind == START:
+                    # ...but the start state, which must stay for later matches to begin (Flink
+                    # drops it too, and its key never matches again: a pattern whose first
+                    # step may be skipped straight into a negation).
+                    fresh.append(partial)
         if self._skips:
             out: list[Partial] = []
             self._emit(found, fresh, out)

@@ -235,6 +235,11 @@ class Pattern(Generic[T]):
                 f"got {after_match!r}"
             )
         if isinstance(name, Pattern):
+            if name._steps[-1].contiguity is Contiguity.NOT_FOLLOWED:
+                raise InvalidArgumentError(
+                    f"a group may not end with not_followed_by({name._steps[-1].name!r}): put the "
+                    "negation after the group"
+                )
             # Flink begins a group with strict contiguity (it only matters inside loops).
             return Pattern((_group_step(name, 0, Contiguity.STRICT),), after_match, name._within)
         return Pattern((Step(_check_name(name), Contiguity.RELAXED),), after_match, None)
@@ -252,6 +257,12 @@ class Pattern(Generic[T]):
         within = self._within
         if isinstance(name, Pattern):
             step = _group_step(name, len(self._steps), contiguity)
+            if name._steps[-1].contiguity is Contiguity.NOT_FOLLOWED:
+                # Flink accepts it and ignores the negation (FLINK-15980).
+                raise InvalidArgumentError(
+                    f"a group may not end with not_followed_by({name._steps[-1].name!r}): put the "
+                    "negation after the group"
+                )
             if name._within is not None:
                 within = name._within if within is None else min(within, name._within)
         else:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 
 from minibatch_rx.cep.match import Match
-from minibatch_rx.cep.nfa import START, Automaton, Partial, Path, Run
+from minibatch_rx.cep.nfa import START, Automaton, Partial, Path, PatternError, Run
 from minibatch_rx.cep.pattern import Pattern
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.message import Message
@@ -222,12 +222,14 @@ class PatternCore(WindowCore):
             self.eid += 1
             try:
                 found_all = run.process(message.data, t, self.eid, (message, rank))
+            except PatternError:
+                raise  # a strict skip strategy found no step to skip to: the pipeline fails, as Flink's job
             except Exception as error:  # a condition failed on this record: dead-letter it
                 self.bad.append((message, f"a pattern condition raised {type(error).__name__}: {error}"))
                 found_all = []
             for found in found_all:
                 out.append(self._window(key, found))
-            if len(run.partials) > MAX_PARTIALS:
+            if len(run.partials) > MAX_PARTIALS + 1:  # (the start state is not counted)
                 self._cap(key, run, t)
             self._schedule(key, state, lapsed)
         deadlines = self.deadlines
@@ -281,12 +283,12 @@ class PatternCore(WindowCore):
                 key,
                 MAX_PARTIALS,
             )
-        ordered = sorted(run.partials, key=lambda p: p.order)
-        keep = set(map(id, ordered[-MAX_PARTIALS:]))
-        for partial in ordered[:-MAX_PARTIALS]:
-            if partial.state.kind != START:
-                self.aside.append(self._window(key, partial, t))
-        run.partials = [p for p in run.partials if id(p) in keep or p.state.kind == START]
+        ordered = sorted((p for p in run.partials if p.state.kind != START), key=lambda p: p.order)
+        dropped = ordered[:-MAX_PARTIALS]
+        for partial in dropped:
+            self.aside.append(self._window(key, partial, t))
+        gone = set(map(id, dropped))
+        run.partials = [p for p in run.partials if id(p) not in gone]
 
     def _window(self, key: Key, partial: Partial, timed_out_at: float | None = None) -> Window:
         messages: list[Message] = []
