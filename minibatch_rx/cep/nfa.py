@@ -16,6 +16,7 @@ state after the loop.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -474,7 +475,7 @@ def with_until(test: Test | None, until: Test | None, *, take: bool) -> Test | N
 class Automaton:
     """A compiled pattern: its start state, ``within`` bound and skip strategy."""
 
-    __slots__ = ("after", "names", "start", "states", "window")
+    __slots__ = ("after", "names", "shape", "start", "states", "window")
 
     def __init__(self, pattern: Pattern[Any]) -> None:
         steps = pattern.steps
@@ -495,6 +496,7 @@ class Automaton:
         self.states = compiler.states
         for state in self.states:
             state.settle()
+        self.shape = _shape(self.states, pattern)
         self.window = pattern.window
         self.after = after
         self.names = pattern.names
@@ -502,6 +504,24 @@ class Automaton:
     def run(self) -> Run:
         """A fresh matcher (the state of one key)."""
         return Run(self)
+
+
+def _shape(states: list[State], pattern: Pattern[Any]) -> str:
+    """A digest of the automaton's structure (states, edges, step names, ``within``,
+    skip strategy; conditions are code, and are not in it): a checkpoint tells by it
+    whether it was written for the same automaton."""
+    index = {id(state): i for i, state in enumerate(states)}
+    text = repr(
+        (
+            [
+                (s.step, s.kind, [(e.action, index[id(e.target)], e.neg, e.fn is None) for e in s.edges])
+                for s in states
+            ],
+            pattern.window,
+            repr(pattern.after_match),
+        )
+    )
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def compile_pattern(pattern: Pattern[Any]) -> Automaton:

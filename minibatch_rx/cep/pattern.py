@@ -498,9 +498,12 @@ class Pattern(Generic[T]):
 
 
 def _shown(step: Step) -> str:
-    if step.group is None:
-        return repr(step.name)
-    return "(" + " ".join(_shown(s) for s in step.group) + ")"
+    shown = repr(step.name) if step.group is None else "(" + " ".join(_shown(s) for s in step.group) + ")"
+    if step.kind == "looping":
+        shown += "+" if step.low == 1 else f"{{{step.low},}}"
+    elif step.kind == "times":
+        shown += f"{{{step.low}}}" if step.low == step.high else f"{{{step.low},{step.high}}}"
+    return shown + ("?" if step.optional else "")
 
 
 def _group_step(pattern: Pattern[Any], index: int, contiguity: Contiguity) -> Step:

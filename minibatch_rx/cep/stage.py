@@ -26,10 +26,13 @@ keeps up with a pattern that rarely matches.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import heapq
+import json
 import logging
 import math
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +48,7 @@ from minibatch_rx.message import Message
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import WindowCore, WindowOperator
 from minibatch_rx.windows.clocks import BadRecordError, ClockSpec, IngestTime, RunClock
-from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_to_json
+from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_text, key_to_json
 from minibatch_rx.windows.specs import WindowSpec
 
 if TYPE_CHECKING:
@@ -96,11 +99,12 @@ def to_match(window: Window[Any]) -> Match[Any] | None:
 class _Key:
     """The matching state of one key."""
 
-    __slots__ = ("deadline", "run")
+    __slots__ = ("deadline", "run", "text")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, key: Key) -> None:
         self.run = run
         self.deadline = math.inf
+        self.text = key_text(key)  # orders keys due at the same time, the same way in every run
 
 
 class PatternCore(WindowCore):
@@ -116,7 +120,7 @@ class PatternCore(WindowCore):
         self.step_codes = {name: str(i) for i, name in enumerate(order)}
         self.keys: dict[Key, _Key] = {}
         self.buffer: list[tuple[float, int, int, int, Message, Key]] = []  # (t, seq, rank, n, msg, key)
-        self.deadlines: list[tuple[float, int, Key]] = []  # (deadline, n, key), stale ones skipped
+        self.deadlines: list[tuple[float, str, Key]] = []  # (deadline, key text, key), stale ones skipped
         self.counter = 0
         self.eid = 0
         self.wm = -math.inf
@@ -131,6 +135,8 @@ class PatternCore(WindowCore):
         self.aside: list[Window] = []
         self.tags: dict[str, int] = {}  # the tags given in this step, and how often
         self.touched: dict[Key, None] = {}  # keys whose state changed since the last snapshot
+        self.buffered: dict[Key, dict[int, Any]] = {}  # each key's records in the buffer, by counter
+        self.state_index = {id(state): i for i, state in enumerate(auto.states)}
         self.captured: _Snapshot | None = None  # the last snapshot taken
         self.warned = False
 
@@ -177,7 +183,13 @@ class PatternCore(WindowCore):
                 return self._tick([])
             t = self.wm  # ingest time never goes back
         self.counter += 1
-        heapq.heappush(self.buffer, (t, seq, rank, self.counter, message, key))
+        item = (t, seq, rank, self.counter, message, key)
+        heapq.heappush(self.buffer, item)
+        waiting = self.buffered.get(key)
+        if waiting is None:
+            waiting = self.buffered[key] = {}
+        waiting[self.counter] = item
+        self.touched[key] = None
         if new_max:
             wm = clock.data_watermark()
             if wm > self.wm:
@@ -210,10 +222,14 @@ class PatternCore(WindowCore):
         wm = self.wm
         buffer = self.buffer
         while buffer and buffer[0][0] <= wm:
-            t, _, rank, _, message, key = heapq.heappop(buffer)
+            t, _, rank, counter, message, key = heapq.heappop(buffer)
+            waiting = self.buffered[key]
+            del waiting[counter]
+            if not waiting:
+                del self.buffered[key]
             state = self.keys.get(key)
             if state is None:
-                state = self.keys[key] = _Key(self.auto.run())
+                state = self.keys[key] = _Key(self.auto.run(), key)
             self.touched[key] = None
             run = state.run
             lapsed = state.deadline <= t
@@ -271,7 +287,7 @@ class PatternCore(WindowCore):
             state.deadline = due
             if due < math.inf:
                 self.counter += 1
-                heapq.heappush(self.deadlines, (due, self.counter, key))
+                heapq.heappush(self.deadlines, (due, state.text, key))
 
     def _cap(self, key: Key, run: Run, t: float) -> None:
         if not self.warned:
@@ -403,36 +419,50 @@ class PatternCore(WindowCore):
         return aside
 
     # -- checkpoints -------------------------------------------------------------
+    def key_token(self, key: Key) -> tuple[Any, ...]:
+        """What a snapshot keeps of a key: its partial matches, completed matches
+        waiting, and buffered records (``_IDLE`` for a key with none)."""
+        state = self.keys.get(key)
+        waiting = self.buffered.get(key)
+        buffered = tuple(waiting.values()) if waiting else ()
+        if state is None:
+            return ([], (), buffered) if buffered else _IDLE
+        return (state.run.partials, _completed(state.run), buffered)
+
     def snapshot(self) -> Any:
         return _Snapshot(self)
 
     def restore(self, state: Any) -> None:
-        if not isinstance(state, dict) or state.get("pattern") != list(self.order):
-            if isinstance(state, dict) and "pattern" in state:
-                raise InvalidArgumentError(
-                    f"the checkpoint of this consumer was written by another pattern "
-                    f"({state['pattern']}, now {list(self.order)}): run a changed pattern "
-                    "under a new consumer name"
-                )
-            return
-        stream = state["stream"]
-        self.stream = stream
-        self.wm = _number(state["wm"])
-        self.eid = int(state["eid"])
-        self.done = (int(state["done"][0]), int(state["done"][1]))
-        clock = state.get("clock", {})
-        self.clock.max_time = _number(clock.get("max"))
-        self.clock.last_arrival = _number(clock.get("arrival"))
-        messages: dict[int, tuple[Message, int]] = {}
-        for eid, seq, rank, ts, data in state["events"]:
-            messages[eid] = (Message(stream, seq, datetime.fromtimestamp(ts, UTC), data), rank)
-        for t, seq, rank, ts, data, key in state["buffer"]:
-            self.counter += 1
-            message = Message(stream, seq, datetime.fromtimestamp(ts, UTC), data)
-            heapq.heappush(self.buffer, (t, seq, rank, self.counter, message, key_from_json(key)))
+        if not isinstance(state, dict) or not isinstance(state.get("base"), dict):
+            return  # none, or written by an earlier version: start afresh
+        base, parts = state["base"], state.get("parts", {})
+        if base.get("shape") != self.auto.shape:
+            raise InvalidArgumentError(
+                f"the checkpoint of this consumer was written by another pattern (steps "
+                f"{base.get('pattern')}, now {list(self.order)}): run a changed pattern under a "
+                "new consumer name"
+            )
+        stream = self.stream = base["stream"]
+        self.wm = _number(base["wm"])
+        self.eid = int(base["eid"])
+        self.done = (int(base["done"][0]), int(base["done"][1]))
+        self.clock.max_time = _number(base["clock"]["max"])
+        self.clock.last_arrival = _number(base["clock"]["arrival"])
         states = self.auto.states
-        for entry in state["keys"]:
+        for entry in parts.values():
             key = key_from_json(entry["key"])
+            messages: dict[int, tuple[Message, int]] = {}
+            for eid, seq, rank, ts, data in entry["events"]:
+                messages[eid] = (Message(stream, seq, _EPOCH + timedelta(seconds=ts), _decode(data)), rank)
+            for t, seq, rank, ts, data in entry["buffer"]:
+                self.counter += 1
+                message = Message(stream, seq, _EPOCH + timedelta(seconds=ts), _decode(data))
+                item = (t, seq, rank, self.counter, message, key)
+                heapq.heappush(self.buffer, item)
+                self.buffered.setdefault(key, {})[self.counter] = item
+            self.touched[key] = None
+            if not entry["partials"]:
+                continue  # only buffered records
             nodes: list[Path] = []
             for step, eid, t, parent in entry["nodes"]:
                 ref = messages[eid]
@@ -441,8 +471,7 @@ class PatternCore(WindowCore):
             run.partials = [_partial(states, nodes, p) for p in entry["partials"]]
             run.completed = [_partial(states, nodes, p) for p in entry["completed"]]
             run.restored()
-            key_state = self.keys[key] = _Key(run)
-            self.touched[key] = None
+            key_state = self.keys[key] = _Key(run, key)
             self._schedule(key, key_state, True)
 
 
@@ -468,37 +497,39 @@ def _number(value: Any) -> float:
 
 
 class _Snapshot(Mapping[str, Any]):
-    """A core's state as JSON. Made at every step that emits, but encoded only
-    for the checkpoints committed: it keeps references to the (immutable)
-    partial matches and builds its JSON form when first read."""
+    """A core's state, taken at every step that emits and written only for the
+    checkpoints committed. It keeps references to the (immutable) partial matches
+    and buffered records of each key, and is written as a
+    :class:`~minibatch_rx.journal.PartedState`: a small base, and one part per
+    key, of which a checkpoint writes those changed since the last one written.
+    As a mapping it is what a restore reads: ``{'base': ..., 'parts': {id: ...}}``."""
 
-    __slots__ = ("_core", "_data", "_delta", "_depth", "_keys", "_parent", "_parts")
+    __slots__ = ("_base", "_core", "_delta", "_depth", "_keys", "_parent", "_parts")
     _depth: int
 
     def __init__(self, core: PatternCore) -> None:
         self._core = core
-        self._data: dict[str, Any] | None = None
         # The keys' states, as the keys touched since the previous snapshot on top of it
         # (most steps touch one key of thousands), or in full every CHAIN snapshots.
         parent = core.captured
-        self._keys: dict[Key, tuple[Any, Any]] | None = None
-        self._delta: dict[Key, tuple[Any, Any] | None] | None = None
+        self._keys: dict[Key, tuple[Any, ...]] | None = None
+        self._delta: dict[Key, tuple[Any, ...] | None] | None = None
         self._parent: _Snapshot | None = None
         if parent is None or parent._depth >= CHAIN:
-            self._keys = {key: (s.run.partials, _completed(s.run)) for key, s in core.keys.items()}
+            self._keys = {}
+            for key in core.keys.keys() | core.buffered.keys():
+                self._keys[key] = core.key_token(key)
             self._depth = 0
         else:
-            keys = core.keys
             self._delta = {}
             for key in core.touched:
-                state = keys.get(key)
-                self._delta[key] = None if state is None else (state.run.partials, _completed(state.run))
+                token = core.key_token(key)
+                self._delta[key] = None if token == _IDLE else token
             self._parent = parent
             self._depth = parent._depth + 1
         core.touched.clear()
         core.captured = self
         self._parts: tuple[Any, ...] = (
-            list(core.buffer),
             core.wm,
             core.eid,
             (core.last_seq, core.rank),
@@ -507,8 +538,9 @@ class _Snapshot(Mapping[str, Any]):
             core.stream,
             core.since,  # (not saved: a flush of the position changes it, so it is journaled)
         )
+        self._base: dict[str, Any] | None = None
 
-    def _all_keys(self) -> dict[Key, tuple[Any, Any]]:
+    def _all_keys(self) -> dict[Key, tuple[Any, ...]]:
         if self._keys is None:
             assert self._parent is not None and self._delta is not None
             keys = dict(self._parent._all_keys())
@@ -520,66 +552,63 @@ class _Snapshot(Mapping[str, Any]):
             self._keys, self._parent = keys, None
         return self._keys
 
-    def _build(self) -> dict[str, Any]:
-        if self._data is not None:
-            return self._data
-        keys = self._all_keys()
-        buffer, wm, eid, done, max_time, arrival, stream, _ = self._parts
-        index = {id(s): i for i, s in enumerate(self._core.auto.states)}
+    # -- PartedState ---------------------------------------------------------------
+    def base(self) -> dict[str, Any]:
+        if self._base is None:
+            wm, eid, done, max_time, arrival, stream, _ = self._parts
+            self._base = {
+                "shape": self._core.auto.shape,
+                "pattern": list(self._core.order),
+                "stream": stream,
+                "wm": _finite(wm),
+                "eid": eid,
+                "done": list(done),
+                "clock": {"max": _finite(max_time), "arrival": _finite(arrival)},
+            }
+        return self._base
+
+    def tokens(self) -> dict[str, Any]:
+        return {_part_id(key): token for key, token in self._all_keys().items()}
+
+    def render(self, part: str) -> dict[str, Any]:
+        key = key_from_json(json.loads(part))
+        partials, completed, buffered = self._all_keys()[key]
+        index = self._core.state_index
         events: dict[int, list[Any]] = {}
-        saved_keys = []
-        for key, (partials, completed) in keys.items():
-            numbered: dict[int, int] = {}
-            nodes: list[list[Any]] = []
+        numbered: dict[int, int] = {}
+        nodes: list[list[Any]] = []
 
-            def number(
-                node: Path, numbered: dict[int, int] = numbered, nodes: list[list[Any]] = nodes
-            ) -> int:
-                if node is None:
-                    return -1
-                found = numbered.get(id(node))
-                if found is not None:
-                    return found
-                parent = number(node[4])
-                message, rank = node[5]
-                events.setdefault(node[1], [node[1], message.seq, rank, message.ts.timestamp(), message.data])
-                numbered[id(node)] = len(nodes)
-                nodes.append([node[0], node[1], node[2], parent])
-                return len(nodes) - 1
+        def number(node: Path) -> int:
+            if node is None:
+                return -1
+            found = numbered.get(id(node))
+            if found is not None:
+                return found
+            parent = number(node[4])
+            message, rank = node[5]
+            if node[1] not in events:
+                events[node[1]] = [node[1], message.seq, rank, message.ts.timestamp(), _encode(message.data)]
+            numbered[id(node)] = len(nodes)
+            nodes.append([node[0], node[1], node[2], parent])
+            return len(nodes) - 1
 
-            def save(p: Partial) -> list[Any]:
-                return [
-                    index[id(p.state)],
-                    number(p.path),
-                    _finite(p.start_ts),
-                    p.start_id,
-                    _finite(p.prev_ts),
-                ]
+        def save(p: Partial) -> list[Any]:
+            return [index[id(p.state)], number(p.path), _finite(p.start_ts), p.start_id, _finite(p.prev_ts)]
 
-            saved_keys.append(
-                {
-                    "key": key_to_json(key),
-                    "nodes": nodes,
-                    "partials": [save(p) for p in partials],
-                    "completed": [save(p) for p in completed],
-                }
-            )
-        self._data = {
-            "pattern": list(self._core.order),
-            "stream": stream,
-            "wm": _finite(wm),
-            "eid": eid,
-            "done": list(done),
+        saved = [save(p) for p in partials]
+        done = [save(p) for p in completed]
+        return {
+            "key": key_to_json(key),
+            "nodes": nodes,
             "events": list(events.values()),
+            "partials": saved,
+            "completed": done,
             "buffer": [
-                [t, seq, rank, m.ts.timestamp(), m.data, key_to_json(key)]
-                for t, seq, rank, _, m, key in buffer
+                [t, seq, rank, m.ts.timestamp(), _encode(m.data)] for t, seq, rank, _, m, _ in buffered
             ],
-            "keys": saved_keys,
-            "clock": {"max": _finite(max_time), "arrival": _finite(arrival)},
         }
-        return self._data
 
+    # -- equality and the mapping a restore reads ----------------------------------
     def __eq__(self, other: object) -> bool:
         if isinstance(other, _Snapshot):
             if self._parts != other._parts:
@@ -588,12 +617,9 @@ class _Snapshot(Mapping[str, Any]):
             # that changed nothing): equal without comparing the keys.
             if (other._parent is self and not other._delta) or (self._parent is other and not self._delta):
                 return True
-            mine, theirs = self._all_keys(), other._all_keys()
-            return mine.keys() == theirs.keys() and all(
-                a[0] is b[0] and a[1] == b[1] for a, b in ((mine[k], theirs[k]) for k in mine)
-            )
+            return self._all_keys() == other._all_keys()
         if isinstance(other, Mapping):
-            return self._build() == dict(other)
+            return dict(self) == dict(other)
         return NotImplemented
 
     def __ne__(self, other: object) -> bool:
@@ -602,14 +628,51 @@ class _Snapshot(Mapping[str, Any]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def _mapping(self) -> dict[str, Any]:
+        return {"base": self.base(), "parts": {part: self.render(part) for part in self.tokens()}}
+
     def __getitem__(self, key: str) -> Any:
-        return self._build()[key]
+        return self._mapping()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._build())
+        return iter(("base", "parts"))
 
     def __len__(self) -> int:
-        return len(self._build())
+        return 2
+
+
+_IDLE: tuple[Any, ...] = ([], (), ())  # the token of a key with nothing: it is not saved
+
+
+def _part_id(key: Key) -> str:
+    return json.dumps(key_to_json(key), separators=(",", ":"))
+
+
+def _json_native(value: Any) -> bool:
+    """Whether ``value`` comes back from JSON as it is (dicts with str keys, lists,
+    str, int, float, bool, None)."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _json_native(v) for k, v in value.items())
+    if kind is list:
+        return all(_json_native(v) for v in value)
+    return kind in (str, int, float, bool) or value is None
+
+
+def _encode(value: Any) -> Any:
+    """A record's value for a checkpoint: as it is if JSON keeps it unchanged (a
+    stream's payload), else pickled (what a stage before the match made: a
+    tuple, a datetime...), so a restart hands on the very same values."""
+    if _json_native(value):
+        return [0, value]
+    return [1, base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")]
+
+
+def _decode(saved: Any) -> Any:
+    kind, value = saved
+    if kind == 0:
+        return value
+    return pickle.loads(base64.b64decode(value))  # written by this consumer's own checkpoints
 
 
 def _completed(run: Run) -> tuple[Partial, ...]:

@@ -79,3 +79,27 @@ def test_a_chained_snapshot_holds_the_same_state_as_a_full_one() -> None:
     full = core.snapshot()
     assert json.dumps(dict(last), sort_keys=True) == json.dumps(dict(full), sort_keys=True)
     assert last == full
+
+
+def test_a_structurally_changed_pattern_under_the_same_name_and_consumer_is_refused() -> None:
+    """``consecutive()`` changes the automaton but not the pattern's label: the
+    checkpoint's shape tells, and the restart refuses with a clear error instead
+    of restoring partial matches into other states."""
+    import pytest
+
+    from minibatch_rx.errors import InvalidArgumentError
+
+    def pattern(strict: bool) -> Pattern[Any]:
+        loop = Pattern.begin("a").where(lambda e: e["n"] == "a").one_or_more()
+        loop = loop.consecutive() if strict else loop
+        return loop.followed_by("b").where(lambda e: e["n"] == "b")
+
+    assert repr(pattern(True)) == repr(pattern(False))
+    vt = VirtualTime()
+    s = vt.stream("changed")
+    vt.append_at(1, s, {"n": "a"})
+    vt.append_at(2, s, {"n": "a"})
+    assert vt.run(s.match(pattern(False)).map(lambda m: m), until=10, consumer="c") == []
+    vt.append_at(11, s, {"n": "b"})
+    with pytest.raises(InvalidArgumentError, match="another pattern"):
+        vt.run(s.match(pattern(True)).map(lambda m: m), until=20, consumer="c")
