@@ -417,9 +417,10 @@ def stage(
             sample(core)
     if bad:
         raise BenchError(f"stage: {bad} late or rejected events")
-    if core.keys or [entry[4].data["key"] for entry in core.buffer] != [SENTINEL]:
+    open_keys = [key for key, state in core.keys.items() if state.run.active or state.run.completed]
+    if open_keys or [entry[4].data["key"] for entry in core.buffer] != [SENTINEL]:
         raise BenchError(
-            f"stage: state left at the end: {len(core.keys)} keys with partial matches, "
+            f"stage: state left at the end: {len(open_keys)} keys with partial matches, "
             f"{len(core.buffer)} buffered events (only the sentinel expected)"
         )
     return out
@@ -565,7 +566,8 @@ def measure_memory(n: int, pat: Pattern[Any]) -> Memory:
 
     def sample(core: PatternCore) -> None:
         alive = sum(len(k.run.partials) - 1 for k in core.keys.values())
-        most[0], most[1] = max(most[0], alive), max(most[1], len(core.keys))
+        holding = sum(1 for k in core.keys.values() if k.run.active)
+        most[0], most[1] = max(most[0], alive), max(most[1], holding)
 
     gc.collect()
     tracemalloc.start()

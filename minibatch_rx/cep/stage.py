@@ -63,6 +63,8 @@ FLUSH = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIRST, _LAST = -62135596800.0, 253402300799.0  # the epoch seconds a datetime can hold (years 1 to 9999)
 _warned: set[int] = set()  # patterns warned about (an unbounded loop), once each
+SWEEP = 4096
+"""Keys kept, idle ones included, before the idle ones are forgotten."""
 CHAIN = 64
 """Snapshots kept as the keys changed since the previous one before a full copy."""
 MAX_PARTIALS = 10_000
@@ -134,6 +136,7 @@ class PatternCore(WindowCore):
         self.bad: list[tuple[Message, str]] = []
         self.aside: list[Window] = []
         self.tags: dict[str, int] = {}  # the tags given in this step, and how often
+        self.sweep_at = SWEEP  # the number of keys at which idle ones are forgotten
         self.touched: dict[Key, None] = {}  # keys whose state changed since the last snapshot
         self.buffered: dict[Key, dict[int, Any]] = {}  # each key's records in the buffer, by counter
         self.state_index = {id(state): i for i, state in enumerate(auto.states)}
@@ -142,6 +145,7 @@ class PatternCore(WindowCore):
 
     # -- records -------------------------------------------------------------
     def start(self, now: float) -> list[Window]:
+        self.now = now
         if self.clock.last_arrival == -math.inf:
             self.clock.last_arrival = now
         return []
@@ -201,17 +205,19 @@ class PatternCore(WindowCore):
 
     def _tick(self, out: list[Window], count: bool = True) -> list[Window]:
         """``out``, or a checkpoint-only window (see ``stages.Ack.counts``) when
-        nothing else carries one: every :data:`TICK` records, and at once when
-        something went aside (a timeout, a late or a bad record), so a restart
-        does not hand it to a callable again."""
+        nothing else carries one: every :data:`TICK` records; and :data:`FLUSH`
+        seconds after records, or something handed aside (a timeout, a late or a
+        bad record), that no window committed yet (see :meth:`on_timer`)."""
         if count:
             self.since += 1
+        elif self.aside or self.late_messages or self.bad:
+            self.since += 1  # counts as something to commit
         if out:
             self.since, self.flush_at = 0, None
-        elif self.since >= TICK or self.aside or self.late_messages or self.bad:
+        elif self.since >= TICK:
             self.since, self.flush_at = 0, None
             out = [Window((), self.stream, tag="tick")]
-        elif self.flush_at is None and self.since:
+        elif self.flush_at is None and self.since and self.now > -math.inf:
             self.flush_at = self.now + FLUSH
         return out
 
@@ -275,8 +281,9 @@ class PatternCore(WindowCore):
         is then advanced for nothing, and its deadline computed ``exact``)."""
         run = state.run
         if len(run.partials) == 1 and not run.completed:
-            state.deadline = math.inf
-            del self.keys[key]
+            state.deadline = math.inf  # idle: kept for its next record, swept out in bulk
+            if len(self.keys) > self.sweep_at:
+                self._sweep()
             return
         window = self.auto.window
         if window is None or (not exact and state.deadline < math.inf):
@@ -288,6 +295,14 @@ class PatternCore(WindowCore):
             if due < math.inf:
                 self.counter += 1
                 heapq.heappush(self.deadlines, (due, state.text, key))
+
+    def _sweep(self) -> None:
+        """Forget the idle keys (no partial match, nothing waiting): memory follows
+        the keys with open partial matches, not the keys ever seen."""
+        for key, state in list(self.keys.items()):
+            if len(state.run.partials) == 1 and not state.run.completed:
+                del self.keys[key]
+        self.sweep_at = max(SWEEP, 2 * len(self.keys))
 
     def _cap(self, key: Key, run: Run, t: float) -> None:
         if not self.warned:
@@ -374,6 +389,7 @@ class PatternCore(WindowCore):
         return due < math.inf and self.clock.watermark(now) >= due
 
     def on_timer(self, now: float, forced: bool = False) -> list[Window]:
+        self.now = now
         wm = self.clock.watermark(now)
         due = self._next_due()
         if due < math.inf and wm < due and now >= self.clock.reaches(due) - 1e-6:
@@ -425,7 +441,7 @@ class PatternCore(WindowCore):
         state = self.keys.get(key)
         waiting = self.buffered.get(key)
         buffered = tuple(waiting.values()) if waiting else ()
-        if state is None:
+        if state is None or (len(state.run.partials) == 1 and not state.run.completed):
             return ([], (), buffered) if buffered else _IDLE
         return (state.run.partials, _completed(state.run), buffered)
 
@@ -518,13 +534,15 @@ class _Snapshot(Mapping[str, Any]):
         if parent is None or parent._depth >= CHAIN:
             self._keys = {}
             for key in core.keys.keys() | core.buffered.keys():
-                self._keys[key] = core.key_token(key)
+                token = core.key_token(key)
+                if token is not _IDLE:
+                    self._keys[key] = token
             self._depth = 0
         else:
             self._delta = {}
             for key in core.touched:
                 token = core.key_token(key)
-                self._delta[key] = None if token == _IDLE else token
+                self._delta[key] = None if token is _IDLE else token
             self._parent = parent
             self._depth = parent._depth + 1
         core.touched.clear()
