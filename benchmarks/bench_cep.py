@@ -342,8 +342,8 @@ def _hand_ids(partial: list[Any]) -> Ids:
 
 
 def engine(ordered: Sequence[dict[str, Any]], auto: Automaton, keep: bool = False) -> Outcome:
-    """The NFA alone: a run per key, ``advance(t)`` then ``process`` for each event in
-    time order, then every run advanced to the sentinel's time."""
+    """The NFA alone: a run per key, ``feed`` (``advance(t)`` then ``process``) for
+    each event in time order, then every run advanced to the sentinel's time."""
     out = Outcome()
     runs: dict[str, Run] = {}
     for eid, event in enumerate(ordered):
@@ -352,10 +352,9 @@ def engine(ordered: Sequence[dict[str, Any]], auto: Automaton, keep: bool = Fals
         run = runs.get(key)
         if run is None:
             run = runs[key] = auto.run()
-        matched, lapsed = run.advance(t)
+        matched, lapsed, found = run.feed(event, t, eid)
         if matched or lapsed:
             _engine_out(out, matched, lapsed, keep)
-        found = run.process(event, t, eid)
         if found:
             out.matches += len(found)
             if keep:

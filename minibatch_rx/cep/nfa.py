@@ -586,6 +586,11 @@ def path_events(path: Path) -> list[tuple[str, int, float, Any, Any, Any]]:
     return out
 
 
+# Shared empty results (the commonest ones): read them, never change them.
+_NONE: list[Partial] = []
+_NOTHING: tuple[list[Partial], list[Partial]] = (_NONE, _NONE)
+
+
 class Run:
     """The partial matches of one key, advanced event by event."""
 
@@ -617,9 +622,21 @@ class Run:
                     node = node[4]
         return lowest
 
+    def feed(
+        self, event: Any, ts: float, eid: int, ref: Any = None
+    ) -> tuple[list[Partial], list[Partial], list[Partial]]:
+        """:meth:`advance` to ``ts``, then :meth:`process` the event, in one call:
+        (the matches time gave, the partial matches that timed out, the matches the
+        event completed); lists not to be changed."""
+        if ts >= self.due or self.completed:
+            matched, lapsed = self.advance(ts)
+        else:
+            matched = lapsed = _NONE
+        return matched, lapsed, self.process(event, ts, eid, ref)
+
     def process(self, event: Any, ts: float, eid: int, ref: Any = None) -> list[Partial]:
         """Feed one event (at time ``ts``, id ``eid`` increasing; ``ref`` is kept with
-        it in paths); the matches it completes."""
+        it in paths); the matches it completes (a list not to be changed)."""
         partials = self.partials
         first = 0  # the partial matches before it skip this event, unchanged
         for partial in partials:
@@ -628,7 +645,7 @@ class Run:
                 break
             first += 1
         else:
-            return []  # no partial match wants it: nothing changes (the commonest case)
+            return _NONE  # no partial match wants it: nothing changes (the commonest case)
         fresh: list[Partial] = partials[:first]
         found: list[Partial] = []
         for i in range(first, len(partials)):
@@ -668,10 +685,10 @@ class Run:
     def advance(self, ts: float) -> tuple[list[Partial], list[Partial]]:
         """Move time to ``ts``: partial matches whose first event is ``within`` or more
         before it time out; trailing absences that held become matches.
-        Returns (matches, timed-out partial matches)."""
+        Returns (matches, timed-out partial matches), lists not to be changed."""
         window = self._window
         if window is None or (ts < self.due and not self.completed):
-            return [], []  # nothing can run out yet
+            return _NOTHING  # nothing can run out yet
         timeouts: list[Partial] = []
         pending: list[Partial] = []
         keep: list[Partial] = []
