@@ -3,14 +3,10 @@ the pattern sees (a stream's payloads, or what a stage before it made)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline_helpers import mypy_errors  # noqa: E402
+from pipeline_helpers import mypy_errors  # tests/ is on the path (conftest.py)
 
 pytestmark = pytest.mark.timeout(300)
 
