@@ -40,12 +40,27 @@ Sections (each writes a table into ``benchmarks/RESULTS.md``):
 8. **Session windows over 1,000,000 distinct keys**, with
    ``bench_session_keys.py``: peak memory (traced and RSS) stays flat across
    the keys seen, while a run with every key open at once grows.
+9. **CEP patterns beside a hand-written state machine**, with the functions
+   of ``bench_cep.py``: a three-step pattern with ``within`` over 1,000,000
+   events on 1,000 keys through a hand-written per-key machine (the
+   baseline), the NFA engine, the ``PatternCore`` stage and, for
+   information, whole pipelines; then the stage's peak memory at 100,000
+   and 1,000,000 events.
 
 Every target of the project (``TARGETS`` in the report) is printed beside the
 measured value with PASS or FAIL. The script writes ``benchmarks/RESULTS.md``
 and, if matplotlib is installed (the ``bench`` extra), ``benchmarks/results.png``.
 It exits non-zero if a benchmark fails (an exception, a self-check), not
 when a target is missed.
+
+``--sections`` runs some sections only. If ``RESULTS.md`` already exists in
+the output directory, they are merged into it: the sections run replace
+theirs, the others stay as the earlier runs wrote them (the header names
+every run and what it measured; a comment at the end of the file records
+which run wrote which section). Sections 2, 3 and 5 share tables, so
+``e2e``, ``latency`` and ``original`` are replaced together: those of them
+not rerun are dropped. ``--fresh`` writes only the sections run. The plot is
+redrawn only when none of the sections it shows come from an earlier run.
 
 MongoDB: ``MINIBATCH_TEST_MONGO_URL`` if set, else the SecantusDB test server
 (``tests/mongo_server.py``, from the ``dev`` extra) started and stopped by this
@@ -56,8 +71,9 @@ implementations on the same server, they are not MongoDB's speed.
 
 Usage::
 
-    python benchmarks/run_all.py                 # about 8 minutes
+    python benchmarks/run_all.py                 # about 9 minutes
     python benchmarks/run_all.py --quick         # about 2 minutes
+    python benchmarks/run_all.py --sections cep  # about 3 minutes, merged into RESULTS.md
     python benchmarks/run_all.py --sections e2e,latency --output /tmp/out
 """
 
@@ -72,6 +88,7 @@ import math
 import os
 import platform
 import queue
+import re
 import shutil
 import signal
 import sqlite3
@@ -84,7 +101,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -96,10 +113,10 @@ if str(ROOT) not in sys.path:
 from benchmarks import bench_append, bench_backlog_memory  # noqa: E402
 
 if TYPE_CHECKING:  # imported where measured: they load minibatch_rx, which children may not need
-    from benchmarks import bench_session_keys, bench_windows
+    from benchmarks import bench_cep, bench_session_keys, bench_windows
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("append", "e2e", "latency", "overhead", "original", "memory", "windows", "sessions")
+SECTIONS = ("append", "e2e", "latency", "overhead", "original", "memory", "windows", "sessions", "cep")
 WINDOW = 100  # count window of the throughput runs
 PRODUCER_BATCH = 1000  # messages per Stream.extend of the throughput producers
 CONSUMER = "bench"
@@ -130,6 +147,10 @@ class Plan:
     original_e2e: int  # messages of the throughput comparison with the original
     original_samples: int  # latency samples of the comparison with the original
     original_pace: float  # seconds between two appends there
+    cep_events: int  # bench_cep: events of the in-process rows
+    cep_pipeline_events: int  # and of the pipeline rows
+    cep_rounds: int
+    cep_memory_sizes: tuple[int, ...]  # events of the traced stage runs
 
 
 FULL = Plan(
@@ -149,6 +170,10 @@ FULL = Plan(
     original_e2e=1_000,
     original_samples=500,
     original_pace=0.05,
+    cep_events=1_000_000,
+    cep_pipeline_events=200_000,
+    cep_rounds=3,
+    cep_memory_sizes=(100_000, 1_000_000),
 )
 QUICK = Plan(
     append=bench_append.QUICK_SIZES,
@@ -167,7 +192,13 @@ QUICK = Plan(
     original_e2e=500,
     original_samples=100,
     original_pace=0.05,
+    cep_events=100_000,
+    cep_pipeline_events=20_000,
+    cep_rounds=1,
+    cep_memory_sizes=(20_000, 100_000),
 )
+CEP_FLAT_RATIO = 1.5  # stage peak memory at the most events over the fewest (bench_cep checks 1.25 itself)
+
 
 def original_notes(plan: Plan) -> str:
     """How the original is run, for RESULTS.md."""
@@ -472,14 +503,16 @@ def child_original_consumer(params: Report) -> None:
         return _original_window(window)
 
     results = sink.results
-    emit({
-        "windows": len(results),
-        "messages": sum(r["n"] for r in results),
-        "t_first": min((r["t"] for r in results), default=0.0),
-        "t_last": max((r["t"] for r in results), default=0.0),
-        "latencies": [r["lat"] for r in results],
-        "order": [i for r in results for i in r["i"]],
-    })
+    emit(
+        {
+            "windows": len(results),
+            "messages": sum(r["n"] for r in results),
+            "t_first": min((r["t"] for r in results), default=0.0),
+            "t_last": max((r["t"] for r in results), default=0.0),
+            "latencies": [r["lat"] for r in results],
+            "order": [i for r in results for i in r["i"]],
+        }
+    )
     sys.stdout.flush()
     os._exit(0)
 
@@ -574,10 +607,13 @@ class Overhead:
 
 @dataclass
 class Target:
+    """One target of the project beside what this run measured."""
+
     name: str
     target: str
     measured: str
     passed: bool | None  # None: not measured
+    section: str  # the entry of SECTIONS that measures it
 
 
 @dataclass
@@ -594,6 +630,7 @@ class Run:
     backlog: list[bench_backlog_memory.Result] = field(default_factory=list)
     windows: bench_windows.Report | None = None
     sessions: list[bench_session_keys.Result] = field(default_factory=list)
+    cep: bench_cep.Report | None = None
     original_error: str | None = None
     probe: list[tuple[int, str, float]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -603,15 +640,21 @@ class Run:
         self, store: str, implementation: str, messages: int | None = None
     ) -> Throughput | None:
         return next(
-            (t for t in self.throughput if t.store == store and t.implementation == implementation
-             and messages in (None, t.messages)),
+            (
+                t
+                for t in self.throughput
+                if t.store == store and t.implementation == implementation and messages in (None, t.messages)
+            ),
             None,
         )
 
     def find_latency(self, store: str, implementation: str, pace: float | None = None) -> Latency | None:
         return next(
-            (t for t in self.latency if t.store == store and t.implementation == implementation
-             and pace in (None, t.pace)),
+            (
+                t
+                for t in self.latency
+                if t.store == store and t.implementation == implementation and pace in (None, t.pace)
+            ),
             None,
         )
 
@@ -687,8 +730,14 @@ def measure_throughput(store: str, implementation: str, url: str, n: int) -> Thr
     """One producer process appends ``n`` messages in batches while one consumer
     process takes them in count windows of ``WINDOW``."""
     consumer, producer, _, _ = CHILD_MODES[implementation]
-    params = {"url": url, "stream": "e2e", "n": n, "window": WINDOW, "batch": PRODUCER_BATCH,
-              "windows": n // WINDOW}
+    params = {
+        "url": url,
+        "stream": "e2e",
+        "n": n,
+        "window": WINDOW,
+        "batch": PRODUCER_BATCH,
+        "windows": n // WINDOW,
+    }
     consumed, produced = run_pair((consumer, params), (producer, params))
     what = f"{implementation} on {store}"
     check(consumed["messages"] == n, f"{what}: the consumer saw {consumed['messages']:,} of {n:,} messages")
@@ -699,7 +748,10 @@ def measure_throughput(store: str, implementation: str, url: str, n: int) -> Thr
     else:
         check(sorted(consumed["order"]) == list(range(n)), f"{what}: messages lost or duplicated")
     return Throughput(
-        store, implementation, n, WINDOW,
+        store,
+        implementation,
+        n,
+        WINDOW,
         seconds=consumed["t_last"] - produced["t_first"],
         producer_seconds=produced["t_done"] - produced["t_first"],
     )
@@ -712,8 +764,15 @@ def measure_latency(
     ``count_window(1)`` consumer process; the samples after ``warmup``."""
     _, _, consumer, producer = CHILD_MODES[implementation]
     total = warmup + samples
-    params = {"url": url, "stream": "latency", "window": 1, "windows": total, "warmup": warmup,
-              "samples": samples, "pace": pace}
+    params = {
+        "url": url,
+        "stream": "latency",
+        "window": 1,
+        "windows": total,
+        "warmup": warmup,
+        "samples": samples,
+        "pace": pace,
+    }
     consumed, produced = run_pair((consumer, params), (producer, params))
     what = f"{implementation} on {store}"
     check(len(consumed["latencies"]) == total, f"{what}: {len(consumed['latencies'])} samples of {total}")
@@ -721,7 +780,9 @@ def measure_latency(
     if implementation == OURS:
         check(consumed["order"] == list(range(total)), f"{what}: messages out of order")
     return Latency(
-        store, implementation, pace,
+        store,
+        implementation,
+        pace,
         latencies=consumed["latencies"][warmup:],
         append_seconds=produced["append_seconds"][warmup:],
         late_sends=produced["late"],
@@ -813,8 +874,16 @@ def measure_original(run: Run, plan: Plan, mongo: str) -> None:
                 run.throughput.append(measure_throughput("mongodb", implementation, url, plan.original_e2e))
             print(f"   {implementation}: latency ...", file=sys.stderr, flush=True)
             with fresh_store("mongodb", Path(), mongo, "latency") as url:
-                run.latency.append(measure_latency("mongodb", implementation, url, plan.latency_warmup,
-                                                   plan.original_samples, plan.original_pace))
+                run.latency.append(
+                    measure_latency(
+                        "mongodb",
+                        implementation,
+                        url,
+                        plan.latency_warmup,
+                        plan.original_samples,
+                        plan.original_pace,
+                    )
+                )
         except Exception as exc:
             if implementation == OURS:
                 raise
@@ -899,6 +968,73 @@ def session_verdicts(run: Run) -> list[bench_session_keys.Verdict]:
     return bench_session_keys.verdicts(run.sessions)
 
 
+# -- section 9: CEP patterns ------------------------------------------------------------
+def measure_cep(plan: Plan) -> bench_cep.Report:
+    """``bench_cep.py``'s rows and memory runs at the plan's sizes (its self-checks raise)."""
+    from benchmarks import bench_cep
+
+    return bench_cep.run_benchmark(
+        plan.cep_events, plan.cep_pipeline_events, plan.cep_rounds, plan.cep_memory_sizes
+    )
+
+
+def render_cep(report: bench_cep.Report) -> str:
+    """Section 9's tables: events/s per row and the stage's traced peak memory."""
+    from benchmarks import bench_cep
+
+    return (
+        f"{report.events:,} events over {bench_cep.KEYS:,} keys (pipelines: {report.pipeline_events:,}); "
+        f"{report.matches:,} matches and {report.timeouts:,} timeouts, the same in every row; events/s, "
+        f"median of up to {report.rounds} runs\n\n{bench_cep.table(report)}\n\n"
+        "Peak memory of the stage (tracemalloc), messages generated as fed:\n\n"
+        f"{bench_cep.memory_table(report)}"
+    )
+
+
+def cep_targets(report: bench_cep.Report) -> list[Target]:
+    """Section 9's targets: engine and stage events/s, the engine against the
+    hand-written per-key machine, and the stage's memory from the fewest events to the most."""
+    from benchmarks import bench_cep
+
+    engine, stage = report.eps(bench_cep.ENGINE), report.eps(bench_cep.STAGE)
+    hand = report.eps(bench_cep.HAND)
+
+    def rate(name: str, eps: float | None) -> Target:
+        return Target(
+            f"CEP {name}, {report.events:,} events",
+            f">= {bench_cep.TARGET_EPS:,.0f} events/s",
+            "-" if eps is None else f"{eps:,.0f} events/s",
+            None if eps is None else eps >= bench_cep.TARGET_EPS,
+            "cep",
+        )
+
+    relative = engine / hand if engine is not None and hand else None
+    out = [
+        rate("engine (per-key NFA runs)", engine),
+        Target(
+            "CEP engine / hand-written per-key machine",
+            f">= {bench_cep.TARGET_RATIO:g}x",
+            "-" if relative is None else f"{relative:.2f}x ({engine:,.0f} vs {hand:,.0f} events/s)",
+            None if relative is None else relative >= bench_cep.TARGET_RATIO,
+            "cep",
+        ),
+        rate("stage (PatternCore)", stage),
+    ]
+    if len(report.memory) >= 2:
+        few, most = report.memory[0], report.memory[-1]
+        ratio = most.peak_mib / few.peak_mib
+        out.append(
+            Target(
+                f"CEP stage peak memory, {most.events:,} / {few.events:,} events",
+                f"flat (<= {CEP_FLAT_RATIO:g}x)",
+                f"{ratio:.2f}x ({most.peak_mib:.2f} vs {few.peak_mib:.2f} MiB)",
+                ratio <= CEP_FLAT_RATIO,
+                "cep",
+            )
+        )
+    return out
+
+
 # -- environment ----------------------------------------------------------------------
 def package_version(name: str) -> str:
     try:
@@ -948,64 +1084,119 @@ def load_average() -> str:
 
 # -- targets --------------------------------------------------------------------------
 def targets(run: Run) -> list[Target]:
+    """Every target of the project, in the order of ``SECTIONS``; those of the sections
+    not run are "not measured" (sections 6 to 9: absent)."""
     out: list[Target] = []
 
     def append_ratio(store: str, name: str, raw: str) -> None:
         result = next((r for r in run.append if r.store == store and r.mode == "extend"), None)
         ratio = result.ratio if result is not None else None
-        out.append(Target(
-            name, f">= 50% of raw {raw}",
-            "-" if ratio is None else f"{ratio:.0%} ({fmt_rate(result.rate if result else None)} vs "
-            f"{fmt_rate(result.raw_rate if result else None)} msg/s)",
-            None if ratio is None else ratio >= 0.5,
-        ))
+        out.append(
+            Target(
+                name,
+                f">= 50% of raw {raw}",
+                "-"
+                if ratio is None
+                else f"{ratio:.0%} ({fmt_rate(result.rate if result else None)} vs "
+                f"{fmt_rate(result.raw_rate if result else None)} msg/s)",
+                None if ratio is None else ratio >= 0.5,
+                "append",
+            )
+        )
 
     append_ratio("sqlite", "SQLite batched append", "executemany")
-    e2e = run.find_throughput("sqlite", OURS)
-    out.append(Target(
-        f"SQLite end-to-end, count_window({WINDOW})", ">= 100,000 msg/s",
-        "-" if e2e is None else f"{e2e.rate:,.0f} msg/s", None if e2e is None else e2e.rate >= 100_000,
-    ))
-    lat = run.find_latency("sqlite", OURS)
-    out.append(Target("SQLite cross-process latency p50", "<= 5 ms",
-                      "-" if lat is None else f"{lat.p50:.2f} ms", None if lat is None else lat.p50 <= 5))
-    out.append(Target("SQLite cross-process latency p99", "<= 25 ms",
-                      "-" if lat is None else f"{lat.p99:.2f} ms", None if lat is None else lat.p99 <= 25))
-    ov = run.overhead
-    out.append(Target(
-        "In-process overhead, count_window + map vs raw reactivex", "<= 1.5x",
-        "-" if ov is None else f"{ov.ratio:.2f}x", None if ov is None else ov.ratio <= 1.5,
-    ))
     append_ratio("mongodb", "MongoDB batched append", "insert_many (same server)")
+    e2e = run.find_throughput("sqlite", OURS)
+    out.append(
+        Target(
+            f"SQLite end-to-end, count_window({WINDOW})",
+            ">= 100,000 msg/s",
+            "-" if e2e is None else f"{e2e.rate:,.0f} msg/s",
+            None if e2e is None else e2e.rate >= 100_000,
+            "e2e",
+        )
+    )
+    lat = run.find_latency("sqlite", OURS)
+    out.append(
+        Target(
+            "SQLite cross-process latency p50",
+            "<= 5 ms",
+            "-" if lat is None else f"{lat.p50:.2f} ms",
+            None if lat is None else lat.p50 <= 5,
+            "latency",
+        )
+    )
+    out.append(
+        Target(
+            "SQLite cross-process latency p99",
+            "<= 25 ms",
+            "-" if lat is None else f"{lat.p99:.2f} ms",
+            None if lat is None else lat.p99 <= 25,
+            "latency",
+        )
+    )
+    ov = run.overhead
+    out.append(
+        Target(
+            "In-process overhead, count_window + map vs raw reactivex",
+            "<= 1.5x",
+            "-" if ov is None else f"{ov.ratio:.2f}x",
+            None if ov is None else ov.ratio <= 1.5,
+            "overhead",
+        )
+    )
     ours_t, theirs_t, ours_l, theirs_l = run.compared()
     ratio_t = ours_t.rate / theirs_t.rate if ours_t and theirs_t else None
-    out.append(Target(
-        "vs minibatch 0.6.0: end-to-end throughput (MongoDB)", ">= 10x",
-        "-" if ratio_t is None or not ours_t or not theirs_t
-        else f"{ratio_t:.1f}x ({ours_t.rate:,.0f} vs {theirs_t.rate:,.0f} msg/s)",
-        None if ratio_t is None else ratio_t >= 10,
-    ))
+    out.append(
+        Target(
+            "vs minibatch 0.6.0: end-to-end throughput (MongoDB)",
+            ">= 10x",
+            "-"
+            if ratio_t is None or not ours_t or not theirs_t
+            else f"{ratio_t:.1f}x ({ours_t.rate:,.0f} vs {theirs_t.rate:,.0f} msg/s)",
+            None if ratio_t is None else ratio_t >= 10,
+            "original",
+        )
+    )
     ratio_l = theirs_l.p50 / ours_l.p50 if ours_l and theirs_l else None
-    out.append(Target(
-        "vs minibatch 0.6.0: latency p50 (MongoDB)", ">= 10x lower",
-        "-" if ratio_l is None or not ours_l or not theirs_l
-        else f"{ratio_l:.1f}x lower ({ours_l.p50:.1f} vs {theirs_l.p50:.1f} ms)",
-        None if ratio_l is None else ratio_l >= 10,
-    ))
+    out.append(
+        Target(
+            "vs minibatch 0.6.0: latency p50 (MongoDB)",
+            ">= 10x lower",
+            "-"
+            if ratio_l is None or not ours_l or not theirs_l
+            else f"{ratio_l:.1f}x lower ({ours_l.p50:.1f} vs {theirs_l.p50:.1f} ms)",
+            None if ratio_l is None else ratio_l >= 10,
+            "original",
+        )
+    )
     if len(run.backlog) >= 2:
         small, large = run.backlog[0], run.backlog[-1]
         ratio_m = large.peak_rss_kib / small.peak_rss_kib
-        out.append(Target(
-            f"Consumer peak RSS, backlog {large.backlog:,} / {small.backlog:,}",
-            f"<= {bench_backlog_memory.TARGET_RATIO}", f"{ratio_m:.2f}",
-            ratio_m <= bench_backlog_memory.TARGET_RATIO,
-        ))
+        out.append(
+            Target(
+                f"Consumer peak RSS, backlog {large.backlog:,} / {small.backlog:,}",
+                f"<= {bench_backlog_memory.TARGET_RATIO}",
+                f"{ratio_m:.2f}",
+                ratio_m <= bench_backlog_memory.TARGET_RATIO,
+                "memory",
+            )
+        )
     if run.windows is not None:
         for t in run.windows.targets():
-            out.append(Target(f"Time windows: {t.name}", t.wanted,
-                              "-" if t.ratio is None else f"{t.ratio:.2f}x", t.passed))
+            out.append(
+                Target(
+                    f"Time windows: {t.name}",
+                    t.wanted,
+                    "-" if t.ratio is None else f"{t.ratio:.2f}x",
+                    t.passed,
+                    "windows",
+                )
+            )
     for v in session_verdicts(run) if run.sessions else []:
-        out.append(Target(f"Session keys, {v.name}", v.target, v.measured, v.passed))
+        out.append(Target(f"Session keys, {v.name}", v.target, v.measured, v.passed, "sessions"))
+    if run.cep is not None:
+        out += cep_targets(run.cep)
     return out
 
 
@@ -1026,9 +1217,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def section_append(run: Run) -> str:
     rows = [
-        (r.store, "append (single)" if r.mode == "append" else f"extend ({bench_append.BATCH:,})",
-         f"{r.messages:,}", fmt_rate(r.rate), fmt_rate(r.raw_rate),
-         "-" if r.ratio is None else f"{r.ratio:.2f}")
+        (
+            r.store,
+            "append (single)" if r.mode == "append" else f"extend ({bench_append.BATCH:,})",
+            f"{r.messages:,}",
+            fmt_rate(r.rate),
+            fmt_rate(r.raw_rate),
+            "-" if r.ratio is None else f"{r.ratio:.2f}",
+        )
         for r in run.append
     ]
     return table(("store", "mode", "messages", "ours msg/s", "raw msg/s", "ours/raw"), rows)
@@ -1036,37 +1232,93 @@ def section_append(run: Run) -> str:
 
 def section_throughput(run: Run) -> str:
     rows = [
-        (t.store, t.implementation, f"{t.messages:,}", f"count {t.window}", f"{t.producer_seconds:.2f}",
-         fmt_rate(t.producer_rate), f"{t.seconds:.2f}", fmt_rate(t.rate),
-         ", ".join(fmt_rate(r) for r in t.all_rates) if len(t.all_rates) > 1 else "-")
+        (
+            t.store,
+            t.implementation,
+            f"{t.messages:,}",
+            f"count {t.window}",
+            f"{t.producer_seconds:.2f}",
+            fmt_rate(t.producer_rate),
+            f"{t.seconds:.2f}",
+            fmt_rate(t.rate),
+            ", ".join(fmt_rate(r) for r in t.all_rates) if len(t.all_rates) > 1 else "-",
+        )
         for t in run.throughput
     ]
-    return table(("store", "implementation", "messages", "window", "producer s", "producer msg/s",
-                  "first append -> last window s", "end-to-end msg/s", "all repeats msg/s"), rows)
+    return table(
+        (
+            "store",
+            "implementation",
+            "messages",
+            "window",
+            "producer s",
+            "producer msg/s",
+            "first append -> last window s",
+            "end-to-end msg/s",
+            "all repeats msg/s",
+        ),
+        rows,
+    )
 
 
 def section_latency(run: Run) -> str:
     rows = [
-        (t.store, t.implementation, f"{t.pace * 1000:g}", f"{len(t.latencies):,}", f"{t.p50:.2f}",
-         f"{t.p99:.2f}", f"{t.mean:.2f}", f"{t.max:.2f}", f"{t.append_p50:.2f}", str(t.late_sends))
+        (
+            t.store,
+            t.implementation,
+            f"{t.pace * 1000:g}",
+            f"{len(t.latencies):,}",
+            f"{t.p50:.2f}",
+            f"{t.p99:.2f}",
+            f"{t.mean:.2f}",
+            f"{t.max:.2f}",
+            f"{t.append_p50:.2f}",
+            str(t.late_sends),
+        )
         for t in run.latency
     ]
-    return table(("store", "implementation", "pace ms", "samples", "p50 ms", "p99 ms", "mean ms", "max ms",
-                  "append p50 ms", "late sends"), rows)
+    return table(
+        (
+            "store",
+            "implementation",
+            "pace ms",
+            "samples",
+            "p50 ms",
+            "p99 ms",
+            "mean ms",
+            "max ms",
+            "append p50 ms",
+            "late sends",
+        ),
+        rows,
+    )
 
 
 def section_overhead(ov: Overhead) -> str:
     raw_median = statistics.median(ov.raw)
     rows = [
-        ("raw reactivex: `buffer_with_count(100)` + `map`", f"{raw_median * 1000:.1f}",
-         fmt_rate(ov.rate(ov.raw)), "1.00"),
-        ("ours: `count_window(100)` + `map`", f"{statistics.median(ov.ours) * 1000:.1f}",
-         fmt_rate(ov.rate(ov.ours)), f"{ov.ratio:.2f}"),
-        ("DSL on memory store: `count_window(100).map(len).run()`", f"{statistics.median(ov.dsl) * 1000:.1f}",
-         fmt_rate(ov.rate(ov.dsl)), f"{statistics.median(ov.dsl) / raw_median:.2f}"),
+        (
+            "raw reactivex: `buffer_with_count(100)` + `map`",
+            f"{raw_median * 1000:.1f}",
+            fmt_rate(ov.rate(ov.raw)),
+            "1.00",
+        ),
+        (
+            "ours: `count_window(100)` + `map`",
+            f"{statistics.median(ov.ours) * 1000:.1f}",
+            fmt_rate(ov.rate(ov.ours)),
+            f"{ov.ratio:.2f}",
+        ),
+        (
+            "DSL on memory store: `count_window(100).map(len).run()`",
+            f"{statistics.median(ov.dsl) * 1000:.1f}",
+            fmt_rate(ov.rate(ov.dsl)),
+            f"{statistics.median(ov.dsl) / raw_median:.2f}",
+        ),
     ]
-    return table((f"chain ({ov.messages:,} messages, median of {len(ov.ours)} rounds)", "ms", "msg/s",
-                  "/ raw"), rows)
+    return table(
+        (f"chain ({ov.messages:,} messages, median of {len(ov.ours)} rounds)", "ms", "msg/s", "/ raw"), rows
+    )
 
 
 def section_original(run: Run, plan: Plan) -> str:
@@ -1077,82 +1329,90 @@ def section_original(run: Run, plan: Plan) -> str:
     rows = []
     ours_t, theirs_t, ours_l, theirs_l = run.compared()
     if ours_t and theirs_t:
-        rows.append((f"end-to-end throughput, {ours_t.messages:,} messages, window {WINDOW}",
-                     f"{ours_t.rate:,.0f} msg/s", f"{theirs_t.rate:,.0f} msg/s",
-                     f"{ours_t.rate / theirs_t.rate:.1f}x faster"))
+        rows.append(
+            (
+                f"end-to-end throughput, {ours_t.messages:,} messages, window {WINDOW}",
+                f"{ours_t.rate:,.0f} msg/s",
+                f"{theirs_t.rate:,.0f} msg/s",
+                f"{ours_t.rate / theirs_t.rate:.1f}x faster",
+            )
+        )
     if ours_l and theirs_l:
         for name, a, b in (("p50", ours_l.p50, theirs_l.p50), ("p99", ours_l.p99, theirs_l.p99)):
-            rows.append((f"latency {name}, size 1, one message every {ours_l.pace * 1000:g} ms",
-                         f"{a:.2f} ms", f"{b:.2f} ms", f"{b / a:.1f}x lower"))
+            rows.append(
+                (
+                    f"latency {name}, size 1, one message every {ours_l.pace * 1000:g} ms",
+                    f"{a:.2f} ms",
+                    f"{b:.2f} ms",
+                    f"{b / a:.1f}x lower",
+                )
+            )
     parts.append(table(("MongoDB-wire test server", OURS, ORIGINAL, "ours vs theirs"), rows))
     if run.probe:
         names = list(dict.fromkeys(name for _, name, _ in run.probe))
         sizes = list(dict.fromkeys(size for size, _, _ in run.probe))
         cells = {(size, name): ms for size, name, ms in run.probe}
-        parts.append(f"Probe of the server: ms per call by `_id` (pymongo, mean of {PROBE_CALLS} calls) "
-                     "against the collection's size.")
-        parts.append(table(("documents", *names),
-                           [(f"{size:,}", *(f"{cells[size, n]:.2f}" for n in names)) for size in sizes]))
+        parts.append(
+            f"Probe of the server: ms per call by `_id` (pymongo, mean of {PROBE_CALLS} calls) "
+            "against the collection's size."
+        )
+        parts.append(
+            table(
+                ("documents", *names),
+                [(f"{size:,}", *(f"{cells[size, n]:.2f}" for n in names)) for size in sizes],
+            )
+        )
     return "\n\n".join(parts)
 
 
 def section_backlog(run: Run) -> str:
     rows = [
-        (f"{r.backlog:,}", f"{r.fill_seconds:.1f}", bench_backlog_memory.mib(r.peak_rss_kib),
-         bench_backlog_memory.mib(r.vmhwm_kib), bench_backlog_memory.mib(r.baseline_peak_rss_kib),
-         f"{r.seconds:.1f}", fmt_rate(r.rate))
+        (
+            f"{r.backlog:,}",
+            f"{r.fill_seconds:.1f}",
+            bench_backlog_memory.mib(r.peak_rss_kib),
+            bench_backlog_memory.mib(r.vmhwm_kib),
+            bench_backlog_memory.mib(r.baseline_peak_rss_kib),
+            f"{r.seconds:.1f}",
+            fmt_rate(r.rate),
+        )
         for r in run.backlog
     ]
-    return table(("backlog", "fill s", "consumer peak RSS MiB", "VmHWM MiB", "baseline MiB", "consume s",
-                  "msg/s"), rows)
+    return table(
+        ("backlog", "fill s", "consumer peak RSS MiB", "VmHWM MiB", "baseline MiB", "consume s", "msg/s"),
+        rows,
+    )
 
 
-def shortfalls(run: Run) -> list[str]:
-    """Where this run falls short, in words, under the targets table."""
-    missed = [t for t in targets(run) if t.passed is False]
-    if not missed:
-        return []
-    return ["", f"**Short of target in this run ({len(missed)}):** "
-            + "; ".join(f"{t.name}: {t.measured}, wanted {t.target}" for t in missed) + "."]
+def section_blocks(run: Run, plan: Plan) -> dict[int, str]:
+    """The numbered sections of RESULTS.md that ``run`` has results for: number -> markdown."""
+    blocks: dict[int, str] = {}
 
+    def add(parts: list[str]) -> None:
+        text = "\n".join(parts).strip()
+        blocks[int(text[3 : text.index(".")])] = text
 
-def render(run: Run, plan: Plan, command: str) -> str:
-    env = run.environment
-    out = [
-        "# Benchmark results",
-        "",
-        f"Written by `{command}` on {run.started:%Y-%m-%d %H:%M} UTC"
-        f"{' (quick sizes: a smoke run)' if run.quick else ''}; "
-        f"{sum(run.seconds.values()):.0f} s in all. Do not edit: rerun the command.",
-        "",
-        f"Machine: {env['cores']} cores, {env['ram']} RAM, {env['cpu']}; {env['os']}.  ",
-        f"Versions: Python {env['python']}, SQLite {env['sqlite']}, pymongo {env['pymongo']}, "
-        f"reactivex {env['reactivex']}, minibatch_rx {env['minibatch_rx']}, minibatch {env['minibatch']} "
-        f"(mongoengine {env['mongoengine']}), SecantusDB {env['secantusdb']}, bytewax {env['bytewax']}.  ",
-        f"Load average (1 min) at the start and the end: {env.get('load', '?')} and "
-        f"{env.get('load_end', '?')} on {env['cores']} cores (other processes share the machine).  ",
-        f"MongoDB: {env.get('mongodb', 'not used')}. SQLite: WAL, `synchronous=full` (the store's default), "
-        "a temporary file.",
-        "",
-        "## Targets",
-        "",
-        table(("target", "wanted", "measured", "result"),
-              [(t.name, t.target, t.measured, verdict(t.passed)) for t in targets(run)]),
-        *shortfalls(run),
-    ]
-    if run.errors:
-        out += ["", "## Errors", ""]
-        for name, text in run.errors.items():
-            out += [f"Section `{name}` failed:", "", "```text", text.rstrip(), "```", ""]
     if run.append:
-        out += ["", "## 1. Append throughput", "",
+        add(
+            [
+                "",
+                "## 1. Append throughput",
+                "",
                 "`Stream.append` per message and `Stream.extend` in batches of 1,000, against the raw "
                 "driver on the same machine with the same documents (`bench_append.py`: sqlite3 "
                 "autocommitted `INSERT` / `executemany` in one transaction per batch into a table of the "
                 "same shape; pymongo `insert_one` / `insert_many`). Ours and raw alternate over "
-                f"{bench_append.ROUNDS} rounds after a warm-up.", "", section_append(run)]
+                f"{bench_append.ROUNDS} rounds after a warm-up.",
+                "",
+                section_append(run),
+            ]
+        )
     if any(t.implementation == OURS for t in run.throughput):
-        out += ["", "## 2. End-to-end throughput", "",
+        add(
+            [
+                "",
+                "## 2. End-to-end throughput",
+                "",
                 f"A producer process appends N messages with `Stream.extend` (batches of {PRODUCER_BATCH:,}) "
                 "while a consumer process, started first, runs "
                 f"`stream(name).count_window({WINDOW}).sink(fn)"
@@ -1160,9 +1420,17 @@ def render(run: Run, plan: Plan, command: str) -> str:
                 "Time: from the producer's first append to `fn` receiving the last window (`time.time()` "
                 "in both processes). The consumer checks windows arrive in seq order and the committed "
                 f"position is N. SQLite runs {plan.e2e_repeats} times (fresh file each) and the median run "
-                "is shown.", "", section_throughput(run)]
+                "is shown.",
+                "",
+                section_throughput(run),
+            ]
+        )
     if run.latency:
-        out += ["", "## 3. Cross-process latency", "",
+        add(
+            [
+                "",
+                "## 3. Cross-process latency",
+                "",
                 f"The producer process appends `{{'i': i, 't': time.time()}}` one message at a time, one "
                 "every *pace* ms (on an absolute schedule; *late sends* counts appends that could not keep "
                 "it); the consumer process runs `count_window(1).sink(fn)` and `fn` records "
@@ -1173,25 +1441,47 @@ def render(run: Run, plan: Plan, command: str) -> str:
                 "could not keep its schedule. The rows at "
                 f"{plan.original_pace * 1000:g} ms are the comparison with the original (section 5), at a "
                 "pace it keeps up with.",
-                "", section_latency(run)]
+                "",
+                section_latency(run),
+            ]
+        )
     if run.overhead is not None:
-        out += ["", "## 4. In-process overhead", "",
+        add(
+            [
+                "",
+                "## 4. In-process overhead",
+                "",
                 f"{run.overhead.messages:,} pre-built `Message` objects through "
                 "`reactivex.from_iterable(msgs).pipe(<window>, ops.map(len))` in one thread, ours and "
                 "raw alternating after a warm-up; the DSL row processes the same number of messages, "
                 "stored beforehand in a memory store, with `count_window(100).map(len).run(...)` "
                 "(reading, windowing, committing the position after every window).",
-                "", section_overhead(run.overhead)]
+                "",
+                section_overhead(run.overhead),
+            ]
+        )
     if run.original_error or any(t.implementation == ORIGINAL for t in run.throughput):
-        out += ["", "## 5. Against the original minibatch 0.6.0", "", section_original(run, plan)]
+        add(["", "## 5. Against the original minibatch 0.6.0", "", section_original(run, plan)])
     if run.backlog:
-        out += ["", "## 6. Consumer memory against backlog size", "",
+        add(
+            [
+                "",
+                "## 6. Consumer memory against backlog size",
+                "",
                 "`bench_backlog_memory.py`: a SQLite store is filled in a subprocess, then a fresh consumer "
                 f"subprocess runs `count_window({WINDOW}).map(len).run(...)` over the whole backlog and "
                 "reports its peak RSS (`ru_maxrss`; VmHWM from `/proc` as a cross-check). Baseline: a "
-                "subprocess that only imports minibatch_rx and opens the store.", "", section_backlog(run)]
+                "subprocess that only imports minibatch_rx and opens the store.",
+                "",
+                section_backlog(run),
+            ]
+        )
     if run.windows is not None:
-        out += ["", "## 7. Time windows beside bytewax and raw reactivex", "",
+        add(
+            [
+                "",
+                "## 7. Time windows beside bytewax and raw reactivex",
+                "",
                 "`bench_windows.py`: the same events for every engine, in one run: N payloads "
                 "`{key, ts, v}` over 1,000 keys arriving one per millisecond with event times up to 3 s "
                 "behind arrival (out of order); 10 s windows and a sum of `v` per window. bytewax: "
@@ -1203,11 +1493,18 @@ def render(run: Run, plan: Plan, command: str) -> str:
                 "`key_by('key').event_time('ts', max_delay='5s').fixed_time_window('10s')`. Every row checks "
                 "its counts and sums (bytewax and the keyed row: each (key, window) sum, no late event). "
                 "Events/s are input events, median of the runs; engines alternate within each round.",
-                "", render_windows(run)]
+                "",
+                render_windows(run),
+            ]
+        )
     if run.sessions:
         from benchmarks import bench_session_keys
 
-        out += ["", "## 8. Session windows over many distinct keys: memory", "",
+        add(
+            [
+                "",
+                "## 8. Session windows over many distinct keys: memory",
+                "",
                 "`bench_session_keys.py`: every message has a key of its own and sessions "
                 f"(`session_window('{bench_session_keys.GAP:g}s')` per key, event time) close "
                 f"continuously, about {bench_session_keys.OPEN:,} keys open at once; a sentinel closes the "
@@ -1221,10 +1518,410 @@ def render(run: Run, plan: Plan, command: str) -> str:
                 "key's session is emitted once, in order, with its message and bounds, nothing late, and "
                 "that the engine's per-key state is empty at the end. Events/s: the flowing runs close "
                 "one session per message; the all-open runs close them all in one step at the end.",
-                "", render_sessions(run)]
-    out += ["", "## Time per section", "",
-            table(("section", "seconds"), [(k, f"{v:.1f}") for k, v in run.seconds.items()]), ""]
+                "",
+                render_sessions(run),
+            ]
+        )
+    if run.cep is not None:
+        from benchmarks import bench_cep
+
+        add(
+            [
+                "## 9. CEP patterns beside a hand-written state machine",
+                "",
+                "`bench_cep.py`: the pattern `begin('a').where(type == 'a').followed_by('b')"
+                ".where(type == 'b').followed_by('c').where(type == 'c')"
+                f".within('{bench_cep.WITHIN:g}s')` (relaxed contiguity, no_skip) over N generated "
+                f"events on {bench_cep.KEYS:,} keys: each of type a, b, c or other with equal odds, "
+                f"event times 1/{round(1 / bench_cep.TICK)} s apart plus up to {bench_cep.JITTER - 1} "
+                "such ticks (slightly out of order, often equal), and a last sentinel "
+                f"{bench_cep.SENTINEL_GAP:g} s later that times out every partial match left. "
+                "*hand-written HandRun* (the baseline): a dict key -> a small object holding that key's "
+                "partial matches, called once per event in time order and returning the matches it "
+                "completes and the partial matches that timed out; *inlined*: the same logic in one "
+                "loop. *engine*: one `Automaton.run()` per key, `advance(t)` then "
+                "`process(event, t, eid)` per event in time order. *stage*: the `PatternCore` that "
+                "`.key_by('key').event_time('ts', max_delay="
+                f"{bench_cep.JITTER}/{round(1 / bench_cep.TICK)} s, idle=None).match(p)` builds, fed "
+                "pre-built messages in arrival order with the calls the window operator makes per "
+                "message (it buffers them until the watermark passes). *pipeline* rows, for "
+                "information: the whole DSL on a memory or SQLite store already holding the events, "
+                "timed from `start()` until the sink and the `timeouts=` target saw every match and "
+                "timeout. An untimed run first checks that every in-process row finds the same matches "
+                "and timeouts, event for event; every timed run checks its counts (the pipelines: the "
+                "matches themselves). The rows alternate within each round. Memory: `tracemalloc`'s "
+                "peak during a stage run over each size, the messages generated as they are fed "
+                "(nothing else holds them).",
+                "",
+                render_cep(run.cep),
+            ]
+        )
+    return blocks
+
+
+# -- RESULTS.md: the runs that wrote it, merged -----------------------------------------
+BLOCK_SECTIONS: dict[int, tuple[str, ...]] = {  # numbered heading -> the sections whose results it shows
+    1: ("append",),
+    2: ("e2e", "original"),
+    3: ("latency", "original"),
+    4: ("overhead",),
+    5: ("original",),
+    6: ("memory",),
+    7: ("windows",),
+    8: ("sessions",),
+    9: ("cep",),
+}
+MONGO_SECTIONS = ("append", "e2e", "latency", "original")  # the sections that start MongoDB
+PLOT_SECTIONS = ("append", "e2e", "latency", "overhead", "original")  # the sections results.png shows
+STATE_START = "<!-- run_all.py: which run wrote which section, for later --sections runs to merge: "
+STATE_END = " -->"
+NOT_MEASURED = verdict(None)
+KNOWN_HEADINGS = ("Targets", "Errors", "Time per section", "end")  # "end": parse_blocks' sentinel
+LEGACY_TARGETS = (  # target name prefix -> section, for a RESULTS.md written before the state comment
+    ("SQLite batched append", "append"),
+    ("MongoDB batched append", "append"),
+    ("SQLite end-to-end", "e2e"),
+    ("SQLite cross-process latency", "latency"),
+    ("In-process overhead", "overhead"),
+    ("vs minibatch 0.6.0", "original"),
+    ("Consumer peak RSS", "memory"),
+    ("Time windows", "windows"),
+    ("Session keys", "sessions"),
+    ("CEP ", "cep"),
+)
+WRITTEN = re.compile(
+    r"^Written by `(?P<command>[^`]+)` on (?P<started>\d{4}-\d\d-\d\d \d\d:\d\d) UTC(?P<quick>[^;]*); "
+    r"(?P<seconds>[\d.]+) s in all",
+    re.MULTILINE,
+)
+LOAD = re.compile(r"at the start and the end: (\S+) and (\S+) on (\S+) cores")
+
+
+def merge_group(section: str) -> set[str]:
+    """``section`` and every section sharing a numbered heading with it, transitively:
+    their tables mix, so a ``--sections`` run replaces them together."""
+    group = {section}
+    while True:
+        wider = group.union(*(set(shown) for shown in BLOCK_SECTIONS.values() if group & set(shown)))
+        if wider == group:
+            return group
+        group = wider
+
+
+def label_section(label: str, sections: Sequence[str]) -> str:
+    """The section of a "Time per section" or error label (``e2e sqlite`` -> ``e2e``);
+    ``start MongoDB`` goes with the first of ``sections`` that uses MongoDB."""
+    first = label.split(" ", 1)[0]
+    if first in SECTIONS:
+        return first
+    if label == "start MongoDB":
+        return next((s for s in MONGO_SECTIONS if s in sections), "")
+    return ""
+
+
+def section_order(section: str) -> int:
+    return SECTIONS.index(section) if section in SECTIONS else len(SECTIONS)
+
+
+@dataclass
+class Stamp:
+    """One run of this script, as the header of RESULTS.md names it."""
+
+    command: str
+    started: str  # "YYYY-MM-DD HH:MM", UTC
+    quick: bool
+    seconds: float  # the time of its sections in the file
+    load: str  # load average at the start and the end
+    load_end: str
+    cores: str
+    machine: str  # the header's "Machine: ...", "Versions: ..." and "MongoDB: ..." lines
+    versions: str
+    mongodb: str
+    sections: list[str]  # its sections in the file
+
+
+@dataclass
+class Doc:
+    """RESULTS.md as data: the runs that wrote it and what each section holds."""
+
+    runs: list[Stamp]  # the newest first
+    targets: list[list[str]]  # [section, name, wanted, measured, result]
+    errors: list[list[str]]  # [section, label, traceback]
+    blocks: dict[int, str]  # numbered heading -> its markdown, heading included
+    seconds: list[tuple[str, str, float]]  # (section, label, seconds)
+
+
+def doc_of(run: Run, plan: Plan, command: str, sections: Sequence[str]) -> Doc:
+    """What ``run`` (of ``sections``) writes into RESULTS.md."""
+    env = run.environment
+    stamp = Stamp(
+        command=command,
+        started=f"{run.started:%Y-%m-%d %H:%M}",
+        quick=run.quick,
+        seconds=sum(run.seconds.values()),
+        load=env.get("load", "?"),
+        load_end=env.get("load_end", "?"),
+        cores=env["cores"],
+        machine=f"Machine: {env['cores']} cores, {env['ram']} RAM, {env['cpu']}; {env['os']}.",
+        versions=f"Versions: Python {env['python']}, SQLite {env['sqlite']}, pymongo {env['pymongo']}, "
+        f"reactivex {env['reactivex']}, minibatch_rx {env['minibatch_rx']}, minibatch {env['minibatch']} "
+        f"(mongoengine {env['mongoengine']}), SecantusDB {env['secantusdb']}, bytewax {env['bytewax']}.",
+        mongodb=f"MongoDB: {env.get('mongodb', 'not used')}. SQLite: WAL, `synchronous=full` (the store's "
+        "default), a temporary file.",
+        sections=[s for s in SECTIONS if s in sections],
+    )
+    return Doc(
+        runs=[stamp],
+        targets=[[t.section, t.name, t.target, t.measured, verdict(t.passed)] for t in targets(run)],
+        errors=[[label_section(label, sections), label, text] for label, text in run.errors.items()],
+        blocks=section_blocks(run, plan),
+        seconds=sorted(
+            ((label_section(label, sections), label, s) for label, s in run.seconds.items()),
+            key=lambda row: section_order(row[0]),
+        ),
+    )
+
+
+def header(runs: Sequence[Stamp]) -> list[str]:
+    """The lines under the title: the run (or runs) that wrote the file and the machine."""
+    if len(runs) == 1:
+        run = runs[0]
+        return [
+            f"Written by `{run.command}` on {run.started} UTC"
+            f"{' (quick sizes: a smoke run)' if run.quick else ''}; "
+            f"{run.seconds:.0f} s in all. Do not edit: rerun the command.",
+            "",
+            f"{run.machine}  ",
+            f"{run.versions}  ",
+            f"Load average (1 min) at the start and the end: {run.load} and {run.load_end} on {run.cores} "
+            "cores (other processes share the machine).  ",
+            run.mongodb,
+        ]
+    out = [
+        f"Written by {len(runs)} runs of `run_all.py`, newest first (a `--sections` run replaces its "
+        "sections and keeps the others). Do not edit: rerun the commands.",
+        "",
+    ]
+    for run in runs:
+        out.append(
+            f"- `{run.command}` on {run.started} UTC{' (quick sizes: a smoke run)' if run.quick else ''}: "
+            f"{', '.join(run.sections)}; {run.seconds:.0f} s; load average (1 min) {run.load} at the start "
+            f"and {run.load_end} at the end on {run.cores} cores."
+        )
+    out.append("")
+    lines: list[str] = []
+    for attr in ("machine", "versions", "mongodb"):
+        pool = list(runs)
+        if attr == "mongodb":
+            pool = [r for r in runs if set(r.sections) & set(MONGO_SECTIONS)] or pool[:1]
+        values: dict[str, list[str]] = {}
+        for run in pool:
+            values.setdefault(getattr(run, attr), []).append(run.started)
+        if len(values) == 1:
+            lines += values
+        else:
+            lines += [
+                f"{value} ({'run' if len(dates) == 1 else 'runs'} of {', '.join(dates)} UTC)"
+                for value, dates in values.items()
+            ]
+    return [*out, "  \n".join(lines)]
+
+
+def render_doc(doc: Doc) -> str:
+    """RESULTS.md, with the state comment a later ``--sections`` run merges into."""
+    missed = [row for row in doc.targets if row[4] == verdict(False)]
+    out = [
+        "# Benchmark results",
+        "",
+        *header(doc.runs),
+        "",
+        "## Targets",
+        "",
+        table(("target", "wanted", "measured", "result"), [row[1:] for row in doc.targets]),
+    ]
+    if missed:
+        out += [
+            "",
+            f"**Short of target in this {'run' if len(doc.runs) == 1 else 'file'} ({len(missed)}):** "
+            + "; ".join(f"{name}: {measured}, wanted {wanted}" for _, name, wanted, measured, _ in missed)
+            + ".",
+        ]
+    if doc.errors:
+        out += ["", "## Errors", ""]
+        for _, label, text in doc.errors:
+            out += [f"Section `{label}` failed:", "", "```text", text.rstrip(), "```", ""]
+    for number in sorted(doc.blocks):
+        out += ["", doc.blocks[number]]
+    started = {s: run.started for run in doc.runs for s in run.sections}
+    if len(doc.runs) == 1:
+        times = table(("section", "seconds"), [(label, f"{s:.1f}") for _, label, s in doc.seconds])
+    else:
+        times = table(
+            ("section", "seconds", "run of"),
+            [(label, f"{s:.1f}", started.get(section, "?")) for section, label, s in doc.seconds],
+        )
+    state = json.dumps(
+        {
+            "version": 1,
+            "runs": [asdict(run) for run in doc.runs],
+            "targets": doc.targets,
+            "errors": doc.errors,
+            "seconds": doc.seconds,
+        },
+        separators=(",", ":"),
+    ).replace("-->", "--\\u003e")
+    out += ["", "## Time per section", "", times, "", STATE_START + state + STATE_END, ""]
     return "\n".join(out)
+
+
+def render(run: Run, plan: Plan, command: str, sections: Sequence[str] = SECTIONS) -> str:
+    """RESULTS.md for ``run`` alone."""
+    return render_doc(doc_of(run, plan, command, sections))
+
+
+def parse_blocks(text: str) -> tuple[dict[int, str], list[str]]:
+    """The numbered sections of a RESULTS.md (each up to the next ``## `` heading), and the
+    headings of any other section not written by this script."""
+    blocks: dict[int, str] = {}
+    others: list[str] = []
+    number: int | None = None
+    lines: list[str] = []
+    for line in [*text.split("\n"), "## end"]:
+        if not (line.startswith("## ") or line.startswith(STATE_START)):
+            lines.append(line)
+            continue
+        if number is not None:
+            blocks[number] = "\n".join(lines).strip()
+        found = re.match(r"## (\d+)\. ", line)
+        number = int(found.group(1)) if found and int(found.group(1)) in BLOCK_SECTIONS else None
+        if number is None and line.startswith("## ") and line[3:] not in KNOWN_HEADINGS:
+            others.append(line[3:])
+        lines = [line]
+    return blocks, others
+
+
+def table_rows(text: str, heading: str) -> list[list[str]]:
+    """The cells of the body rows of the first table under ``## heading``."""
+    start = text.find(f"\n## {heading}\n")
+    if start < 0:
+        return []
+    rows: list[list[str]] = []
+    for line in text[start + len(heading) + 5 :].split("\n"):
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows or line.startswith("## "):
+            break
+    return rows[2:]
+
+
+def read_doc(text: str) -> tuple[Doc | None, list[str]]:
+    """An earlier RESULTS.md as data (None if it cannot be read), and notes on what it
+    holds that a merge drops."""
+    blocks, others = parse_blocks(text)
+    notes = [f"'## {heading}' dropped: not written by run_all.py" for heading in others]
+    state_line = next((line for line in text.split("\n") if line.startswith(STATE_START)), None)
+    if state_line is None:
+        doc = read_legacy(text, blocks)
+        return doc, notes if doc is not None else ["no run header found"]
+    try:
+        state = json.loads(state_line[len(STATE_START) : -len(STATE_END)])
+        if state.get("version") != 1:
+            return None, [f"state version {state.get('version')!r}, not 1"]
+        doc = Doc(
+            runs=[Stamp(**run) for run in state["runs"]],
+            targets=[list(map(str, row)) for row in state["targets"]],
+            errors=[list(map(str, row)) for row in state["errors"]],
+            blocks=blocks,
+            seconds=[(str(section), str(label), float(s)) for section, label, s in state["seconds"]],
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        return None, [f"unreadable state comment ({type(exc).__name__}: {exc})"]
+    return doc, notes
+
+
+def read_legacy(text: str, blocks: dict[int, str]) -> Doc | None:
+    """A RESULTS.md written before the state comment: one run, its sections found from
+    the "Time per section" labels and its targets by name."""
+    written = WRITTEN.search(text)
+    if written is None:
+        return None
+    lines = {
+        line.split(":", 1)[0]: line.rstrip()
+        for line in text.split("\n")
+        if line.startswith(("Machine:", "Versions:", "MongoDB:"))
+    }
+    load = LOAD.search(text)
+    labels = [(row[0], float(row[1])) for row in table_rows(text, "Time per section") if len(row) >= 2]
+    sections = [s for s in SECTIONS if any(label_section(label, ()) == s for label, _ in labels)]
+    seconds = [(label_section(label, sections), label, s) for label, s in labels]
+    rows = []
+    for row in table_rows(text, "Targets"):
+        section = next((s for prefix, s in LEGACY_TARGETS if row[0].startswith(prefix)), "")
+        if section and len(row) == 4:
+            rows.append([section, *row])
+    errors = [
+        [label_section(label, sections), label, trace]
+        for label, trace in re.findall(
+            r"^Section `([^`]+)` failed:\n\n```text\n(.*?)\n```", text, re.MULTILINE | re.DOTALL
+        )
+    ]
+    stamp = Stamp(
+        command=written["command"],
+        started=written["started"],
+        quick="quick" in written["quick"],
+        seconds=float(written["seconds"]),
+        load=load[1] if load else "?",
+        load_end=load[2] if load else "?",
+        cores=load[3] if load else "?",
+        machine=lines.get("Machine", "Machine: ?"),
+        versions=lines.get("Versions", "Versions: ?"),
+        mongodb=lines.get("MongoDB", "MongoDB: ?"),
+        sections=sections,
+    )
+    return Doc([stamp], rows, errors, blocks, seconds)
+
+
+def merge(new: Doc, prior: Doc) -> tuple[Doc, list[str]]:
+    """``new`` (one run) written over ``prior``: the sections it ran, and those sharing
+    tables with them, come from ``new``; every other section ``prior`` holds is kept,
+    with its run, targets, errors and times. Also notes on what was dropped."""
+    ran = new.runs[0].sections
+    touched: set[str] = set()
+    for section in ran:
+        touched |= merge_group(section)
+    held = [s for run in prior.runs for s in run.sections]
+    kept = [s for s in SECTIONS if s in held and s not in touched]
+    dropped = [s for s in SECTIONS if s in held and s in touched and s not in ran]
+    notes = []
+    if dropped:
+        notes.append(
+            f"dropped from the file: {', '.join(dropped)} (their tables mix with those of "
+            f"{', '.join(s for s in ran if merge_group(s) & set(dropped))}, rerun here; run them together)"
+        )
+    runs = [new.runs[0]]
+    for run in prior.runs:
+        mine = [s for s in run.sections if s in kept]
+        if mine:
+            spent = sum(s for section, _, s in prior.seconds if section in mine)
+            runs.append(replace(run, sections=mine, seconds=spent))
+            if run.machine != new.runs[0].machine:
+                notes.append(f"{', '.join(mine)} kept from a run on another machine ({run.machine})")
+    rows: list[list[str]] = []
+    for section in SECTIONS:
+        earlier = [row for row in prior.targets if row[0] == section and row[4] != NOT_MEASURED]
+        rows += earlier if section in kept and earlier else [row for row in new.targets if row[0] == section]
+    blocks = {n: text for n, text in prior.blocks.items() if set(BLOCK_SECTIONS[n]) & set(kept)}
+    blocks.update(new.blocks)
+    return Doc(
+        runs=runs,
+        targets=rows,
+        errors=new.errors + [row for row in prior.errors if row[0] in kept],
+        blocks=blocks,
+        seconds=sorted(
+            new.seconds + [row for row in prior.seconds if row[0] in kept],
+            key=lambda row: section_order(row[0]),
+        ),
+    ), notes
 
 
 def plot(run: Run, path: Path) -> bool:
@@ -1235,8 +1932,10 @@ def plot(run: Run, path: Path) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: matplotlib is not installed (pip install -e '.[bench]'); results.png not written",
-              file=sys.stderr)
+        print(
+            "note: matplotlib is not installed (pip install -e '.[bench]'); results.png not written",
+            file=sys.stderr,
+        )
         return False
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     ax = axes[0][0]
@@ -1252,16 +1951,22 @@ def plot(run: Run, path: Path) -> bool:
     ax = axes[0][1]
     if run.throughput:
         labels = [f"{t.store}\n{t.implementation}\n{t.messages:,} msgs" for t in run.throughput]
-        ax.bar(labels, [t.rate for t in run.throughput],
-               color=["tab:blue" if t.implementation == OURS else "tab:red" for t in run.throughput])
+        ax.bar(
+            labels,
+            [t.rate for t in run.throughput],
+            color=["tab:blue" if t.implementation == OURS else "tab:red" for t in run.throughput],
+        )
         ax.set_yscale("log")
         ax.tick_params(axis="x", labelsize=8)
     ax.set_title(f"2./5. End-to-end throughput, count window {WINDOW} (msg/s, log)")
     ax = axes[1][0]
     for lat in run.latency:
         values = sorted(v * 1000 for v in lat.latencies)
-        ax.plot(values, [(i + 1) / len(values) for i in range(len(values))],
-                label=f"{lat.store} {lat.implementation} (pace {lat.pace * 1000:g} ms)")
+        ax.plot(
+            values,
+            [(i + 1) / len(values) for i in range(len(values))],
+            label=f"{lat.store} {lat.implementation} (pace {lat.pace * 1000:g} ms)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("append -> window delivered (ms, log)")
     ax.set_ylabel("fraction of samples")
@@ -1271,12 +1976,17 @@ def plot(run: Run, path: Path) -> bool:
     if run.overhead is not None:
         ov = run.overhead
         names = ["raw reactivex", "count_window", "DSL (memory)"]
-        ax.bar(names, [ov.rate(ov.raw), ov.rate(ov.ours), ov.rate(ov.dsl)],
-               color=["tab:gray", "tab:blue", "tab:cyan"])
+        ax.bar(
+            names,
+            [ov.rate(ov.raw), ov.rate(ov.ours), ov.rate(ov.dsl)],
+            color=["tab:gray", "tab:blue", "tab:cyan"],
+        )
     ax.set_title("4. In-process, window 100 + map (msg/s)")
-    fig.suptitle(f"minibatch_rx benchmarks, {run.started:%Y-%m-%d}"
-                 f"{' (quick)' if run.quick else ''}: {run.environment.get('cores')} cores, "
-                 f"{run.environment.get('cpu')}")
+    fig.suptitle(
+        f"minibatch_rx benchmarks, {run.started:%Y-%m-%d}"
+        f"{' (quick)' if run.quick else ''}: {run.environment.get('cores')} cores, "
+        f"{run.environment.get('cpu')}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -1316,8 +2026,9 @@ def measure_all(run: Run, plan: Plan, sections: Sequence[str], workdir: Path) ->
                     plan.append["sqlite"], bench_append.ROUNDS, "full", workdir
                 )
                 if mongo is not None:
-                    run.append += bench_append.bench_mongodb(plan.append["mongodb"], bench_append.ROUNDS,
-                                                             mongo)
+                    run.append += bench_append.bench_mongodb(
+                        plan.append["mongodb"], bench_append.ROUNDS, mongo
+                    )
         if "e2e" in sections:
             for store in ("sqlite", "mongodb"):
                 with timed_section(run, f"e2e {store}"):
@@ -1333,8 +2044,16 @@ def measure_all(run: Run, plan: Plan, sections: Sequence[str], workdir: Path) ->
         if "latency" in sections:
             for store in ("sqlite", "mongodb"):
                 with timed_section(run, f"latency {store}"), fresh_store(store, workdir, mongo, "lat") as url:
-                    run.latency.append(measure_latency(store, OURS, url, plan.latency_warmup,
-                                                       plan.latency_samples[store], plan.latency_pace[store]))
+                    run.latency.append(
+                        measure_latency(
+                            store,
+                            OURS,
+                            url,
+                            plan.latency_warmup,
+                            plan.latency_samples[store],
+                            plan.latency_pace[store],
+                        )
+                    )
         if "overhead" in sections:
             with timed_section(run, "overhead"):
                 run.overhead = measure_overhead(plan.overhead_messages, plan.overhead_rounds)
@@ -1350,31 +2069,51 @@ def measure_all(run: Run, plan: Plan, sections: Sequence[str], workdir: Path) ->
     if "sessions" in sections:
         with timed_section(run, "sessions"):
             run.sessions = measure_sessions(plan)
+    if "cep" in sections:
+        with timed_section(run, "cep"):
+            run.cep = measure_cep(plan)
 
 
-def print_summary(run: Run) -> None:
-    for name, text in (("append", section_append(run) if run.append else ""),
-                       ("end-to-end", section_throughput(run) if run.throughput else ""),
-                       ("latency", section_latency(run) if run.latency else ""),
-                       ("overhead", section_overhead(run.overhead) if run.overhead else ""),
-                       ("backlog memory", section_backlog(run) if run.backlog else ""),
-                       ("time windows", render_windows(run)), ("session keys", render_sessions(run))):
+def print_summary(run: Run, sections: Sequence[str]) -> None:
+    """This run's tables and targets, on stdout."""
+    for name, text in (
+        ("append", section_append(run) if run.append else ""),
+        ("end-to-end", section_throughput(run) if run.throughput else ""),
+        ("latency", section_latency(run) if run.latency else ""),
+        ("overhead", section_overhead(run.overhead) if run.overhead else ""),
+        ("backlog memory", section_backlog(run) if run.backlog else ""),
+        ("time windows", render_windows(run)),
+        ("session keys", render_sessions(run)),
+        ("cep patterns", render_cep(run.cep) if run.cep is not None else ""),
+    ):
         if text:
             print(f"\n{name}\n{text}")
     if run.original_error:
         print(f"\nthe original minibatch did not run: {run.original_error}")
     print("\ntargets")
     for t in targets(run):
+        if t.section not in sections:
+            continue
         print(f"  {verdict(t.passed):12} {t.name}: {t.measured} (target {t.target})")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, ~1 minute)")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
-                        help="comma-separated subset of %(default)s")
-    parser.add_argument("--output", type=Path, default=HERE,
-                        help="directory for RESULTS.md and results.png (default: benchmarks/)")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated subset of %(default)s"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=HERE,
+        help="directory for RESULTS.md and results.png (default: benchmarks/)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="with --sections: write only the sections run, do not merge them into the existing RESULTS.md",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is None:
@@ -1405,12 +2144,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.environment["load_end"] = load_average()
     command = "python benchmarks/run_all.py" + (" --quick" if args.quick else "")
     if args.sections != list(SECTIONS):
-        command += f" --sections {','.join(args.sections)}"
+        command += f" --sections {','.join(args.sections)}" + (" --fresh" if args.fresh else "")
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "RESULTS.md").write_text(render(run, plan, command))
-    drawn = plot(run, args.output / "results.png")
-    print_summary(run)
-    print(f"\nwrote {args.output / 'RESULTS.md'}" + (f" and {args.output / 'results.png'}" if drawn else ""))
+    path = args.output / "RESULTS.md"
+    doc, notes = doc_of(run, plan, command, args.sections), list[str]()
+    if not args.fresh and set(args.sections) != set(SECTIONS) and path.exists():
+        prior, notes = read_doc(path.read_text())
+        if prior is None:
+            notes.append(f"{path} not merged into (not written by run_all.py): it now holds this run only")
+        else:
+            doc, more = merge(doc, prior)
+            notes += more
+    path.write_text(render_doc(doc))
+    earlier = {s for stamp in doc.runs[1:] for s in stamp.sections}
+    drawn = False
+    if earlier & set(PLOT_SECTIONS):
+        notes.append("results.png left as it was: sections it shows come from an earlier run")
+    elif set(args.sections) & set(PLOT_SECTIONS):
+        drawn = plot(run, args.output / "results.png")
+    print_summary(run, args.sections)
+    for note in notes:
+        print(f"note: {note}")
+    if len(doc.runs) > 1:
+        print(
+            "kept from earlier runs: "
+            + "; ".join(f"{', '.join(stamp.sections)} ({stamp.started} UTC)" for stamp in doc.runs[1:])
+        )
+    print(f"\nwrote {path}" + (f" and {args.output / 'results.png'}" if drawn else ""))
     if run.errors:
         print(f"FAILED sections: {', '.join(run.errors)}", file=sys.stderr)
         return 1
