@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from minibatch_rx.compat import QueryResult
     from minibatch_rx.durations import Interval
     from minibatch_rx.pipeline import Pipeline, SinkTarget
+    from minibatch_rx.producer import Producer
     from minibatch_rx.window import Window
 
 U = TypeVar("U")
@@ -122,6 +123,28 @@ class Stream(dsl.WindowDSL[dict[str, Any]]):
         if key_list is not None and len(key_list) != len(batch):
             raise InvalidArgumentError(f"extend got {len(batch)} payloads but {len(key_list)} keys")
         return self.store.append(self.name, batch, key_list) if batch else []
+
+    def producer(self, linger: Interval = "5ms", max_batch: int = 1000, *, max_bytes: int | None = None,
+                 max_pending: int | None = None) -> Producer:
+        """A buffered :class:`~minibatch_rx.producer.Producer` for many single
+        appends from any number of threads: they are stored in batches of up
+        to ``max_batch`` messages (and about ``max_bytes`` of JSON), one
+        transaction each, written when full or ``linger`` after their first
+        message. ``append`` returns a handle resolving to the seq once the
+        message is durable; ``flush()`` returns once everything appended
+        before it is. At most ``max_pending`` messages (default ``10 *
+        max_batch``) wait; past that ``append`` blocks. Close it, or use it
+        as a context manager.
+
+        >>> s = Stream('doc-producer-method', url='memory://doc')
+        >>> with s.producer(linger='1ms') as p:
+        ...     handle = p.append({'n': 1})
+        >>> handle.result()
+        1
+        """
+        from minibatch_rx.producer import Producer
+
+        return Producer(self, linger, max_batch, max_bytes, max_pending)
 
     # -- reading -----------------------------------------------------------
     def count(self) -> int:
