@@ -102,7 +102,7 @@ class Edge:
 class State:
     """A state of the automaton, named after the step it belongs to."""
 
-    __slots__ = ("edges", "finishes", "kind", "skip_unless", "step")
+    __slots__ = ("edges", "finishes", "kind", "skip_unless", "step", "take_target")
 
     def __init__(self, step: str, kind: int) -> None:
         self.step = step
@@ -111,6 +111,7 @@ class State:
         self.finishes = False
         """Whether PROCEED edges can lead from here to the final state (then taking an
         event into this state may complete a match at once)."""
+        self.take_target: State | None = None  # with skip_unless: where an event meeting it goes
         self.skip_unless: Callable[[Any], Any] | None = None
         """For the commonest state (take on a simple condition, else skip the event
         and stay): the condition; an event failing it leaves a partial match as it is."""
@@ -141,6 +142,7 @@ class State:
             and edges[1].neg
         ):
             self.skip_unless = edges[0].fn
+            self.take_target = edges[0].target
 
     def add(self, action: int, target: State, test: Test) -> None:
         self.edges.append(Edge(action, self, target, test))
@@ -638,22 +640,35 @@ class Run:
         """Feed one event (at time ``ts``, id ``eid`` increasing; ``ref`` is kept with
         it in paths); the matches it completes (a list not to be changed)."""
         partials = self.partials
-        first = 0  # the partial matches before it skip this event, unchanged
-        for partial in partials:
-            skip_unless = partial.skip_unless
-            if skip_unless is None or skip_unless(event):
-                break
-            first += 1
-        else:
-            return _NONE  # no partial match wants it: nothing changes (the commonest case)
-        fresh: list[Partial] = partials[:first]
+        fresh: list[Partial] | None = None  # made at the first partial match the event changes
         found: list[Partial] = []
-        for i in range(first, len(partials)):
-            partial = partials[i]
+        for i, partial in enumerate(partials):
             skip_unless = partial.skip_unless
-            if skip_unless is not None and not skip_unless(event):
-                fresh.append(partial)  # not for this state: skipped, the partial match unchanged
+            if skip_unless is not None:
+                # The commonest state: take on a condition, else skip the event and stay.
+                if not skip_unless(event):
+                    if fresh is not None:
+                        fresh.append(partial)  # skipped: the partial match unchanged
+                    continue
+                if fresh is None:
+                    fresh = partials[:i]
+                state = partial.state
+                target = state.take_target
+                assert target is not None
+                path: Path = (state.step, eid, ts, event, partial.path, ref)
+                starting = state.kind == START
+                start_ts, start_id = (ts, eid) if starting else (partial.start_ts, partial.start_id)
+                taken = Partial(target, path, start_ts, start_id, ts)
+                (found if target.kind == FINAL else fresh).append(taken)
+                if target.finishes:
+                    final = self._final_after(target, event, partial.path, ts)
+                    if final is not None:
+                        found.append(Partial(final, path, start_ts, start_id, ts))
+                if starting:
+                    fresh.append(partial)
                 continue
+            if fresh is None:
+                fresh = partials[:i]
             mark = len(fresh)
             stopped = False
             for nxt in self._next(partial, event, ts, eid, ref):
@@ -671,6 +686,8 @@ class Run:
                     # drops it too, and its key never matches again: a pattern whose first
                     # step may be skipped straight into a negation).
                     fresh.append(partial)
+        if fresh is None:
+            return _NONE  # no partial match wanted it: nothing changes (the commonest case)
         if self._skips:
             out: list[Partial] = []
             self._emit(found, fresh, out)
