@@ -201,7 +201,10 @@ class PatternCore(WindowCore):
         wm = self.wm
         if self.buffer[0][0] <= wm or (self.deadlines and self.deadlines[0][0] <= wm):
             return self._tick(self._drain())
-        return self._tick([])
+        self.since += 1
+        if self.since < TICK and self.flush_at is not None:
+            return []  # (the commonest case of _tick, inlined)
+        return self._tick([], count=False)
 
     def _tick(self, out: list[Window], count: bool = True) -> list[Window]:
         """``out``, or a checkpoint-only window (see ``stages.Ack.counts``) when
@@ -238,6 +241,7 @@ class PatternCore(WindowCore):
                 state = self.keys[key] = _Key(self.auto.run(), key)
             self.touched[key] = None
             run = state.run
+            before = run.partials
             lapsed = state.deadline <= t
             if lapsed:
                 self._advance(key, run, t, out)
@@ -251,6 +255,8 @@ class PatternCore(WindowCore):
                 found_all = []
             for found in found_all:
                 out.append(self._window(key, found))
+            if run.partials is before:
+                continue  # unchanged (no partial match wanted the record): nothing to schedule
             if len(run.partials) > MAX_PARTIALS + 1:  # (the start state is not counted)
                 self._cap(key, run, t)
             self._schedule(key, state, lapsed)
