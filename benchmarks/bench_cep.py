@@ -87,8 +87,9 @@ from reactivex.scheduler import HistoricalScheduler  # noqa: E402
 
 from minibatch_rx import Message, Stream  # noqa: E402
 from minibatch_rx.cep import Match, Pattern  # noqa: E402
-from minibatch_rx.cep.nfa import Automaton, Run  # noqa: E402
+from minibatch_rx.cep.compiler import Automaton  # noqa: E402
 from minibatch_rx.cep.nfa import Path as NfaPath  # noqa: E402
+from minibatch_rx.cep.nfa import Run  # noqa: E402
 from minibatch_rx.cep.stage import MatchWindow, PatternCore, PatternSpec  # noqa: E402
 from minibatch_rx.store.memory import MemoryStore  # noqa: E402
 from minibatch_rx.windows.clocks import EventTime  # noqa: E402

@@ -469,7 +469,7 @@ class Pattern(Generic[T]):
     def compiled(self) -> Any:
         """The automaton of this pattern, checked and built once (internal)."""
         if self._compiled is None:
-            from minibatch_rx.cep.nfa import compile_pattern
+            from minibatch_rx.cep.compiler import compile_pattern
 
             self._compiled = compile_pattern(self)
         return self._compiled

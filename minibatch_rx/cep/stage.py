@@ -26,29 +26,28 @@ keeps up with a pattern that rarely matches.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
-import json
 import logging
 import math
-import pickle
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
 
+from minibatch_rx.cep.checkpoint import IDLE, Snapshot, completed_of, decode_value, saved_partial, saved_time
+from minibatch_rx.cep.compiler import START, Automaton
 from minibatch_rx.cep.match import Match
-from minibatch_rx.cep.nfa import START, Automaton, Partial, Path, PatternError, Run
+from minibatch_rx.cep.nfa import Partial, Path, PatternError, Run
 from minibatch_rx.cep.pattern import Pattern
 from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.window import Window
 from minibatch_rx.windows._engine import WindowCore, WindowOperator
 from minibatch_rx.windows.clocks import BadRecordError, ClockSpec, IngestTime, RunClock
-from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_text, key_to_json
+from minibatch_rx.windows.keys import Key, KeyBy, key_from_json, key_text
 from minibatch_rx.windows.specs import WindowSpec
 
 if TYPE_CHECKING:
@@ -65,8 +64,6 @@ _FIRST, _LAST = -62135596800.0, 253402300799.0  # the epoch seconds a datetime c
 _warned: set[int] = set()  # patterns warned about (an unbounded loop), once each
 SWEEP = 4096
 """Keys kept, idle ones included, before the idle ones are forgotten."""
-CHAIN = 64
-"""Snapshots kept as the keys changed since the previous one before a full copy."""
 MAX_PARTIALS = 10_000
 """Partial matches kept per key: past it the oldest are handed to the timeouts."""
 
@@ -140,7 +137,7 @@ class PatternCore(WindowCore):
         self.touched: dict[Key, None] = {}  # keys whose state changed since the last snapshot
         self.buffered: dict[Key, dict[int, Any]] = {}  # each key's records in the buffer, by counter
         self.state_index = {id(state): i for i, state in enumerate(auto.states)}
-        self.captured: _Snapshot | None = None  # the last snapshot taken
+        self.captured: Snapshot | None = None  # the last snapshot taken
         self.warned = False
 
     # -- records -------------------------------------------------------------
@@ -443,16 +440,16 @@ class PatternCore(WindowCore):
     # -- checkpoints -------------------------------------------------------------
     def key_token(self, key: Key) -> tuple[Any, ...]:
         """What a snapshot keeps of a key: its partial matches, completed matches
-        waiting, and buffered records (``_IDLE`` for a key with none)."""
+        waiting, and buffered records (``IDLE`` for a key with none)."""
         state = self.keys.get(key)
         waiting = self.buffered.get(key)
         buffered = tuple(waiting.values()) if waiting else ()
         if state is None or (len(state.run.partials) == 1 and not state.run.completed):
-            return ([], (), buffered) if buffered else _IDLE
-        return (state.run.partials, _completed(state.run), buffered)
+            return ([], (), buffered) if buffered else IDLE
+        return (state.run.partials, completed_of(state.run), buffered)
 
     def snapshot(self) -> Any:
-        return _Snapshot(self)
+        return Snapshot(self)
 
     def restore(self, state: Any) -> None:
         if not isinstance(state, dict) or not isinstance(state.get("base"), dict):
@@ -465,20 +462,23 @@ class PatternCore(WindowCore):
                 "new consumer name"
             )
         stream = self.stream = base["stream"]
-        self.wm = _number(base["wm"])
+        self.wm = saved_time(base["wm"])
         self.eid = int(base["eid"])
         self.done = (int(base["done"][0]), int(base["done"][1]))
-        self.clock.max_time = _number(base["clock"]["max"])
-        self.clock.last_arrival = _number(base["clock"]["arrival"])
+        self.clock.max_time = saved_time(base["clock"]["max"])
+        self.clock.last_arrival = saved_time(base["clock"]["arrival"])
         states = self.auto.states
         for entry in parts.values():
             key = key_from_json(entry["key"])
             messages: dict[int, tuple[Message, int]] = {}
             for eid, seq, rank, ts, data in entry["events"]:
-                messages[eid] = (Message(stream, seq, _EPOCH + timedelta(seconds=ts), _decode(data)), rank)
+                messages[eid] = (
+                    Message(stream, seq, _EPOCH + timedelta(seconds=ts), decode_value(data)),
+                    rank,
+                )
             for t, seq, rank, ts, data in entry["buffer"]:
                 self.counter += 1
-                message = Message(stream, seq, _EPOCH + timedelta(seconds=ts), _decode(data))
+                message = Message(stream, seq, _EPOCH + timedelta(seconds=ts), decode_value(data))
                 item = (t, seq, rank, self.counter, message, key)
                 heapq.heappush(self.buffer, item)
                 self.buffered.setdefault(key, {})[self.counter] = item
@@ -490,8 +490,8 @@ class PatternCore(WindowCore):
                 ref = messages[eid]
                 nodes.append((step, eid, t, ref[0].data, None if parent < 0 else nodes[parent], ref))
             run = self.auto.run()
-            run.partials = [_partial(states, nodes, p) for p in entry["partials"]]
-            run.completed = [_partial(states, nodes, p) for p in entry["completed"]]
+            run.partials = [saved_partial(states, nodes, p) for p in entry["partials"]]
+            run.completed = [saved_partial(states, nodes, p) for p in entry["completed"]]
             run.restored()
             key_state = self.keys[key] = _Key(run, key)
             self._schedule(key, key_state, True)
@@ -500,211 +500,6 @@ class PatternCore(WindowCore):
 def _out_of_range(t: float) -> str:
     hint = " (epoch milliseconds instead of seconds?)" if t > 0 else ""
     return f"time {t!r} is out of range: a match's times must fall within the years 1 to 9999{hint}"
-
-
-def _partial(states: list[Any], nodes: list[Path], saved: list[Any]) -> Partial:
-    index, node, start_ts, start_id, prev_ts = saved
-    return Partial(
-        states[index],
-        None if node < 0 else nodes[node],
-        _number(start_ts),
-        None if start_id is None else int(start_id),
-        _number(prev_ts),
-    )
-
-
-def _number(value: Any) -> float:
-    """A time a checkpoint wrote (``None`` for minus infinity)."""
-    return -math.inf if value is None else float(value)
-
-
-class _Snapshot(Mapping[str, Any]):
-    """A core's state, taken at every step that emits and written only for the
-    checkpoints committed. It keeps references to the (immutable) partial matches
-    and buffered records of each key, and is written as a
-    :class:`~minibatch_rx.journal.PartedState`: a small base, and one part per
-    key, of which a checkpoint writes those changed since the last one written.
-    As a mapping it is what a restore reads: ``{'base': ..., 'parts': {id: ...}}``."""
-
-    __slots__ = ("_base", "_core", "_delta", "_depth", "_keys", "_parent", "_parts")
-    _depth: int
-
-    def __init__(self, core: PatternCore) -> None:
-        self._core = core
-        # The keys' states, as the keys touched since the previous snapshot on top of it
-        # (most steps touch one key of thousands), or in full every CHAIN snapshots.
-        parent = core.captured
-        self._keys: dict[Key, tuple[Any, ...]] | None = None
-        self._delta: dict[Key, tuple[Any, ...] | None] | None = None
-        self._parent: _Snapshot | None = None
-        if parent is None or parent._depth >= CHAIN:
-            self._keys = {}
-            for key in core.keys.keys() | core.buffered.keys():
-                token = core.key_token(key)
-                if token is not _IDLE:
-                    self._keys[key] = token
-            self._depth = 0
-        else:
-            self._delta = {}
-            for key in core.touched:
-                token = core.key_token(key)
-                self._delta[key] = None if token is _IDLE else token
-            self._parent = parent
-            self._depth = parent._depth + 1
-        core.touched.clear()
-        core.captured = self
-        self._parts: tuple[Any, ...] = (
-            core.wm,
-            core.eid,
-            (core.last_seq, core.rank),
-            core.clock.max_time,
-            core.clock.last_arrival,
-            core.stream,
-            core.since,  # (not saved: a flush of the position changes it, so it is journaled)
-        )
-        self._base: dict[str, Any] | None = None
-
-    def _all_keys(self) -> dict[Key, tuple[Any, ...]]:
-        if self._keys is None:
-            assert self._parent is not None and self._delta is not None
-            keys = dict(self._parent._all_keys())
-            for key, state in self._delta.items():
-                if state is None:
-                    keys.pop(key, None)
-                else:
-                    keys[key] = state
-            self._keys, self._parent = keys, None
-        return self._keys
-
-    # -- PartedState ---------------------------------------------------------------
-    def base(self) -> dict[str, Any]:
-        if self._base is None:
-            wm, eid, done, max_time, arrival, stream, _ = self._parts
-            self._base = {
-                "shape": self._core.auto.shape,
-                "pattern": list(self._core.order),
-                "stream": stream,
-                "wm": _finite(wm),
-                "eid": eid,
-                "done": list(done),
-                "clock": {"max": _finite(max_time), "arrival": _finite(arrival)},
-            }
-        return self._base
-
-    def tokens(self) -> dict[str, Any]:
-        return {_part_id(key): token for key, token in self._all_keys().items()}
-
-    def render(self, part: str) -> dict[str, Any]:
-        key = key_from_json(json.loads(part))
-        partials, completed, buffered = self._all_keys()[key]
-        index = self._core.state_index
-        events: dict[int, list[Any]] = {}
-        numbered: dict[int, int] = {}
-        nodes: list[list[Any]] = []
-
-        def number(node: Path) -> int:
-            if node is None:
-                return -1
-            found = numbered.get(id(node))
-            if found is not None:
-                return found
-            parent = number(node[4])
-            message, rank = node[5]
-            if node[1] not in events:
-                events[node[1]] = [node[1], message.seq, rank, message.ts.timestamp(), _encode(message.data)]
-            numbered[id(node)] = len(nodes)
-            nodes.append([node[0], node[1], node[2], parent])
-            return len(nodes) - 1
-
-        def save(p: Partial) -> list[Any]:
-            return [index[id(p.state)], number(p.path), _finite(p.start_ts), p.start_id, _finite(p.prev_ts)]
-
-        saved = [save(p) for p in partials]
-        done = [save(p) for p in completed]
-        return {
-            "key": key_to_json(key),
-            "nodes": nodes,
-            "events": list(events.values()),
-            "partials": saved,
-            "completed": done,
-            "buffer": [
-                [t, seq, rank, m.ts.timestamp(), _encode(m.data)] for t, seq, rank, _, m, _ in buffered
-            ],
-        }
-
-    # -- equality and the mapping a restore reads ----------------------------------
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, _Snapshot):
-            if self._parts != other._parts:
-                return False
-            # Taken one after the other, with no key touched in between (a clock step
-            # that changed nothing): equal without comparing the keys.
-            if (other._parent is self and not other._delta) or (self._parent is other and not self._delta):
-                return True
-            return self._all_keys() == other._all_keys()
-        if isinstance(other, Mapping):
-            return dict(self) == dict(other)
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def _mapping(self) -> dict[str, Any]:
-        return {"base": self.base(), "parts": {part: self.render(part) for part in self.tokens()}}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._mapping()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(("base", "parts"))
-
-    def __len__(self) -> int:
-        return 2
-
-
-_IDLE: tuple[Any, ...] = ([], (), ())  # the token of a key with nothing: it is not saved
-
-
-def _part_id(key: Key) -> str:
-    return json.dumps(key_to_json(key), separators=(",", ":"))
-
-
-def _json_native(value: Any) -> bool:
-    """Whether ``value`` comes back from JSON as it is (dicts with str keys, lists,
-    str, int, float, bool, None)."""
-    kind = type(value)
-    if kind is dict:
-        return all(type(k) is str and _json_native(v) for k, v in value.items())
-    if kind is list:
-        return all(_json_native(v) for v in value)
-    return kind in (str, int, float, bool) or value is None
-
-
-def _encode(value: Any) -> Any:
-    """A record's value for a checkpoint: as it is if JSON keeps it unchanged (a
-    stream's payload), else pickled (what a stage before the match made: a
-    tuple, a datetime...), so a restart hands on the very same values."""
-    if _json_native(value):
-        return [0, value]
-    return [1, base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")]
-
-
-def _decode(saved: Any) -> Any:
-    kind, value = saved
-    if kind == 0:
-        return value
-    return pickle.loads(base64.b64decode(value))  # written by this consumer's own checkpoints
-
-
-def _completed(run: Run) -> tuple[Partial, ...]:
-    return tuple(run.completed) if run.completed else ()
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
