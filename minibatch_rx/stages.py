@@ -188,7 +188,10 @@ def _fitting(payloads: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool
     kept: list[dict[str, Any]] = []
     size = 0
     for payload in payloads:
-        size += len(encode_json(payload))
+        try:
+            size += len(encode_json(payload))
+        except (TypeError, ValueError):  # a value a stage made that JSON cannot hold: left out
+            return kept, True
         if size > DEAD_LETTER_DATA_LIMIT:
             return kept, True
         kept.append(payload)
@@ -286,7 +289,11 @@ def record_key(message: Message) -> str:
     >>> record_key(Message('s', 7, None, {'a': 1}))  # type: ignore[arg-type]
     's:7#2c6b113b8dd15ffbded9860b43eb0c6c'
     """
-    digest = hashlib.blake2b(encode_json(message.data).encode(), digest_size=16).hexdigest()
+    try:
+        text = encode_json(message.data)
+    except (TypeError, ValueError):  # a value a stage made that JSON cannot hold: its repr
+        text = f"{type(message.data).__qualname__}:{message.data!r}"
+    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     return f"{message.stream}:{message.seq}#{digest}"
 
 

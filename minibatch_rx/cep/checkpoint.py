@@ -6,7 +6,7 @@ to the (immutable) partial matches and buffered records of each key (only the
 keys touched since the previous snapshot, on top of it), and is written as a
 :class:`~minibatch_rx.journal.PartedState`: a small base, and one part per key,
 of which a commit writes those changed since the last one written. Record
-values JSON would change are pickled, so a restart hands on the same values.
+values JSON would change are saved tagged, so a restart hands on the same values.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-import pickle
 from collections.abc import Iterator, Mapping
+from datetime import date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from minibatch_rx.cep.nfa import Partial, Path, Run
@@ -137,7 +138,13 @@ class Snapshot(Mapping[str, Any]):
             parent = number(node[4])
             message, rank = node[5]
             if node[1] not in events:
-                events[node[1]] = [node[1], message.seq, rank, message.ts.timestamp(), _encode(message.data)]
+                events[node[1]] = [
+                    node[1],
+                    message.seq,
+                    rank,
+                    message.ts.timestamp(),
+                    encode_value(message.data),
+                ]
             numbered[id(node)] = len(nodes)
             nodes.append([node[0], node[1], node[2], parent])
             return len(nodes) - 1
@@ -154,7 +161,7 @@ class Snapshot(Mapping[str, Any]):
             "partials": saved,
             "completed": done,
             "buffer": [
-                [t, seq, rank, m.ts.timestamp(), _encode(m.data)] for t, seq, rank, _, m, _ in buffered
+                [t, seq, rank, m.ts.timestamp(), encode_value(m.data)] for t, seq, rank, _, m, _ in buffered
             ],
         }
 
@@ -209,20 +216,79 @@ def _json_native(value: Any) -> bool:
     return kind in (str, int, float, bool) or value is None
 
 
-def _encode(value: Any) -> Any:
-    """A record's value for a checkpoint: as it is if JSON keeps it unchanged (a
-    stream's payload), else pickled (what a stage before the match made: a
-    tuple, a datetime...), so a restart hands on the very same values."""
+class Unsavable(ValueError):
+    """A record value the checkpoint cannot hold (see :func:`encode_value`)."""
+
+
+def encode_value(value: Any) -> Any:
+    """A record's value for a checkpoint, as JSON that :func:`decode_value` turns
+    back into the very same value: as it is when JSON keeps it unchanged (a
+    stream's payload), else tagged (``[1, ...]``): what a stage before the match
+    may make besides JSON (tuples, sets, dicts with other keys, datetimes, dates,
+    bytes, decimals). Anything else raises :class:`Unsavable` (values are never saved
+    in a form that could run code when read back)."""
     if _json_native(value):
         return [0, value]
-    return [1, base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode("ascii")]
+    return [1, _tagged(value)]
+
+
+def _tagged(value: Any) -> Any:
+    kind = type(value)
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    if kind is list:
+        return [_tagged(v) for v in value]
+    if kind is dict:
+        if all(type(k) is str for k in value):
+            return {"d": {k: _tagged(v) for k, v in value.items()}}
+        return {"m": [[_tagged(k), _tagged(v)] for k, v in value.items()]}
+    if kind is tuple:
+        return {"t": [_tagged(v) for v in value]}
+    if kind in (set, frozenset):
+        return {"s" if kind is set else "f": [_tagged(v) for v in value]}
+    if kind is datetime:
+        return {"dt": value.isoformat()}
+    if kind is date:
+        return {"da": value.isoformat()}
+    if kind is bytes:
+        return {"b": base64.b64encode(value).decode("ascii")}
+    if kind is Decimal:
+        return {"dec": str(value)}
+    raise Unsavable(
+        f"a value of type {kind.__name__} cannot be saved in the pattern's checkpoint; make the "
+        "stage before match produce JSON-like values (dicts, lists, str, numbers, bool, None), "
+        "tuples, sets, datetimes, dates, bytes or decimals"
+    )
+
+
+def _untagged(saved: Any) -> Any:
+    if isinstance(saved, list):
+        return [_untagged(v) for v in saved]
+    if not isinstance(saved, dict):
+        return saved
+    ((tag, body),) = saved.items()
+    if tag == "d":
+        return {k: _untagged(v) for k, v in body.items()}
+    if tag == "m":
+        return {_untagged(k): _untagged(v) for k, v in body}
+    if tag == "t":
+        return tuple(_untagged(v) for v in body)
+    if tag in ("s", "f"):
+        items = (_untagged(v) for v in body)
+        return set(items) if tag == "s" else frozenset(items)
+    if tag == "dt":
+        return datetime.fromisoformat(body)
+    if tag == "da":
+        return date.fromisoformat(body)
+    if tag == "b":
+        return base64.b64decode(body)
+    return Decimal(body)
 
 
 def decode_value(saved: Any) -> Any:
+    """The value :func:`encode_value` saved."""
     kind, value = saved
-    if kind == 0:
-        return value
-    return pickle.loads(base64.b64decode(value))  # written by this consumer's own checkpoints
+    return value if kind == 0 else _untagged(value)
 
 
 def completed_of(run: Run) -> tuple[Partial, ...]:

@@ -37,7 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
 
-from minibatch_rx.cep.checkpoint import IDLE, Snapshot, completed_of, decode_value, saved_partial, saved_time
+from minibatch_rx.cep.checkpoint import (
+    IDLE,
+    Snapshot,
+    Unsavable,
+    completed_of,
+    decode_value,
+    encode_value,
+    saved_partial,
+    saved_time,
+)
 from minibatch_rx.cep.compiler import START, Automaton
 from minibatch_rx.cep.match import Match
 from minibatch_rx.cep.nfa import Partial, Path, PatternError, Run
@@ -134,6 +143,7 @@ class PatternCore(WindowCore):
         self.aside: list[Window] = []
         self.tags: dict[str, int] = {}  # the tags given in this step, and how often
         self.sweep_at = SWEEP  # the number of keys at which idle ones are forgotten
+        self.records = False  # values come from a stage before the match (else: stream payloads)
         self.touched: dict[Key, None] = {}  # keys whose state changed since the last snapshot
         self.buffered: dict[Key, dict[int, Any]] = {}  # each key's records in the buffer, by counter
         self.state_index = {id(state): i for i, state in enumerate(auto.states)}
@@ -167,7 +177,9 @@ class PatternCore(WindowCore):
             if not _FIRST <= t <= _LAST:
                 raise BadRecordError(_out_of_range(t))
             key = None if self.key_by is None else self.key_by.key_of(message.data)
-        except BadRecordError as error:
+            if self.records:
+                encode_value(message.data)  # a value a stage made must fit in a checkpoint
+        except (BadRecordError, Unsavable) as error:
             self.bad.append((message, str(error)))
             return self._tick([])
         arrival = now
@@ -548,7 +560,14 @@ class PatternSpec(WindowSpec):
         event_time = clock is not None and not isinstance(clock, IngestTime)
         on = clock if event_time and clock is not None else IngestTime(0)
         auto, names = self.auto, self.pattern.names
-        return WindowOperator(lambda: PatternCore(auto, on.start(), key_by, event_time, names), scheduler)
+
+        def make() -> PatternCore:
+            core = PatternCore(auto, on.start(), key_by, event_time, names)
+            core.records = operator.records  # values a stage made: checked to be savable
+            return core
+
+        operator = WindowOperator(make, scheduler)
+        return operator
 
 
 def drop_ticks(_window: Any, match: Match[Any] | None) -> Iterable[Match[Any]]:

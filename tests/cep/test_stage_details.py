@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from minibatch_rx.cep import Pattern
 from minibatch_rx.cep.stage import FLUSH, TICK
 from minibatch_rx.testing import VirtualTime
@@ -103,3 +105,52 @@ def test_a_structurally_changed_pattern_under_the_same_name_and_consumer_is_refu
     vt.append_at(11, s, {"n": "b"})
     with pytest.raises(InvalidArgumentError, match="another pattern"):
         vt.run(s.match(pattern(True)).map(lambda m: m), until=20, consumer="c")
+
+
+def test_values_a_stage_made_are_saved_as_they_are_or_dead_lettered() -> None:
+    """A stage before match may make tuples, sets, datetimes, bytes, decimals...:
+    a checkpoint keeps them as they are. A value it cannot keep sends its record
+    to the dead-letter stream with the reason, before anything is matched."""
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    from minibatch_rx.cep.checkpoint import Unsavable, decode_value, encode_value
+
+    value = {
+        "t": (1, "a", [2.5, None]),
+        "s": {1, 2},
+        "f": frozenset({"x"}),
+        "m": {1: "one", ("k", 2): b"\x00\xff"},
+        "at": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        "naive": datetime(2026, 1, 2),
+        "day": date(2026, 1, 2),
+        "price": Decimal("12.30"),
+        "plain": {"a": [1, {"b": True}]},
+    }
+    again = decode_value(encode_value(value))
+    assert again == value
+    assert type(again["t"]) is tuple and type(again["f"]) is frozenset
+    assert again["at"].tzinfo is not None and again["naive"].tzinfo is None
+    assert str(again["price"]) == "12.30"
+    import json
+
+    assert decode_value(json.loads(json.dumps(encode_value(value)))) == value  # through JSON text
+    with pytest.raises(Unsavable, match="type object"):
+        encode_value({"x": object()})
+
+    vt = VirtualTime()
+    s = vt.stream("made")
+    vt.append_at(1, s, {"n": "a", "odd": False})
+    vt.append_at(2, s, {"n": "b", "odd": True})
+    vt.append_at(3, s, {"n": "a", "odd": False})
+    vt.append_at(4, s, {"n": "b", "odd": False})
+
+    def shape(m: Any) -> dict[str, Any]:
+        return {"n": m.data["n"], "tag": object() if m.data["odd"] else ("ok", m.seq)}
+
+    out = vt.run(
+        s.map(shape).match(NEVER).map(lambda m: [e["tag"] for e in m.events]), until=10, consumer="c"
+    )
+    assert [e.value for e in out] == [[("ok", 3), ("ok", 4)]]
+    dead = [m.data for m in vt.stream("made.dead").read()]
+    assert len(dead) == 1 and "cannot be saved in the pattern's checkpoint" in str(dead[0])
