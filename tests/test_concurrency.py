@@ -47,7 +47,7 @@ for i in range(count):
     stream.append({"producer": producer, "i": i})
     # Pacing, not waiting: a writer that re-takes SQLite's lock at once can run
     # its 2,000 appends before the next producer is even scheduled (2 cores).
-    time.sleep(0.0002)
+    time.sleep(0.0002)  # noqa: sleep-ok
 print("done", flush=True)
 """
 
