@@ -39,22 +39,16 @@ server, with a smaller volume).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_url
+from crash_harness import Setup, run_with_kills
 from workers.cep_consumer import (
     ID,
     KEY,
@@ -84,6 +78,9 @@ JITTER_US = round(MAX_DELAY * US * 0.8)  # how much older than its grid time an 
 SENTINEL_KEY = "end"
 SENTINEL_AFTER_US = round((MAX_DELAY + WITHIN / 2) * US)  # the sentinel's time after the last grid time
 BURSTS = {"sqlite": (20, 80), "mongodb": (10, 40)}  # events per burst of the producer
+# The end: the sentinel's step (the last timeouts, the last matches) acknowledged by both.
+SETUP = Setup(WORKER, SOURCE, SINK, REFERENCE, CONSUMER, REFERENCE_CONSUMER, KILLS, WORK,
+              later=(0.3, 1.5), settled_before=0)
 
 Steps = tuple[tuple[str, tuple[int, ...]], ...]  # step name -> event ids, in pattern order
 Found = tuple[str, Steps]  # (key, steps): which match (or timeout) it is
@@ -133,37 +130,6 @@ class Producer:
         t = ORIGIN_US + (self.produced - 1) * STEP_US + SENTINEL_AFTER_US
         end = [{ID: -1 - n, KEY: SENTINEL_KEY, TS: t / US, TYPE: "end"} for n in range(TICK + 1)]
         return self.source.extend(end)[0]
-
-
-def wait_until(
-    predicate: Callable[[], bool],
-    timeout: float,
-    processes: Iterable[subprocess.Popen[str]],
-    poll: float = 0.05,
-) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the pause is a worker's
-    own exit wait, and a worker that exits fails the test."""
-    workers = list(processes)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        for process in workers:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {process.returncode}: "
-                    f"{process.stderr.read() if process.stderr else ''}"
-                )
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            workers[0].wait(timeout=poll)
-    return False
-
-
-def kill(process: subprocess.Popen[str]) -> None:
-    """SIGKILL a worker that must still be running, and reap it."""
-    assert process.poll() is None, f"worker died by itself: {process.stderr.read()}"  # type: ignore[union-attr]
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(10)
 
 
 def found(key: str, steps: Mapping[str, Sequence[int]]) -> Found:
@@ -257,100 +223,6 @@ def check_starts(name: str, matches: list[Output], timeouts: list[Output], a_eve
     return problems
 
 
-class Workers:
-    """The worker processes of one test: started, killed, and all reaped at the end."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.started: list[subprocess.Popen[str]] = []
-
-    def start(self, sink: str, consumer: str, work: float) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                self.url,
-                SOURCE,
-                sink,
-                "--consumer",
-                consumer,
-                "--work",
-                str(work),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.started.append(process)
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready", process.stderr.read() if process.stderr else ""
-        return process
-
-    def reap(self) -> None:
-        """SIGKILL every worker still running, and wait for all."""
-        for process in self.started:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-@dataclass
-class Run:
-    """What the killing left behind, besides the store."""
-
-    kills: int = 0
-    progress: list[int] = field(default_factory=lambda: [0])  # matches in the sink after each kill
-    behind: list[int] = field(default_factory=list)  # events unacknowledged at each kill
-    produced_at_last_kill: int = 0
-    sentinel: int = 0  # the sentinel's seq
-    finished: bool = False  # both consumers acknowledged the sentinel
-
-
-def run_with_kills(url: str, rng: random.Random, burst: tuple[int, int]) -> Run:
-    """Produce live; kill the worker ``KILLS`` times, each after the sink made
-    progress; let a last worker and the reference worker finish."""
-    source, sink = stream(SOURCE, url), stream(SINK, url)
-    producer = Producer(source, rng.randrange(1 << 30), burst)
-    workers, run = Workers(url), Run()
-    try:
-        reference = workers.start(REFERENCE, REFERENCE_CONSUMER, 0.0)
-        try:
-            producer.start()
-            while run.kills < KILLS:
-                worker = workers.start(SINK, CONSUMER, WORK)
-                assert wait_until(lambda: sink.count() > run.progress[-1], 60, [worker, reference]), (
-                    "no progress"
-                )
-                # Half the kills soon after a match (often between its store
-                # and its ack), half later.
-                delay = rng.uniform(0.0, 0.05) if rng.random() < 0.5 else rng.uniform(0.3, 1.5)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    worker.wait(timeout=delay)
-                kill(worker)
-                run.kills += 1
-                run.progress.append(sink.count())
-                run.behind.append(source.count() - source.position(CONSUMER))
-            run.produced_at_last_kill = source.count()
-            # The last worker also starts on a live stream.
-            worker = workers.start(SINK, CONSUMER, WORK)
-            assert wait_until(
-                lambda: sink.count() > run.progress[-1] and source.count() > run.produced_at_last_kill,
-                60,
-                [worker, reference],
-            ), "no progress"
-        finally:
-            run.sentinel = producer.stop()
-        # The sentinel's step (the last timeouts, the last matches) acknowledged by both.
-        run.finished = wait_until(
-            lambda: min(source.position(CONSUMER), source.position(REFERENCE_CONSUMER)) >= run.sentinel,
-            60,
-            [worker, reference],
-        )
-    finally:
-        workers.reap()
-    return run
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "mongodb"])
 def test_sigkilled_pattern_consumer_emits_each_match_and_timeout_once(
@@ -358,7 +230,8 @@ def test_sigkilled_pattern_consumer_emits_each_match_and_timeout_once(
 ) -> None:
     url = make_url(backend, tmp_path, request)
     source = stream(SOURCE, url)
-    run = run_with_kills(url, random.Random(20260111), BURSTS[backend])
+    rng = random.Random(20260111)
+    run = run_with_kills(SETUP, url, rng, Producer(source, rng.randrange(1 << 30), BURSTS[backend]))
     assert run.finished, (
         f"not done: positions {source.position(CONSUMER)}, "
         f"{source.position(REFERENCE_CONSUMER)} of {run.sentinel}"

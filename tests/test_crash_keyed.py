@@ -25,22 +25,16 @@ equal. Runs on SQLite and on MongoDB (the session's test server).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import make_url
+from crash_harness import Setup, run_with_kills
 from workers.keyed_consumer import KEY, MAX_DELAY, SIZE, TS, VALUE, late_stream
 
 from minibatch_rx import Message, Stream, stream
@@ -58,6 +52,9 @@ STEP_US = 10_000  # event time between consecutive events (100 per window)
 JITTER_US = round(MAX_DELAY * US * 0.8)  # how much older than its grid time an event may be
 SENTINEL_KEY = "end"
 SENTINEL_US = ORIGIN_US + 10**6 * US  # far past every event: closes every other window
+# The end: everything before the sentinel acknowledged by both (its own window stays open).
+SETUP = Setup(WORKER, SOURCE, SINK, REFERENCE, CONSUMER, REFERENCE_CONSUMER, KILLS, WORK,
+              later=(0.2, 1.0), settled_before=1)
 
 WindowId = tuple[str, int]  # (key, start in microseconds)
 
@@ -100,31 +97,6 @@ class Producer:
         assert not self.thread.is_alive(), "the producer did not stop"
         assert not self.errors, self.errors
         return self.source.append({"i": -1, KEY: SENTINEL_KEY, TS: SENTINEL_US / US, VALUE: 0})
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float,
-               processes: Iterable[subprocess.Popen[str]], poll: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the pause is a worker's
-    own exit wait, and a worker that exits fails the test."""
-    workers = list(processes)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        for process in workers:
-            if process.poll() is not None:
-                raise AssertionError(f"worker exited with {process.returncode}: "
-                                     f"{process.stderr.read() if process.stderr else ''}")
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            workers[0].wait(timeout=poll)
-    return False
-
-
-def kill(process: subprocess.Popen[str]) -> None:
-    """SIGKILL a worker that must still be running, and reap it."""
-    assert process.poll() is None, f"worker died by itself: {process.stderr.read()}"  # type: ignore[union-attr]
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(10)
 
 
 def expected_windows(events: Iterable[Message]) -> dict[WindowId, tuple[list[int], int]]:
@@ -172,32 +144,6 @@ def check(name: str, got: list[tuple[WindowId, list[int], int]],
     return problems
 
 
-class Workers:
-    """The worker processes of one test: started, killed, and all reaped at the end."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.started: list[subprocess.Popen[str]] = []
-
-    def start(self, sink: str, consumer: str, work: float) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            [sys.executable, str(WORKER), self.url, SOURCE, sink, "--consumer", consumer,
-             "--work", str(work)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.started.append(process)
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready", process.stderr.read() if process.stderr else ""
-        return process
-
-    def reap(self) -> None:
-        """SIGKILL every worker still running, and wait for all."""
-        for process in self.started:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
 def check_late(name: str, late: list[int], got: list[tuple[WindowId, list[int], int]]) -> list[str]:
     """No event is late by construction: ``late`` (seqs) must be empty. Say
     how many were in a window too (replayed members taken for late ones)."""
@@ -209,59 +155,6 @@ def check_late(name: str, late: list[int], got: list[tuple[WindowId, list[int], 
             f"are in a window as well, e.g. seqs {both[:8]}"]
 
 
-@dataclass
-class Run:
-    """What the killing left behind, besides the store."""
-
-    kills: int = 0
-    progress: list[int] = field(default_factory=lambda: [0])  # sink size after each kill
-    behind: list[int] = field(default_factory=list)  # events unacknowledged at each kill
-    produced_at_last_kill: int = 0
-    sentinel: int = 0  # the sentinel's seq
-    finished: bool = False  # both consumers acknowledged every event before the sentinel
-
-
-def run_with_kills(url: str, rng: random.Random) -> Run:
-    """Produce live; kill the worker ``KILLS`` times, each after the sink made
-    progress; let a last worker and the reference worker finish."""
-    source, sink = stream(SOURCE, url), stream(SINK, url)
-    producer = Producer(source, rng.randrange(1 << 30))
-    workers, run = Workers(url), Run()
-    try:
-        reference = workers.start(REFERENCE, REFERENCE_CONSUMER, 0.0)
-        try:
-            producer.start()
-            while run.kills < KILLS:
-                worker = workers.start(SINK, CONSUMER, WORK)
-                assert wait_until(lambda: sink.count() > run.progress[-1], 60, [worker, reference]), \
-                    "no progress"
-                # Half the kills soon after an output (often inside a closing
-                # step, before its ack), half later.
-                delay = rng.uniform(0.0, 0.05) if rng.random() < 0.5 else rng.uniform(0.2, 1.0)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    worker.wait(timeout=delay)
-                kill(worker)
-                run.kills += 1
-                run.progress.append(sink.count())
-                run.behind.append(source.count() - source.position(CONSUMER))
-            run.produced_at_last_kill = source.count()
-            # The last worker also starts on a live stream.
-            worker = workers.start(SINK, CONSUMER, WORK)
-            assert wait_until(lambda: sink.count() > run.progress[-1]
-                              and source.count() > run.produced_at_last_kill,
-                              60, [worker, reference]), "no progress"
-        finally:
-            run.sentinel = producer.stop()
-        # Everything before the sentinel acknowledged by both: its own window
-        # stays open, every other one is out.
-        run.finished = wait_until(
-            lambda: min(source.position(CONSUMER), source.position(REFERENCE_CONSUMER)) >= run.sentinel - 1,
-            60, [worker, reference])
-    finally:
-        workers.reap()
-    return run
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "mongodb"])
 def test_sigkilled_keyed_event_time_consumer_emits_each_window_once(
@@ -269,7 +162,8 @@ def test_sigkilled_keyed_event_time_consumer_emits_each_window_once(
 ) -> None:
     url = make_url(backend, tmp_path, request)
     source = stream(SOURCE, url)
-    run = run_with_kills(url, random.Random(20260110))
+    rng = random.Random(20260110)
+    run = run_with_kills(SETUP, url, rng, Producer(source, rng.randrange(1 << 30)))
     assert run.finished, (f"not done: positions {source.position(CONSUMER)}, "
                           f"{source.position(REFERENCE_CONSUMER)} of {run.sentinel - 1}")
 
