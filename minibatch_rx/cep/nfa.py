@@ -120,17 +120,10 @@ class Run:
         """The number of partial matches (the start state not counted)."""
         return len(self.partials) - 1
 
-    def lowest_id(self) -> int | None:
-        """The lowest event id any partial or waiting match holds."""
-        lowest: int | None = None
-        for group in (self.partials, self.completed):
-            for partial in group:
-                node = partial.path
-                while node is not None:
-                    if lowest is None or node[1] < lowest:
-                        lowest = node[1]
-                    node = node[4]
-        return lowest
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is under way: only the start state, no match waiting."""
+        return len(self.partials) == 1 and not self.completed
 
     def feed(
         self, event: Any, ts: float, eid: int, ref: Any = None

@@ -295,7 +295,7 @@ class PatternCore(WindowCore):
         later, and one that completed meanwhile only makes the key due early (it
         is then advanced for nothing, and its deadline computed ``exact``)."""
         run = state.run
-        if len(run.partials) == 1 and not run.completed:
+        if run.idle:
             state.deadline = math.inf  # idle: kept for its next record, swept out in bulk
             if len(self.keys) > self.sweep_at:
                 self._sweep()
@@ -315,7 +315,7 @@ class PatternCore(WindowCore):
         """Forget the idle keys (no partial match, nothing waiting): memory follows
         the keys with open partial matches, not the keys ever seen."""
         for key, state in list(self.keys.items()):
-            if len(state.run.partials) == 1 and not state.run.completed:
+            if state.run.idle:
                 del self.keys[key]
         self.sweep_at = max(SWEEP, 2 * len(self.keys))
 
@@ -456,7 +456,7 @@ class PatternCore(WindowCore):
         state = self.keys.get(key)
         waiting = self.buffered.get(key)
         buffered = tuple(waiting.values()) if waiting else ()
-        if state is None or (len(state.run.partials) == 1 and not state.run.completed):
+        if state is None or state.run.idle:
             return ([], (), buffered) if buffered else IDLE
         return (state.run.partials, completed_of(state.run), buffered)
 
