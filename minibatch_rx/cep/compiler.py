@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from minibatch_rx.cep.pattern import Contiguity, Step, Test
+from minibatch_rx.cep.pattern import Contiguity, Step, Test, _always, _and, _not
 from minibatch_rx.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -24,30 +24,6 @@ if TYPE_CHECKING:
 
 TAKE, IGNORE, PROCEED = 0, 1, 2
 START, NORMAL, FINAL, STOP, PENDING = 0, 1, 2, 3, 4
-
-
-def _always(event: Any, ctx: Any) -> bool:
-    return True
-
-
-def _not(test: Test) -> Test:
-    def negated(event: Any, ctx: Any) -> bool:
-        return not test(event, ctx)
-
-    negated.negates = test  # type: ignore[attr-defined]
-    return negated
-
-
-def _and(first: Test, second: Test) -> Test:
-    if first is _always:
-        return second
-    if second is _always:
-        return first
-
-    def both(event: Any, ctx: Any) -> bool:
-        return bool(first(event, ctx)) and bool(second(event, ctx))
-
-    return both
 
 
 class Edge:

@@ -24,8 +24,8 @@ from minibatch_rx.cep.compiler import (
     STOP,
     Automaton,
     State,
-    _always,
 )
+from minibatch_rx.cep.pattern import _always
 from minibatch_rx.errors import MinibatchError
 
 _INF = math.inf

@@ -182,7 +182,25 @@ def as_test(fn: Callable[..., Any], what: str) -> tuple[Test, bool]:
     return test, False
 
 
+def _always(event: Any, ctx: Any) -> bool:
+    """The condition of a step without ``where``: every event passes."""
+    return True
+
+
+def _not(test: Test) -> Test:
+    def negated(event: Any, ctx: Any) -> bool:
+        return not test(event, ctx)
+
+    negated.negates = test  # type: ignore[attr-defined]  # the compiled edge evaluates ``test`` once
+    return negated
+
+
 def _and(first: Test, second: Test) -> Test:
+    if first is _always:
+        return second
+    if second is _always:
+        return first
+
     def both(event: Any, ctx: Any) -> bool:
         return bool(first(event, ctx)) and bool(second(event, ctx))
 
