@@ -229,18 +229,19 @@ def original_notes(plan: Plan) -> str:
 
 # -- subprocesses -------------------------------------------------------------------
 class Child:
-    """This script run as ``--child MODE PARAMS`` in its own process group.
+    """This script (or ``script``, another benchmark with the same ``--child``
+    entry point) run as ``--child MODE PARAMS`` in its own process group.
 
     Its stdout lines are collected by a thread (so the parent can wait for a
     ``ready`` line with a timeout); stderr goes to a temporary file, shown if
     the child fails. The last stdout line of a finished child is its JSON report.
     """
 
-    def __init__(self, mode: str, params: Report) -> None:
+    def __init__(self, mode: str, params: Report, script: Path | None = None) -> None:
         self.mode = mode
         self.stderr: IO[str] = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by kill()
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--child", mode, json.dumps(params)],
+            [sys.executable, str(script or Path(__file__).resolve()), "--child", mode, json.dumps(params)],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
@@ -314,15 +315,18 @@ class Child:
         self.stderr.close()
 
 
-def run_pair(consumer: tuple[str, Report], producer: tuple[str, Report]) -> tuple[Report, Report]:
+def run_pair(
+    consumer: tuple[str, Report], producer: tuple[str, Report], script: Path | None = None
+) -> tuple[Report, Report]:
     """Start the consumer, wait until it is ready, run the producer, and return
-    both reports (consumer, producer). Both processes are killed on any error."""
+    both reports (consumer, producer). Both processes are killed on any error.
+    ``script``: the benchmark whose ``--child`` modes these are (default: this one)."""
     with contextlib.ExitStack() as stack:
-        cons = Child(*consumer)
+        cons = Child(*consumer, script=script)
         stack.callback(cons.kill)
         cons.wait_for("ready", READY_TIMEOUT)
         time.sleep(SETTLE)
-        prod = Child(*producer)
+        prod = Child(*producer, script=script)
         stack.callback(prod.kill)
         produced = prod.result(CHILD_TIMEOUT)
         consumed = cons.result(CHILD_TIMEOUT)
@@ -726,23 +730,23 @@ CHILD_MODES = {
 }
 
 
-def measure_throughput(store: str, implementation: str, url: str, n: int) -> Throughput:
+def measure_throughput(store: str, implementation: str, url: str, n: int, window: int = WINDOW) -> Throughput:
     """One producer process appends ``n`` messages in batches while one consumer
-    process takes them in count windows of ``WINDOW``."""
+    process takes them in count windows of ``window``."""
     consumer, producer, _, _ = CHILD_MODES[implementation]
     params = {
         "url": url,
         "stream": "e2e",
         "n": n,
-        "window": WINDOW,
+        "window": window,
         "batch": PRODUCER_BATCH,
-        "windows": n // WINDOW,
+        "windows": n // window,
     }
     consumed, produced = run_pair((consumer, params), (producer, params))
     what = f"{implementation} on {store}"
     check(consumed["messages"] == n, f"{what}: the consumer saw {consumed['messages']:,} of {n:,} messages")
     if implementation == OURS:
-        check(consumed["windows"] == n // WINDOW, f"{what}: {consumed['windows']} of {n // WINDOW} windows")
+        check(consumed["windows"] == n // window, f"{what}: {consumed['windows']} of {n // window} windows")
         check(consumed["committed"] == n, f"{what}: committed position {consumed['committed']} of {n}")
         check(consumed["in_order"], f"{what}: windows out of seq order")
     else:
@@ -751,7 +755,7 @@ def measure_throughput(store: str, implementation: str, url: str, n: int) -> Thr
         store,
         implementation,
         n,
-        WINDOW,
+        window,
         seconds=consumed["t_last"] - produced["t_first"],
         producer_seconds=produced["t_done"] - produced["t_first"],
     )
