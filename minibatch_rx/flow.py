@@ -36,7 +36,7 @@ from minibatch_rx.stages import Envelope, Failure, envelop, late_sink, until_rea
 from minibatch_rx.streams import Stream
 from minibatch_rx.usage import Usage
 from minibatch_rx.windows import ReadProgress
-from minibatch_rx.windows._engine import scheduler_seconds
+from minibatch_rx.windows._engine import WindowOperator, scheduler_seconds
 
 if TYPE_CHECKING:
     from minibatch_rx.pipeline import Pipeline, SinkTarget
@@ -97,16 +97,25 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
         windowed = group.observable().pipe(guard(active))
     else:
         progress = ReadProgress()
+        operator = None
+        if pipeline.window_spec is not None:
+            operator = pipeline.window_spec.operator(scheduler, key_by=pipeline.key_spec,
+                                                     clock=pipeline.clock_spec)
+        # A plain window operator guards its input and its output itself (two
+        # fewer hops per message and per window); what runs between the source
+        # and the window (a stage stream's unwrapping, stages) is guarded apart.
+        fused = type(operator) is WindowOperator
         windowed = store_source(source.store, source.name, None, consumer, scheduler,
-                                pipeline.prefetch, progress).pipe(guard(active))
+                                pipeline.prefetch, progress)
+        if not fused or trim is not None or pipeline.pre_stages:
+            windowed = windowed.pipe(guard(active))
         if trim is not None:
             windowed = windowed.pipe(ops.map(trim.unstored))
         if pipeline.pre_stages:
             windowed = windowed.pipe(as_records(tuple(make(failure, source, owner)
                                                       for make in pipeline.pre_stages)))
         if pipeline.window_spec is not None:
-            operator = pipeline.window_spec.operator(scheduler, key_by=pipeline.key_spec,
-                                                     clock=pipeline.clock_spec)
+            assert operator is not None
             operator.progress, operator.stream = progress, source.name
             operator.records = bool(pipeline.pre_stages)
             operator.rejected.subscribe(dead_letter_rejected(failure, owner))
@@ -120,7 +129,11 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
                 if target is None:  # (not `or`: an empty Stream is falsy)
                     target = f"{home.name}.timeouts"
                 operator.side.subscribe(timeout_deliverer(partial(resolve, target, home), owner))
-            windowed = windowed.pipe(operator, guard(active))
+            if fused:
+                operator.guarded, operator.active = True, active
+                windowed = windowed.pipe(operator)
+            else:
+                windowed = windowed.pipe(operator, guard(active))
     flow = windowed.pipe(envelop, *(make(failure, source, owner) for make in pipeline.stages))
     # Coalescing needs a real clock, a single position and a handle that
     # flushes on stop: not in virtual time, not for groups (each lease is

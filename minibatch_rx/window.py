@@ -51,6 +51,21 @@ class Window(Generic[T]):
     key: Any = None
     tag: str | None = field(default=None, compare=False, repr=False)
 
+    def __init__(self, messages: tuple[Message, ...], stream: str | None = None,
+                 start: datetime | None = None, end: datetime | None = None, ack: int | None = None,
+                 checkpoint: Any = None, key: Any = None, tag: str | None = None) -> None:
+        # A window is made per window closed, and copied once more to carry its
+        # ack: the slots are set through their descriptors, as the frozen
+        # dataclass's own __init__ would do through object.__setattr__, faster.
+        _set_messages(self, messages)
+        _set_stream(self, stream)
+        _set_start(self, start)
+        _set_end(self, end)
+        _set_ack(self, ack)
+        _set_checkpoint(self, checkpoint)
+        _set_key(self, key)
+        _set_tag(self, tag)
+
     @property
     def data(self) -> list[T]:
         """The payloads, in seq order (what the original ``window.data`` held);
@@ -69,3 +84,14 @@ class Window(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.messages)
+
+
+# The slot descriptors of the class ``dataclass(slots=True)`` made (it replaces the class).
+_set_messages = Window.__dict__["messages"].__set__
+_set_stream = Window.__dict__["stream"].__set__
+_set_start = Window.__dict__["start"].__set__
+_set_end = Window.__dict__["end"].__set__
+_set_ack = Window.__dict__["ack"].__set__
+_set_checkpoint = Window.__dict__["checkpoint"].__set__
+_set_key = Window.__dict__["key"].__set__
+_set_tag = Window.__dict__["tag"].__set__

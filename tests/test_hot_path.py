@@ -10,11 +10,18 @@ import json
 import pickle
 import sqlite3
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from reactivex.scheduler import ImmediateScheduler
+from reactivex.subject import Subject
+from reactivex.testing import TestScheduler
 
 from minibatch_rx.message import Message
 from minibatch_rx.store.sqlite_reader import select
+from minibatch_rx.window import Window
+from minibatch_rx.windows import count_window
+from minibatch_rx.windows._engine import WindowOperator, acked
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -105,3 +112,111 @@ def test_select_raises_what_json_loads_raises_on_bad_data(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as raised:
         select(conn, "s", 0, None)
     assert str(raised.value) == str(expected.value)
+
+
+# -- windows and the window driver ----------------------------------------------
+
+
+def test_window_keeps_its_fields_defaults_and_equality() -> None:
+    m = Message("s", 1, T0, {"v": 1})
+    w = Window((m,), "s")
+    assert (w.messages, w.stream, w.start, w.end, w.ack, w.checkpoint, w.key, w.tag) == (
+        (m,), "s", None, None, None, None, None, None)
+    full = Window(messages=(m,), stream="s", start=T0, end=T0, ack=1, checkpoint={"c": 1}, key="k", tag="t")
+    assert (full.start, full.end, full.ack, full.checkpoint, full.key, full.tag) == (
+        T0, T0, 1, {"c": 1}, "k", "t")
+    # checkpoint and tag take no part in equality nor repr
+    assert full == Window((m,), "s", T0, T0, 1, None, "k", None)
+    assert full != Window((m,), "s", T0, T0, 2, None, "k", None)
+    assert repr(w) == f"Window(messages=({m!r},), stream='s', start=None, end=None, ack=None, key=None)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        w.ack = 3  # type: ignore[misc]
+    assert dataclasses.replace(w, key="k").key == "k"
+
+
+def test_acked_window_is_a_copy() -> None:
+    m = Message("s", 1, T0, {"v": 1})
+    w = Window((m,), "s", T0, T0, key="k", tag="t")
+    copy_ = acked(w, 5, {"state": 1})
+    assert copy_ is not w
+    assert (copy_.ack, copy_.checkpoint) == (5, {"state": 1})
+    assert (copy_.messages, copy_.stream, copy_.start, copy_.end, copy_.key, copy_.tag) == (
+        (m,), "s", T0, T0, "k", "t")
+    assert (w.ack, w.checkpoint) == (None, None)  # the core's window is left as it was
+
+
+def test_acked_keeps_a_window_subclass() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Tagged(Window[dict[str, Any]]):
+        note: str = ""
+
+    w = Tagged((Message("s", 1, T0, {}),), "s", note="kept")
+    copy_ = acked(w, 1, None)
+    assert type(copy_) is Tagged
+    assert (copy_.note, copy_.ack) == ("kept", 1)
+
+
+def _guarded(active: list[bool]) -> tuple[WindowOperator, Subject[Message]]:
+    operator = count_window(2)
+    operator.guarded, operator.active = True, lambda: active[0]
+    return operator, Subject()
+
+
+def test_guarded_operator_drops_input_and_windows_once_inactive() -> None:
+    active = [True]
+    operator, source = _guarded(active)
+    out: list[list[int]] = []
+    operator(source).subscribe(lambda w: out.append([m.seq for m in w.messages]),
+                               scheduler=ImmediateScheduler())
+    for seq in (1, 2, 3):
+        source.on_next(Message("s", seq, T0, {}))
+    active[0] = False
+    for seq in (4, 5, 6):
+        source.on_next(Message("s", seq, T0, {}))
+    assert out == [[1, 2]]
+
+
+def test_guarded_operator_turns_a_downstream_error_into_on_error() -> None:
+    operator, source = _guarded([True])
+    errors: list[Exception] = []
+    seen: list[int | None] = []
+
+    def fail(window: Window) -> None:
+        seen.append(window.ack)
+        raise RuntimeError("sink broke")
+
+    operator(source).subscribe(fail, errors.append, scheduler=ImmediateScheduler())
+    for seq in (1, 2, 3, 4):
+        source.on_next(Message("s", seq, T0, {}))  # must not raise into the source
+    assert seen == [2]
+    assert [str(e) for e in errors] == ["sink broke"]
+
+
+def test_unguarded_operator_lets_a_downstream_error_reach_the_source() -> None:
+    operator = count_window(1)
+    source: Subject[Message] = Subject()
+
+    def fail(window: Window) -> None:
+        raise RuntimeError("sink broke")
+
+    operator(source).subscribe(fail, scheduler=ImmediateScheduler())
+    with pytest.raises(RuntimeError, match="sink broke"):
+        source.on_next(Message("s", 1, T0, {}))
+
+
+def test_count_window_with_timeout_still_flushes_on_time() -> None:
+    scheduler = TestScheduler()
+    operator = count_window(3, timeout=5.0, scheduler=scheduler)
+    source: Subject[Message] = Subject()
+    out: list[tuple[float, list[int]]] = []
+    operator(source).subscribe(
+        lambda w: out.append((scheduler.clock, [m.seq for m in w.messages])))
+    moments = {10.0: 1, 11.0: 2, 30.0: 3, 31.0: 4, 32.0: 5, 33.0: 6}
+    def send(at: float, seq: int) -> None:
+        scheduler.schedule_absolute(
+            at, lambda _s, _st: source.on_next(Message("s", seq, datetime.fromtimestamp(at, UTC), {})))
+
+    for at, seq in moments.items():
+        send(at, seq)
+    scheduler.start()
+    assert out == [(15.0, [1, 2]), (32.0, [3, 4, 5]), (38.0, [6])]

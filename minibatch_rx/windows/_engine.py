@@ -71,6 +71,9 @@ class WindowCore(ABC):
     clocked: bool = False
     """True if ``on_timer`` can emit or close windows: its decisions are
     journaled so that a restart reproduces them."""
+    timeless: bool = False
+    """True if :meth:`deadline` is always ``None`` (say, a count window without
+    timeout): the driver then never asks the clock whether it is due, nor arms a timer."""
     waits_for_catch_up: bool = True
     """True if the clock must not decide while a backlog is read: a backlog
     arrives faster than the clock, so time windows would misfile it as late and
@@ -224,6 +227,14 @@ class WindowOperator:
         self.resume: Callable[[], Resume] | None = None
         self.records = False
         """True if records come with :class:`MessageEnd` markers (stages before the window)."""
+        self.guarded = False
+        """Pipelines set it to let the operator do a guard's work on both sides
+        (see :func:`minibatch_rx.running.guard`): no message is taken nor window
+        handed on while :attr:`active` returns False, and an exception raised
+        while handling a message or handing a window on ends the subscription
+        with ``on_error``. One operator instead of three: two fewer hops per value."""
+        self.active: Callable[[], bool] | None = None
+        """With :attr:`guarded`: whether the pipeline still takes input (``None``: always)."""
 
     @property
     def make_core(self) -> Callable[[], WindowCore]:
@@ -260,6 +271,16 @@ class WindowOperator:
         return reactivex.create(subscribe)
 
 
+def acked(window: Window, ack: int | None, checkpoint: Any) -> Window:
+    """A copy of ``window`` with ``ack`` and ``checkpoint`` (``dataclasses.replace``
+    for a subclass of :class:`Window`; a plain one is rebuilt field by field,
+    many times faster)."""
+    if type(window) is not Window:
+        return replace(window, ack=ack, checkpoint=checkpoint)
+    return Window(window.messages, window.stream, window.start, window.end, ack, checkpoint,
+                  window.key, window.tag)
+
+
 class _Run:
     """One subscription of a :class:`WindowOperator`."""
 
@@ -280,6 +301,14 @@ class _Run:
         self.replay: deque[tuple[int, int, float, Any]] = deque(resume.clock)
         self.journal = operator.journal if core.clocked else None
         self.done = False
+        self.guarded = operator.guarded
+        self.active = operator.active if operator.guarded else None
+        self.timeless = core.timeless
+        # A core without late, rejected or side outputs has nothing to say after
+        # a message that closed no window: the driver skips asking it.
+        kind = type(core)
+        self.quiet = (kind.late is WindowCore.late and kind.rejected is WindowCore.rejected
+                      and kind.side_output is WindowCore.side_output)
         if operator.stream is not None:
             core.stream = operator.stream
         if resume.state is not None:
@@ -306,22 +335,41 @@ class _Run:
                 self.complete = message.seq
                 return
             assert isinstance(message, Message)
-            if self.replay:
-                self.apply_journaled(message.seq)
-            now = self.clock()
-            if self.core.clock_due(now) and self.clock_may_decide():
-                self.clock_step(now)
-            if message.seq > self.last_seen:
-                self.last_seen = message.seq
-            # step(), inlined: this runs for every message.
-            try:
-                windows = self.core.on_message(message, now)
-            except Exception as error:
-                self.on_error(error)
+            active = self.active
+            if active is not None and not active():
                 return
-            if windows:
-                self.event += 1
+            if not self.guarded:
+                self.take(message)
+                return
+            try:
+                self.take(message)
+            except Exception as error:  # a guard's work: reported, not raised into the source
+                self.on_error(error)
+
+    def take(self, message: Message) -> None:
+        """Place one message (under the lock): this runs for every message."""
+        core = self.core
+        if self.replay:
+            self.apply_journaled(message.seq)
+        now = self.clock()
+        if not self.timeless and core.clock_due(now) and self.clock_may_decide():
+            self.clock_step(now)
+        if message.seq > self.last_seen:
+            self.last_seen = message.seq
+        # step(), inlined.
+        try:
+            windows = core.on_message(message, now)
+        except Exception as error:
+            self.on_error(error)
+            return
+        if windows:
+            self.event += 1
             self.emit(windows)
+        elif not self.quiet:
+            self.emit(windows)
+        # emit()'s re-arming, for a step that emitted nothing and had nothing to say.
+        elif not (self.timeless or self.done) and (self.armed is None or core.deadline_moved()):
+            self.arm()
 
     def on_error(self, error: Exception) -> None:
         with self.lock:
@@ -441,11 +489,29 @@ class _Run:
             if self.journal is not None:
                 checkpoint = {"event": self.event, "clock": self.included,
                               "state": self.core.snapshot()}
-            for window in windows[:-1]:
-                self.observer.on_next(window)  # no ack: committed with the step's last window
-            self.observer.on_next(replace(windows[-1], ack=ack, checkpoint=checkpoint))
-        if not self.done and (windows or self.armed is None or self.core.deadline_moved()):
+            last = acked(windows[-1], ack, checkpoint)
+            if self.guarded:
+                self.hand_on_guarded(windows, last)
+            else:
+                for window in windows[:-1]:
+                    self.observer.on_next(window)  # no ack: committed with the step's last window
+                self.observer.on_next(last)
+        if not (self.timeless or self.done) and (windows or self.armed is None or self.core.deadline_moved()):
             self.arm()
+
+    def hand_on_guarded(self, windows: list[Window], last: Window) -> None:
+        """Hand windows on as a guard would: none once the pipeline is no longer
+        active, and an exception raised downstream ends the subscription."""
+        active, on_next = self.active, self.observer.on_next
+        try:
+            for window in windows[:-1]:
+                if active is not None and not active():
+                    return
+                on_next(window)  # no ack: committed with the step's last window
+            if active is None or active():
+                on_next(last)
+        except Exception as error:
+            self.on_error(error)
 
     def arm(self, at: float | None = None) -> None:
         """Keep one timer at the core's next deadline. A deadline that moved

@@ -22,6 +22,7 @@ class _CountCore(WindowCore):
         self.size = size
         self.timeout = timeout
         self.clocked = timeout is not None  # a flush on timeout is the clock's decision
+        self.timeless = timeout is None
         self.buffer: list[Message] = []
         self.opened_at = 0.0
 
@@ -42,6 +43,10 @@ class _CountCore(WindowCore):
         if self.timeout is None or not self.buffer:
             return None
         return self.opened_at + self.timeout
+
+    def deadline_moved(self) -> bool:
+        # Only the message that opened a window set a deadline (its timeout's).
+        return len(self.buffer) == 1
 
     def on_timer(self, now: float, forced: bool = False) -> list[Window]:
         if forced:  # replaying a flush an earlier run made on its timeout
