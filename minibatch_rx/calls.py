@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
+from threading import get_ident
+from time import monotonic
 from typing import Any
 
 from minibatch_rx.errors import StageTimeoutError
@@ -27,34 +28,35 @@ def describe(origin: Window | Message) -> str:
 
 
 class Activity:
-    """What user code each pipeline thread is running, to name a stuck stage."""
+    """What user code each pipeline thread is running, to name a stuck stage.
+
+    :meth:`enter` and :meth:`leave` run around every call of a user function:
+    each is one dict operation (atomic under the GIL, so no lock), and where
+    the value came from is kept as it is, written out only by :meth:`describe`.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[int, tuple[str, str, float]] = {}
+        self._running: dict[int, tuple[str, Window | Message, float]] = {}
 
     def enter(self, stage: str, origin: Window | Message) -> None:
         """A thread starts running ``stage`` on ``origin``."""
-        with self._lock:
-            self._running[threading.get_ident()] = (stage, describe(origin), time.monotonic())
+        self._running[get_ident()] = (stage, origin, monotonic())
 
     def leave(self) -> None:
         """The calling thread's stage returned."""
-        with self._lock:
-            self._running.pop(threading.get_ident(), None)
+        self._running.pop(get_ident(), None)
 
     def running_here(self) -> bool:
         """True if the calling thread is inside a user function of the pipeline."""
-        with self._lock:
-            return threading.get_ident() in self._running
+        return get_ident() in self._running
 
     def describe(self) -> str | None:
         """The longest-running stage, e.g. ``"map on window s#1..10 for 12.3 s"``."""
-        with self._lock:
-            if not self._running:
-                return None
-            stage, origin, since = min(self._running.values(), key=lambda entry: entry[2])
-        return f"{stage} on {origin} for {time.monotonic() - since:.1f} s"
+        running = list(self._running.values())  # one C-level copy: threads may enter or leave meanwhile
+        if not running:
+            return None
+        stage, origin, since = min(running, key=lambda entry: entry[2])
+        return f"{stage} on {describe(origin)} for {monotonic() - since:.1f} s"
 
 
 class CallThread:

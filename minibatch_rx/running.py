@@ -38,19 +38,20 @@ def guard(active: Callable[[], bool] | None) -> Callable[[Observable[Any]], Obse
     def operator(source: Observable[Any]) -> Observable[Any]:
         def subscribe(observer: abc.ObserverBase[Any],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            stopped = threading.Event()
+            stopped = [False]  # a plain flag: read for every value
+            on_next_ = observer.on_next
 
             def on_next(value: Any) -> None:
-                if stopped.is_set() or (active is not None and not active()):
+                if stopped[0] or (active is not None and not active()):
                     return
                 try:
-                    observer.on_next(value)
+                    on_next_(value)
                 except Exception as exc:
                     on_error(exc)
 
             def on_error(error: Exception) -> None:
-                if not stopped.is_set():
-                    stopped.set()
+                if not stopped[0]:
+                    stopped[0] = True
                     observer.on_error(error)
 
             return source.subscribe(on_next, on_error, observer.on_completed, scheduler=scheduler)
@@ -101,15 +102,18 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
             if handle is not None:
                 handle._on_stop.append(pending.flush_on_stop)
 
+            on_next_ = observer.on_next
+
             def on_next(envelope: Envelope) -> None:
-                if isinstance(envelope, Ack):
-                    if handle is not None and not handle.accepting_acks():
+                if type(envelope) is Ack:
+                    if handle is not None and handle._abandoned:
                         return  # the stop gave up on this window: it is delivered again
-                    if envelope.seq is not None:
-                        pending.ack(envelope.seq, envelope.checkpoint)
+                    seq = envelope.seq
+                    if seq is not None:
+                        pending.ack(seq, envelope.checkpoint)
                     if after_ack is not None and envelope.counts:
-                        after_ack(envelope.seq)
-                observer.on_next(envelope)
+                        after_ack(seq)
+                on_next_(envelope)
 
             subscription = flow.subscribe(on_next, observer.on_error, observer.on_completed,
                                           scheduler=scheduler)

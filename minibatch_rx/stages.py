@@ -42,6 +42,15 @@ class Item:
     value: Any
     origin: Window | Message
 
+    def __init__(self, value: Any, origin: Window | Message) -> None:
+        # One per value per stage: slots set through their descriptors (see Message).
+        _set_value(self, value)
+        _set_origin(self, origin)
+
+
+_set_value = Item.__dict__["value"].__set__
+_set_origin = Item.__dict__["origin"].__set__
+
 
 @dataclass(frozen=True, slots=True)
 class Ack:
@@ -57,6 +66,16 @@ class Ack:
     counts: bool = True
     """False for a window that only carries a checkpoint (a pattern's "tick"): it
     commits the position but is no window to count (``run(max_windows=...)``)."""
+
+    def __init__(self, seq: int | None, checkpoint: Any = None, counts: bool = True) -> None:
+        _set_seq(self, seq)
+        _set_checkpoint(self, checkpoint)
+        _set_counts(self, counts)
+
+
+_set_seq = Ack.__dict__["seq"].__set__
+_set_checkpoint = Ack.__dict__["checkpoint"].__set__
+_set_counts = Ack.__dict__["counts"].__set__
 
 
 Envelope = Item | Ack
@@ -117,13 +136,14 @@ class Failure:
 
     def invoke(self, stage: str, fn: Callable[[Any], Any], item: Item) -> Any:
         """One call of ``fn``, bounded by ``call_timeout`` if set, tracked for ``stop()``."""
-        self.activity.enter(stage, item.origin)
+        activity = self.activity
+        activity.enter(stage, item.origin)
         try:
             if self.policy.call_timeout is None:
                 return fn(item.value)
             return self._calls.call(lambda: fn(item.value), self.policy.call_timeout, stage)
         finally:
-            self.activity.leave()
+            activity.leave()
 
     def call(self, stage: str, fn: Callable[[Any], Any], item: Item) -> tuple[bool, Any]:
         """``(True, fn(value))``, or ``(False, None)`` once the item is dead-lettered.
@@ -135,7 +155,13 @@ class Failure:
         attempt = 0
         while True:
             try:
-                return True, until_reachable(lambda: self.invoke(stage, fn, item), self.policy.outage_timeout)
+                # until_reachable(), its first attempt inlined: this runs for every value.
+                started = time.monotonic()
+                try:
+                    return True, self.invoke(stage, fn, item)
+                except (StoreUnavailableError, StoreBusyError) as exc:
+                    return True, _ride_out(lambda: self.invoke(stage, fn, item),
+                                           self.policy.outage_timeout, started, exc)
             except (StoreUnavailableError, StoreBusyError):
                 raise  # outlasted the outage bound: not this window's fault
             except Exception as exc:
@@ -202,16 +228,26 @@ def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:
     """Run a store call, retrying with back-off while the store is unreachable
     or locked, for up to ``timeout`` seconds; then the error is raised."""
     started = time.monotonic()
+    try:
+        return operation()
+    except (StoreUnavailableError, StoreBusyError) as exc:
+        return _ride_out(operation, timeout, started, exc)
+
+
+def _ride_out(operation: Callable[[], Any], timeout: float, started: float,
+              error: StoreUnavailableError | StoreBusyError) -> Any:
+    """:func:`until_reachable` after its first attempt (begun at ``started``) failed with ``error``."""
     delay = 0.05
     while True:
+        if time.monotonic() - started > timeout:
+            raise error
+        log.warning("store call failed: %s; retrying in %.2gs", error, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
         try:
             return operation()
         except (StoreUnavailableError, StoreBusyError) as exc:
-            if time.monotonic() - started > timeout:
-                raise
-            log.warning("store call failed: %s; retrying in %.2gs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            error = exc
 
 
 def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
@@ -219,12 +255,14 @@ def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
 
     def subscribe(observer: abc.ObserverBase[Envelope],
                   scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        on_next_ = observer.on_next
+
         def on_next(value: Window | Message) -> None:
-            observer.on_next(Item(value, value))
+            on_next_(Item(value, value))
             if isinstance(value, Window):
-                observer.on_next(Ack(value.ack, value.checkpoint, value.tag != "tick"))
+                on_next_(Ack(value.ack, value.checkpoint, value.tag != "tick"))
             else:
-                observer.on_next(Ack(value.seq))
+                on_next_(Ack(value.seq))
 
         return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
 
@@ -239,14 +277,17 @@ def item_stage(name: str, fn: Callable[[Any], Any], failure: Failure,
     def stage(source: Observable[Envelope]) -> Observable[Envelope]:
         def subscribe(observer: abc.ObserverBase[Envelope],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            on_next_ = observer.on_next
+
             def on_next(envelope: Envelope) -> None:
-                if isinstance(envelope, Ack):
-                    observer.on_next(envelope)
+                if type(envelope) is Ack:
+                    on_next_(envelope)
                     return
-                ok, result = failure.call(name, fn, envelope)
+                ok, result = failure.call(name, fn, envelope)  # type: ignore[arg-type]
                 if ok:
-                    for value in expand(envelope.value, result):
-                        observer.on_next(Item(value, envelope.origin))
+                    origin = envelope.origin  # type: ignore[union-attr]
+                    for value in expand(envelope.value, result):  # type: ignore[union-attr]
+                        on_next_(Item(value, origin))
 
             return source.subscribe(on_next, observer.on_error, observer.on_completed,
                                     scheduler=scheduler)

@@ -8,7 +8,9 @@ import copy
 import dataclasses
 import json
 import pickle
+import re
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +19,7 @@ from reactivex.scheduler import ImmediateScheduler
 from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 
+from minibatch_rx.calls import Activity
 from minibatch_rx.message import Message
 from minibatch_rx.store.sqlite_reader import select
 from minibatch_rx.window import Window
@@ -220,3 +223,43 @@ def test_count_window_with_timeout_still_flushes_on_time() -> None:
         send(at, seq)
     scheduler.start()
     assert out == [(15.0, [1, 2]), (32.0, [3, 4, 5]), (38.0, [6])]
+
+
+# -- naming what runs -----------------------------------------------------------
+
+
+def test_activity_names_the_longest_running_stage() -> None:
+    activity = Activity()
+    assert activity.describe() is None
+    messages = tuple(Message("s", seq, T0, {}) for seq in (3, 1, 2))
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        activity.enter("map", Window(messages, "s"))
+        entered.set()
+        release.wait(10)
+        activity.leave()
+
+    worker = threading.Thread(target=stuck)
+    worker.start()
+    try:
+        assert entered.wait(10)
+        assert not activity.running_here()
+        activity.enter("sink", Message("s", 9, T0, {}))
+        assert activity.running_here()
+        text = activity.describe()
+        assert text is not None
+        assert re.fullmatch(r"map on window s#1\.\.3 for \d+\.\d s", text), text
+        activity.leave()
+        assert not activity.running_here()
+    finally:
+        release.set()
+        worker.join(10)
+    assert activity.describe() is None
+
+
+def test_activity_describes_a_message() -> None:
+    activity = Activity()
+    activity.enter("filter", Message("s", 7, T0, {}))
+    text = activity.describe()
+    assert text is not None and text.startswith("filter on message s#7 for ")
