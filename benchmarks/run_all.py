@@ -46,6 +46,18 @@ Sections (each writes a table into ``benchmarks/RESULTS.md``):
    baseline), the NFA engine, the ``PatternCore`` stage and, for
    information, whole pipelines; then the stage's peak memory at 100,000
    and 1,000,000 events.
+10. **Many streams, latency beside Redis, the read path** (issue 12), with
+   ``bench_streams.py``: 1, 10 and 100 pipelines in one consumer process fed
+   round-robin by a producer process (end-to-end msg/s), and their idle CPU
+   and threads (peer: a Redis client blocked on 100 streams); cross-process
+   latency with the children of section 3 beside Redis Streams (``XADD`` /
+   ``XREADGROUP BLOCK`` + ``XACK``, a redis-server started on a free loopback
+   port without persistence and with ``appendfsync always``); a
+   ``count_window(100)`` pipeline over a 200,000-message backlog against the
+   raw ``SELECT`` + ``json.loads`` read of the same file; end to end with count
+   windows of 1, 100 and 1,000; and ``bench_producer.py``'s buffered producer.
+   Without redis-server or the ``redis`` client the Redis peers are skipped
+   with a note. Also draws ``streams.png``.
 
 Every target of the project (``TARGETS`` in the report) is printed beside the
 measured value with PASS or FAIL. The script writes ``benchmarks/RESULTS.md``
@@ -74,6 +86,7 @@ Usage::
     python benchmarks/run_all.py                 # about 9 minutes
     python benchmarks/run_all.py --quick         # about 2 minutes
     python benchmarks/run_all.py --sections cep  # about 3 minutes, merged into RESULTS.md
+    python benchmarks/run_all.py --sections streams  # about 4 minutes, merged into RESULTS.md
     python benchmarks/run_all.py --sections e2e,latency --output /tmp/out
 """
 
@@ -113,10 +126,21 @@ if str(ROOT) not in sys.path:
 from benchmarks import bench_append, bench_backlog_memory  # noqa: E402
 
 if TYPE_CHECKING:  # imported where measured: they load minibatch_rx, which children may not need
-    from benchmarks import bench_cep, bench_session_keys, bench_windows
+    from benchmarks import bench_cep, bench_session_keys, bench_streams, bench_windows
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("append", "e2e", "latency", "overhead", "original", "memory", "windows", "sessions", "cep")
+SECTIONS = (
+    "append",
+    "e2e",
+    "latency",
+    "overhead",
+    "original",
+    "memory",
+    "windows",
+    "sessions",
+    "cep",
+    "streams",
+)
 WINDOW = 100  # count window of the throughput runs
 PRODUCER_BATCH = 1000  # messages per Stream.extend of the throughput producers
 CONSUMER = "bench"
@@ -151,6 +175,7 @@ class Plan:
     cep_pipeline_events: int  # and of the pipeline rows
     cep_rounds: int
     cep_memory_sizes: tuple[int, ...]  # events of the traced stage runs
+    streams: str  # bench_streams' sizes: "full" or "quick"
 
 
 FULL = Plan(
@@ -174,6 +199,7 @@ FULL = Plan(
     cep_pipeline_events=200_000,
     cep_rounds=3,
     cep_memory_sizes=(100_000, 1_000_000),
+    streams="full",
 )
 QUICK = Plan(
     append=bench_append.QUICK_SIZES,
@@ -196,6 +222,28 @@ QUICK = Plan(
     cep_pipeline_events=20_000,
     cep_rounds=1,
     cep_memory_sizes=(20_000, 100_000),
+    streams="quick",
+)
+STREAMS_NOTES = (
+    "`bench_streams.py` (issue 12), SQLite files (WAL, `synchronous=full`). **Many pipelines**: a consumer "
+    "process starts P pipelines `stream(f's{i}').count_window(100).sink(fn).start(consumer='c')`, then a "
+    "producer process appends N messages round-robin over the P streams with `Stream.extend` (batches of "
+    "1,000); msg/s from the first append to the last window of any stream, median of the runs (the counts "
+    "alternate); *threads*: `threading.active_count()` in the consumer while running. **Idle cost**: a fresh "
+    "consumer process with P pipelines started on empty streams; CPU time / wall time over a few seconds "
+    "without data, and its threads; then each stream gets one window and every pipeline must deliver it. "
+    "Peer: one Redis client process in a single `XREAD BLOCK` on P streams (and the redis-server's CPU over "
+    "the same span). **Latency**: section 3's children (`count_window(1)`, `fn` records `time.time() - t`) "
+    "beside Redis Streams at the same pace: `XADD` in the producer, `XREADGROUP ... BLOCK 0 COUNT 1` then "
+    "`XACK` in the consumer, on a redis-server started for the run on a free loopback port, with "
+    '`--save "" --appendonly no` and with `--appendonly yes --appendfsync always` (every write on disk '
+    "before the reply, as ours). **Read path**: one process fills a stream, then alternates the raw limit "
+    "(`SELECT seq, ts, data FROM mb_messages WHERE stream=? AND seq>? ORDER BY seq LIMIT 1000` and "
+    "`json.loads` per row, on the same file) with `count_window(100).map(fn).run(max_windows=N // 100)` "
+    "(a new consumer each time), after an untimed round of each; median. **Per-window cost**: section 2's "
+    "children with count windows of 1, 100 and 1,000. **Buffered producer**: `bench_producer.py`'s run in a "
+    "child process. Every consumer checks each message arrives once and in order (seq and payload) and the "
+    "committed positions; the Redis consumer checks its order and that nothing is left pending."
 )
 CEP_FLAT_RATIO = 1.5  # stage peak memory at the most events over the fewest (bench_cep checks 1.25 itself)
 
@@ -635,6 +683,7 @@ class Run:
     windows: bench_windows.Report | None = None
     sessions: list[bench_session_keys.Result] = field(default_factory=list)
     cep: bench_cep.Report | None = None
+    streams: bench_streams.Report | None = None
     original_error: str | None = None
     probe: list[tuple[int, str, float]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -1039,6 +1088,28 @@ def cep_targets(report: bench_cep.Report) -> list[Target]:
     return out
 
 
+# -- section 10: many streams, latency beside Redis, the read path ----------------------
+def measure_streams(plan: Plan) -> bench_streams.Report:
+    """``bench_streams.py``'s parts at the plan's sizes (its self-checks raise)."""
+    from benchmarks import bench_streams
+
+    return bench_streams.run_benchmark(bench_streams.FULL if plan.streams == "full" else bench_streams.QUICK)
+
+
+def render_streams(report: bench_streams.Report | None) -> str:
+    """Section 10's tables (its targets go to the targets table)."""
+    from benchmarks import bench_streams
+
+    return "" if report is None else bench_streams.render(report, with_targets=False)
+
+
+def streams_targets(report: bench_streams.Report) -> list[Target]:
+    """Section 10's targets, as ``bench_streams.targets`` states them."""
+    from benchmarks import bench_streams
+
+    return [Target(t.name, t.wanted, t.measured, t.passed, "streams") for t in bench_streams.targets(report)]
+
+
 # -- environment ----------------------------------------------------------------------
 def package_version(name: str) -> str:
     try:
@@ -1201,6 +1272,8 @@ def targets(run: Run) -> list[Target]:
         out.append(Target(f"Session keys, {v.name}", v.target, v.measured, v.passed, "sessions"))
     if run.cep is not None:
         out += cep_targets(run.cep)
+    if run.streams is not None:
+        out += streams_targets(run.streams)
     return out
 
 
@@ -1560,6 +1633,16 @@ def section_blocks(run: Run, plan: Plan) -> dict[int, str]:
                 render_cep(run.cep),
             ]
         )
+    if run.streams is not None:
+        add(
+            [
+                "## 10. Many streams per process, latency beside Redis Streams, the read path",
+                "",
+                STREAMS_NOTES,
+                "",
+                render_streams(run.streams),
+            ]
+        )
     return blocks
 
 
@@ -1574,6 +1657,7 @@ BLOCK_SECTIONS: dict[int, tuple[str, ...]] = {  # numbered heading -> the sectio
     7: ("windows",),
     8: ("sessions",),
     9: ("cep",),
+    10: ("streams",),
 }
 MONGO_SECTIONS = ("append", "e2e", "latency", "original")  # the sections that start MongoDB
 PLOT_SECTIONS = ("append", "e2e", "latency", "overhead", "original")  # the sections results.png shows
@@ -1592,7 +1676,7 @@ LEGACY_TARGETS = (  # target name prefix -> section, for a RESULTS.md written be
     ("Time windows", "windows"),
     ("Session keys", "sessions"),
     ("CEP ", "cep"),
-)
+)  # (section 10, streams, came after the state comment: never in a legacy file)
 WRITTEN = re.compile(
     r"^Written by `(?P<command>[^`]+)` on (?P<started>\d{4}-\d\d-\d\d \d\d:\d\d) UTC(?P<quick>[^;]*); "
     r"(?P<seconds>[\d.]+) s in all",
@@ -1997,6 +2081,13 @@ def plot(run: Run, path: Path) -> bool:
     return True
 
 
+def plot_streams(report: bench_streams.Report, path: Path) -> bool:
+    """Section 10's chart (``bench_streams.plot``), from this run only."""
+    from benchmarks import bench_streams
+
+    return bench_streams.plot(report, path)
+
+
 # -- the parent -----------------------------------------------------------------------
 @contextlib.contextmanager
 def timed_section(run: Run, name: str) -> Iterator[None]:
@@ -2076,6 +2167,9 @@ def measure_all(run: Run, plan: Plan, sections: Sequence[str], workdir: Path) ->
     if "cep" in sections:
         with timed_section(run, "cep"):
             run.cep = measure_cep(plan)
+    if "streams" in sections:
+        with timed_section(run, "streams"):
+            run.streams = measure_streams(plan)
 
 
 def print_summary(run: Run, sections: Sequence[str]) -> None:
@@ -2089,6 +2183,7 @@ def print_summary(run: Run, sections: Sequence[str]) -> None:
         ("time windows", render_windows(run)),
         ("session keys", render_sessions(run)),
         ("cep patterns", render_cep(run.cep) if run.cep is not None else ""),
+        ("many streams, latency beside Redis, read path", render_streams(run.streams)),
     ):
         if text:
             print(f"\n{name}\n{text}")
@@ -2166,6 +2261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append("results.png left as it was: sections it shows come from an earlier run")
     elif set(args.sections) & set(PLOT_SECTIONS):
         drawn = plot(run, args.output / "results.png")
+    streams_png = args.output / "streams.png"
+    if run.streams is not None and plot_streams(run.streams, streams_png):
+        notes.append(f"wrote {streams_png}")
     print_summary(run, args.sections)
     for note in notes:
         print(f"note: {note}")
