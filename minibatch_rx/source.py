@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -15,7 +16,8 @@ from reactivex.disposable import Disposable
 
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Reader, Store
+from minibatch_rx.readhub import ReadHub
+from minibatch_rx.store.base import Backoff, Reader, Store, Watchable
 from minibatch_rx.windows import ReadProgress
 
 WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
@@ -37,6 +39,19 @@ class _ClosedReader:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+_hubs: weakref.WeakKeyDictionary[Store, ReadHub] = weakref.WeakKeyDictionary()
+_hubs_lock = threading.Lock()
+
+
+def hub_for(store: Store) -> ReadHub:
+    """The process's one :class:`~minibatch_rx.readhub.ReadHub` for ``store``."""
+    with _hubs_lock:
+        hub = _hubs.get(store)
+        if hub is None:
+            hub = _hubs[store] = ReadHub(store, hand_on)
+        return hub
 
 
 def store_source(
@@ -66,6 +81,9 @@ def store_source(
         if store.push:
             return _PushFeed(store, stream, observer, first_position, scheduler, batch_size,
                              progress).start()
+        if isinstance(store, Watchable):
+            stop = hub_for(store).subscribe(stream, observer, first_position, batch_size, progress)
+            return Disposable(stop)
         return _PullFeed(store, stream, observer, first_position, batch_size, progress).start()
 
     return reactivex.create(subscribe)

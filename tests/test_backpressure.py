@@ -7,22 +7,23 @@ from pathlib import Path
 import pytest
 
 from minibatch_rx import InvalidArgumentError, stream
-from minibatch_rx.store.sqlite import SqliteReader
+from minibatch_rx.store.sqlite import SqliteStore
 
 
 def test_reads_are_bounded_by_prefetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s = stream("bp.in", f"sqlite://{tmp_path / 'bp.db'}")
     s.extend({"i": i} for i in range(100))
     sizes: list[int] = []
-    original = SqliteReader.read
+    original = SqliteStore.read
 
-    def spy(self: SqliteReader, after: int, limit: int | None = None) -> list:  # type: ignore[type-arg]
-        result = original(self, after, limit)
-        sizes.append(len(result))
-        assert limit == 7
+    def spy(self: SqliteStore, name: str, after: int = 0, limit: int | None = None) -> list:  # type: ignore[type-arg]
+        result = original(self, name, after, limit)
+        if name == "bp.in":
+            sizes.append(len(result))
+            assert limit == 7
         return result
 
-    monkeypatch.setattr(SqliteReader, "read", spy)
+    monkeypatch.setattr(SqliteStore, "read", spy)
     handle = s.count_window(10).with_prefetch(7).map(len).sink(lambda n: None).run(
         consumer="bp", max_windows=10)
     assert handle.position == 100

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,6 +41,44 @@ class Reader(Protocol):
 
     def close(self) -> None:
         """Release the reader's resources; a blocked ``wait`` returns at once."""
+        ...
+
+
+@runtime_checkable
+class ChangeWatch(Protocol):
+    """One watcher of a whole store, shared by every reader of a process.
+
+    A store that offers one (:class:`Watchable`) is read by a single watch per
+    store object instead of one waiting cursor per subscription: the watch
+    says which streams changed, and only those are read.
+    """
+
+    def poll(self, streams: Collection[str], timeout: float) -> Mapping[str, int | None]:
+        """Wait up to ``timeout`` seconds for appends to any of ``streams``.
+
+        Returns the streams that may hold new messages, each with its head
+        (the highest seq stored) when known, else ``None`` (read to find out);
+        empty when nothing changed. Spurious entries are allowed, missed
+        appends are not: an append committed before ``poll`` returns is
+        reported by this call or by the next one.
+        """
+        ...
+
+    def wake(self) -> None:
+        """Make a blocked :meth:`poll` return now (from another thread)."""
+        ...
+
+    def close(self) -> None:
+        """Release the watch's connection and wake-up resources."""
+        ...
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A store that can watch all its streams at once (see :class:`ChangeWatch`)."""
+
+    def watch(self) -> ChangeWatch:
+        """A new watch on this store; the caller closes it."""
         ...
 
 

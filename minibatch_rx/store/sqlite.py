@@ -43,7 +43,9 @@ from minibatch_rx.errors import (
 )
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.doorbell import Ringer, bell_folder
 from minibatch_rx.store.sqlite_reader import SqliteReader, select
+from minibatch_rx.store.sqlite_watch import SqliteWatch
 from minibatch_rx.store.url import parse_sqlite_url, prepare_sqlite_file
 from minibatch_rx.validation import encode_json
 
@@ -141,6 +143,8 @@ class SqliteStore:
         self._pool_lock = threading.Lock()
         self._appended = threading.Condition()
         self._listeners = Listeners()
+        self._ringer = Ringer(bell_folder(path))
+        self._watches: list[SqliteWatch] = []
         self._closed = False
         try:
             with self._connection() as conn:
@@ -314,6 +318,9 @@ class SqliteStore:
         return merge_seqs(keys, existing, fresh, range(last + 1, last + 1 + len(fresh)))
 
     def _notify(self, stream: str) -> None:
+        self._ringer.ring()  # readers in other processes
+        for watch in self._watches:  # readers in this one
+            watch.wake()
         with self._appended:
             self._appended.notify_all()
         self._listeners.notify(stream)
@@ -445,6 +452,15 @@ class SqliteStore:
     def reader(self, stream: str) -> SqliteReader:
         return SqliteReader(self, stream)
 
+    def watch(self) -> SqliteWatch:
+        """One watch on every stream of the file (see :class:`SqliteWatch`)."""
+        watch = SqliteWatch(self)
+        self._watches = [*self._watches, watch]
+        return watch
+
+    def _unwatch(self, watch: SqliteWatch) -> None:
+        self._watches = [w for w in self._watches if w is not watch]
+
     def listen(self, stream: str, callback: Listener) -> Callable[[], None]:
         return self._listeners.add(stream, callback)
 
@@ -454,5 +470,6 @@ class SqliteStore:
             connections, self._all = self._all, []
         for conn in connections:
             conn.close()
+        self._ringer.close()
         with self._appended:
             self._appended.notify_all()
