@@ -81,12 +81,12 @@ class _Feed:
 class ReadHub:
     """Serves every subscription to one store's streams in this process."""
 
-    def __init__(self, store: Store, hand_on: HandOn, workers: int = WORKERS) -> None:
+    def __init__(self, store: Store, hand_on: HandOn, workers: int | None = None) -> None:
         if not isinstance(store, Watchable):
             raise TypeError(f"{store!r} cannot watch its streams")
         self.store = store
         self.hand_on = hand_on
-        self.workers = workers
+        self.workers = WORKERS if workers is None else workers
         self.lock = threading.Condition()
         self.feeds: dict[str, list[_Feed]] = {}
         self.ready: deque[_Feed] = deque()

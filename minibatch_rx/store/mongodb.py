@@ -61,6 +61,7 @@ from minibatch_rx.store.mongo_batch import (
     needs_staging,
     new_doc,
 )
+from minibatch_rx.store.mongo_watch import MongoWatch
 from minibatch_rx.store.url import redact
 
 DEFAULT_DATABASE = "minibatch"
@@ -365,6 +366,10 @@ class MongoStore:
 
     def reader(self, stream: str) -> MongoReader:
         return MongoReader(self, stream)
+
+    def watch(self) -> MongoWatch:
+        """One change stream for every stream of the database (see :class:`MongoWatch`)."""
+        return MongoWatch(self)
 
     def listen(self, stream: str, callback: Listener) -> Callable[[], None]:
         return self._listeners.add(stream, callback)

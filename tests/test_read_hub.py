@@ -1,0 +1,301 @@
+"""One reader per store per process (issue 12, points 1 and 2).
+
+Every pipeline and ``observe()`` subscription on a store shares one watch and
+a small pool of threads; idle, they neither spin nor grow in threads; a
+commit in another process rings a doorbell, and a missed ring is made up for
+by the fallback poll of the store's change counter.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reactivex import Observer
+
+from minibatch_rx import Window, stream
+from minibatch_rx import readhub as readhub_module
+from minibatch_rx import store as store_module
+from minibatch_rx.message import Message
+from minibatch_rx.readhub import ReadHub
+from minibatch_rx.source import hand_on
+from minibatch_rx.store.doorbell import Bell, Ringer, bell_folder
+from minibatch_rx.store.sqlite import SqliteStore
+from minibatch_rx.store.sqlite_watch import SqliteWatch
+from minibatch_rx.windows import ReadProgress
+
+WAIT = 20.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Return once ``predicate()`` holds; fail after ``timeout`` seconds."""
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        tick.wait(0.01)
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "minibatch-reader"]
+
+
+class Seen:
+    """Messages delivered per stream, thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_stream: dict[str, list[int]] = {}
+
+    def add(self, name: str, seqs: list[int]) -> None:
+        with self.lock:
+            self.by_stream.setdefault(name, []).extend(seqs)
+
+    def count(self) -> int:
+        with self.lock:
+            return sum(len(v) for v in self.by_stream.values())
+
+    def of(self, name: str) -> list[int]:
+        with self.lock:
+            return list(self.by_stream.get(name, []))
+
+
+def sink_into(seen: Seen, name: str) -> Callable[[Window], None]:
+    def sink(window: Window) -> None:
+        seen.add(name, [m.seq for m in window.messages])
+
+    return sink
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stores() -> Any:
+    yield
+    store_module.close_all()
+
+
+def test_many_pipelines_share_one_watch_and_a_bounded_pool(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'many.db'}"
+    names = [f"s{i}" for i in range(40)]
+    seen = Seen()
+    before = len(reader_threads())
+    handles = [stream(n, url).count_window(1).sink(sink_into(seen, n)).start(consumer="c")
+               for n in names]
+    try:
+        store = store_module.open_store(url)
+        assert isinstance(store, SqliteStore)
+        for n in names:
+            stream(n, url).extend([{"n": n, "i": i} for i in range(3)])
+        wait_for(lambda: seen.count() == 3 * len(names), "every message delivered")
+        assert all(seen.of(n) == [1, 2, 3] for n in names), seen.by_stream
+        # One watch (one connection polling the file) for all 40 pipelines, and
+        # no more reader threads than the pool's size.
+        assert len(store._watches) == 1
+        assert len(reader_threads()) - before <= readhub_module.WORKERS
+    finally:
+        for handle in handles:
+            handle.stop(timeout=5)
+    wait_for(lambda: len(reader_threads()) == before, "reader threads to end after the last stop")
+    assert store._watches == []
+
+
+def test_idle_pipelines_neither_spin_nor_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite://{tmp_path / 'idle.db'}"
+    names = [f"idle{i}" for i in range(50)]
+    for n in names:
+        stream(n, url).append({"warm": True})
+    checks = [0]
+    reads = [0]
+    original_changed = SqliteWatch._changed
+    original_read = SqliteStore.read
+
+    def counting_changed(self: SqliteWatch) -> bool:
+        checks[0] += 1
+        return original_changed(self)
+
+    def counting_read(self: SqliteStore, name: str, after: int = 0,
+                      limit: int | None = None) -> list[Message]:
+        reads[0] += 1
+        return original_read(self, name, after, limit)
+
+    monkeypatch.setattr(SqliteWatch, "_changed", counting_changed)
+    monkeypatch.setattr(SqliteStore, "read", counting_read)
+    seen = Seen()
+    handles = [stream(n, url).count_window(1).sink(sink_into(seen, n)).start(consumer="c")
+               for n in names]
+    try:
+        wait_for(lambda: seen.count() == len(names), "the first message of every stream")
+        assert len(reader_threads()) <= readhub_module.WORKERS
+        checks[0] = reads[0] = 0
+        cpu = time.process_time()
+        threads = threading.active_count()
+        # An idle interval being measured, not a wait for a result:
+        time.sleep(1.0)  # noqa: sleep-ok
+        spent = time.process_time() - cpu
+        # The watch checks the file's change counter about every 50 ms, and
+        # nothing is read: 50 pipelines polling would make thousands of checks.
+        assert checks[0] <= 60, f"{checks[0]} change checks in 1 s of idling"
+        assert reads[0] == 0, f"{reads[0]} reads while nothing was appended"
+        assert spent < 0.25, f"{spent:.3f} s of CPU in 1 s of idling"
+        assert threading.active_count() == threads
+    finally:
+        for handle in handles:
+            handle.stop(timeout=5)
+
+
+def test_only_streams_with_new_data_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite://{tmp_path / 'only.db'}"
+    names = [f"o{i}" for i in range(10)]
+    seen = Seen()
+    handles = [stream(n, url).count_window(1).sink(sink_into(seen, n)).start(consumer="c")
+               for n in names]
+    try:
+        for n in names:
+            stream(n, url).append({"first": True})
+        wait_for(lambda: seen.count() == len(names), "one message per stream")
+        read_streams: list[str] = []
+        original = SqliteStore.read
+
+        def recording(self: SqliteStore, name: str, after: int = 0,
+                      limit: int | None = None) -> list[Message]:
+            read_streams.append(name)
+            return original(self, name, after, limit)
+
+        monkeypatch.setattr(SqliteStore, "read", recording)
+        for _ in range(5):
+            stream("o3", url).append({"more": True})
+        wait_for(lambda: len(seen.of("o3")) == 6, "the five new messages of o3")
+        assert set(read_streams) == {"o3"}, read_streams
+    finally:
+        for handle in handles:
+            handle.stop(timeout=5)
+
+
+def test_a_missed_doorbell_still_delivers_through_the_fallback_poll(tmp_path: Path) -> None:
+    # A writer that never rings (here SQL straight into the file, through a
+    # connection of its own: no doorbell, no in-process wake-up) is seen by
+    # the watch's periodic check of the change counter.
+    path = tmp_path / "missed.db"
+    url = f"sqlite://{path}"
+    s = stream("quiet", url)
+    s.append({"i": 0})
+    seen = Seen()
+    handle = s.count_window(1).sink(sink_into(seen, "quiet")).start(consumer="c")
+    try:
+        wait_for(lambda: seen.of("quiet") == [1], "the first message")
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO mb_messages (stream, seq, ts, data) VALUES ('quiet', 2, ?, '{\"i\": 1}')",
+                     (time.time(),))
+        conn.execute("UPDATE mb_streams SET last_seq = 2 WHERE name = 'quiet'")
+        conn.execute("COMMIT")
+        conn.close()
+        wait_for(lambda: seen.of("quiet") == [1, 2], "the message written without a ring")
+    finally:
+        handle.stop(timeout=5)
+
+
+def test_a_ring_wakes_a_bell_and_stale_bells_are_removed(tmp_path: Path) -> None:
+    folder = bell_folder(tmp_path / "bells.db")
+    bell = Bell(folder)
+    dead = Bell(folder)
+    dead_path = dead.path
+    dead._socket.close()  # a process killed with -9 leaves its socket file behind
+    try:
+        assert dead_path.exists()
+        ringer = Ringer(folder)
+        ringer.ring()
+        assert bell.wait(WAIT), "the bell was not rung"
+        assert bell.drain() == 1
+        assert not dead_path.exists(), "the dead process's bell should be removed"
+        assert not bell.wait(0.0)
+        ringer.close()
+    finally:
+        bell.close()
+    assert not bell.path.exists()
+
+
+def test_a_commit_in_another_process_rings_this_process(tmp_path: Path) -> None:
+    path = tmp_path / "cross.db"
+    url = f"sqlite://{path}"
+    stream("x", url).append({"i": 0})
+    bell = Bell(bell_folder(path))
+    try:
+        code = ("import sys; from minibatch_rx import stream; "
+                "stream('x', sys.argv[1]).append({'i': 1})")
+        subprocess.run([sys.executable, "-c", code, url], check=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert bell.wait(0.0), "the other process's commit did not ring this process's bell"
+        assert bell.drain() >= 1
+    finally:
+        bell.close()
+
+
+def test_a_long_backlog_does_not_starve_another_stream(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'fair.db'}"
+    store = store_module.open_store(url)
+    store.append("big", [{"i": i} for i in range(20_000)])
+    store.append("small", [{"i": 0}])
+    hub = ReadHub(store, hand_on, workers=1)
+    order: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def recorder(name: str) -> Observer[Message]:
+        def on_next(message: Message) -> None:
+            with lock:
+                order.append((name, message.seq))
+
+        def on_error(error: Exception) -> None:
+            errors.append(error)
+
+        return Observer(on_next, on_error)
+
+    errors: list[Exception] = []
+    stops = [hub.subscribe("big", recorder("big"), lambda: 0, 500, ReadProgress()),
+             hub.subscribe("small", recorder("small"), lambda: 0, 500, ReadProgress())]
+    try:
+        wait_for(lambda: len(order) == 20_001, "both streams read")
+        small_at = order.index(("small", 1))
+        # One thread, batches of 500, 8 batches a turn: "small" is served after
+        # at most one turn of "big", not after its whole backlog.
+        assert small_at <= readhub_module.FAIR_BATCHES * 500, small_at
+        assert [seq for name, seq in order if name == "big"] == list(range(1, 20_001))
+        assert errors == []
+    finally:
+        for stop in stops:
+            stop()
+
+
+def test_a_stuck_function_does_not_stall_other_pipelines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readhub_module, "WORKERS", 1)
+    monkeypatch.setattr(readhub_module, "JOIN_TIMEOUT", 0.5)
+    url = f"sqlite://{tmp_path / 'stuck.db'}"
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(window: Window) -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    seen = Seen()
+    stuck_handle = stream("stuck", url).count_window(1).sink(stuck).start(consumer="c")
+    other = stream("fine", url).count_window(1).sink(sink_into(seen, "fine")).start(consumer="c")
+    try:
+        stream("stuck", url).append({"i": 0})
+        assert entered.wait(WAIT)
+        stuck_handle.stop(timeout=0.5)  # abandons the stuck call: the pool replaces its thread
+        stream("fine", url).append({"i": 0})
+        wait_for(lambda: seen.of("fine") == [1], "the other pipeline's message")
+    finally:
+        release.set()
+        other.stop(timeout=5)
