@@ -1,8 +1,10 @@
-"""Calling user functions: what is running where, and time limits.
+"""Calling user functions: what is running where, and time limits; and how
+minibatch_rx's own operators call each other.
 
 :class:`Activity` records which stage each pipeline thread is running, so a
 ``stop()`` that gives up can name the stuck one. :class:`CallThread` runs a
-call in a worker thread so ``with_timeout`` can bound it.
+call in a worker thread so ``with_timeout`` can bound it. :class:`Fused` and
+:func:`subscribe_to` let one of our operators call the next one directly.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import threading
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from reactivex import Observable, abc
+from reactivex.internal import default_error, noop
 
 from minibatch_rx.errors import StageTimeoutError
 from minibatch_rx.message import Message
@@ -109,3 +114,58 @@ class _Worker:
             done.set()
 
 
+
+
+_T = TypeVar("_T")
+
+
+class Fused(Observable[_T]):
+    """``reactivex.create(subscribe)`` for minibatch_rx's own operators.
+
+    reactivex wraps every subscriber in an ``AutoDetachObserver``: one more
+    Python call per value for each operator of a chain. An operator that
+    subscribes to a :class:`Fused` observable through :func:`subscribe_to`
+    is handed its callables as they are instead, so a value crosses a run of
+    our operators in plain calls. Anyone else subscribing (``subscribe``,
+    ``pipe`` with reactivex operators) gets the usual wrapped subscription.
+    """
+
+    def __init__(self, subscribe: Callable[[abc.ObserverBase[_T], abc.SchedulerBase | None],
+                                           abc.DisposableBase]) -> None:
+        super().__init__(subscribe)
+        self.direct = subscribe
+
+
+class _Direct(abc.ObserverBase[_T], Generic[_T]):
+    """An observer that is its callables: ``observer.on_next`` is the
+    subscriber's own function (an instance attribute), not a method calling it."""
+
+    def __init__(self, on_next: Callable[[_T], None] | None,
+                 on_error: Callable[[Exception], None] | None,
+                 on_completed: Callable[[], None] | None) -> None:
+        vars(self).update(on_next=on_next or noop, on_error=on_error or default_error,
+                          on_completed=on_completed or noop)
+
+    # Shadowed by the instance attributes set above; there for the ABC.
+    def on_next(self, value: _T) -> None:
+        vars(self)["on_next"](value)
+
+    def on_error(self, error: Exception) -> None:
+        vars(self)["on_error"](error)
+
+    def on_completed(self) -> None:
+        vars(self)["on_completed"]()
+
+
+def subscribe_to(source: Observable[_T], on_next: Callable[[_T], None] | None,
+                 on_error: Callable[[Exception], None] | None, on_completed: Callable[[], None] | None,
+                 scheduler: abc.SchedulerBase | None) -> abc.DisposableBase:
+    """``source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)``,
+    calling ``source``'s subscribe function directly if it is :class:`Fused`.
+
+    Only for subscriptions made inside another operator's subscription (the
+    outer ``subscribe`` keeps reactivex's once-only ``on_error`` and
+    ``on_completed``, and its disposal cuts off what follows)."""
+    if type(source) is Fused:
+        return source.direct(_Direct(on_next, on_error, on_completed), scheduler)
+    return source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)

@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import reactivex
 from reactivex import Observable, abc
 from reactivex import operators as ops
 
+from minibatch_rx.calls import Fused, subscribe_to
 from minibatch_rx.message import Message
 from minibatch_rx.stages import Envelope, Failure, Item, Stage, envelop, record_key
 from minibatch_rx.streams import Stream
@@ -47,10 +47,10 @@ def as_records(stages: tuple[Stage, ...]) -> Callable[[Observable[Message]], Obs
                     assert isinstance(origin, Message)
                     observer.on_next(Message(origin.stream, origin.seq, origin.ts, value))
 
-            return envelop(source).pipe(*stages).subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+            return subscribe_to(envelop(source).pipe(*stages), on_next, observer.on_error,
+                                observer.on_completed, scheduler)
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
     return operator
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from minibatch_rx.calls import Fused, subscribe_to
 from minibatch_rx.errors import InvalidArgumentError, StoreBusyError, StoreUnavailableError
 from minibatch_rx.stages import Ack, Envelope, Failure, Item, Stage, until_reachable
 
@@ -54,9 +54,9 @@ def guard(active: Callable[[], bool] | None) -> Callable[[Observable[Any]], Obse
                     stopped[0] = True
                     observer.on_error(error)
 
-            return source.subscribe(on_next, on_error, observer.on_completed, scheduler=scheduler)
+            return subscribe_to(source, on_next, on_error, observer.on_completed, scheduler)
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
     return operator
 
@@ -69,10 +69,9 @@ def only_items() -> Callable[[Observable[Envelope]], Observable[Any]]:
                 if isinstance(envelope, Item):
                     observer.on_next(envelope.value)
 
-            return source.subscribe(on_next, observer.on_error, observer.on_completed,
-                                    scheduler=scheduler)
+            return subscribe_to(source, on_next, observer.on_error, observer.on_completed, scheduler)
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
     return operator
 
@@ -115,12 +114,11 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
                         after_ack(seq)
                 on_next_(envelope)
 
-            subscription = flow.subscribe(on_next, observer.on_error, observer.on_completed,
-                                          scheduler=scheduler)
+            subscription = subscribe_to(flow, on_next, observer.on_error, observer.on_completed, scheduler)
             # Stop the flow first, then write what is still pending.
             return CompositeDisposable(subscription, Disposable(pending.flush_on_stop))
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
     return operator
 

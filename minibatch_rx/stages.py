@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import reactivex
 from reactivex import Observable, abc
 from reactivex.scheduler import VirtualTimeScheduler
 
-from minibatch_rx.calls import Activity, CallThread, describe
+from minibatch_rx.calls import Activity, CallThread, Fused, describe, subscribe_to
 from minibatch_rx.errors import (
     InvalidPayloadError,
     StoreBusyError,
@@ -264,9 +263,9 @@ def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
             else:
                 on_next_(Ack(value.seq))
 
-        return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+        return subscribe_to(source, on_next, observer.on_error, observer.on_completed, scheduler)
 
-    return reactivex.create(subscribe)
+    return Fused(subscribe)
 
 
 def item_stage(name: str, fn: Callable[[Any], Any], failure: Failure,
@@ -289,10 +288,9 @@ def item_stage(name: str, fn: Callable[[Any], Any], failure: Failure,
                     for value in expand(envelope.value, result):  # type: ignore[union-attr]
                         on_next_(Item(value, origin))
 
-            return source.subscribe(on_next, observer.on_error, observer.on_completed,
-                                    scheduler=scheduler)
+            return subscribe_to(source, on_next, observer.on_error, observer.on_completed, scheduler)
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
     return stage
 
@@ -386,9 +384,8 @@ def stream_sink_stage(target: Stream, failure: Failure, owner: str) -> Stage:
                 if ok:
                     observer.on_next(envelope)
 
-            return source.subscribe(on_next, observer.on_error, observer.on_completed,
-                                    scheduler=scheduler)
+            return subscribe_to(source, on_next, observer.on_error, observer.on_completed, scheduler)
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
     return stage

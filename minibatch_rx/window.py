@@ -95,3 +95,10 @@ _set_ack = Window.__dict__["ack"].__set__
 _set_checkpoint = Window.__dict__["checkpoint"].__set__
 _set_key = Window.__dict__["key"].__set__
 _set_tag = Window.__dict__["tag"].__set__
+
+
+def stamp(window: Window[Any], ack: int | None, checkpoint: Any) -> None:
+    """Set ``window``'s ack and checkpoint in place. Only for a window nobody
+    has seen yet (the window driver, on a window its strategy just made and let go)."""
+    _set_ack(window, ack)
+    _set_checkpoint(window, checkpoint)

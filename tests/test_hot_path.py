@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
 from reactivex.scheduler import ImmediateScheduler
 from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 
-from minibatch_rx.calls import Activity
+from minibatch_rx.calls import Activity, Fused, subscribe_to
 from minibatch_rx.message import Message
 from minibatch_rx.store.sqlite_reader import select
 from minibatch_rx.window import Window
@@ -263,3 +265,64 @@ def test_activity_describes_a_message() -> None:
     activity.enter("filter", Message("s", 7, T0, {}))
     text = activity.describe()
     assert text is not None and text.startswith("filter on message s#7 for ")
+
+
+# -- our operators calling each other ----------------------------------------------
+
+
+def _relay(source: Observable[int]) -> Fused[int]:
+    """A Fused operator passing values on, subscribing upstream through subscribe_to."""
+
+    def subscribe(observer: abc.ObserverBase[int], scheduler: abc.SchedulerBase | None = None
+                  ) -> abc.DisposableBase:
+        return subscribe_to(source, observer.on_next, observer.on_error, observer.on_completed, scheduler)
+
+    return Fused(subscribe)
+
+
+def test_fused_chain_passes_values_errors_and_completion() -> None:
+    source: Subject[int] = Subject()
+    got: list[object] = []
+    _relay(_relay(source)).subscribe(got.append, lambda e: got.append(f"error {e}"),
+                                     lambda: got.append("done"))
+    source.on_next(1)
+    source.on_next(2)
+    source.on_completed()
+    assert got == [1, 2, "done"]
+
+    failing: Subject[int] = Subject()
+    errors: list[str] = []
+    _relay(_relay(failing)).subscribe(got.append, lambda e: errors.append(str(e)))
+    failing.on_error(RuntimeError("boom"))
+    assert errors == ["boom"]
+
+
+def test_fused_keeps_reactivex_rules_for_outside_subscribers() -> None:
+    emitted: list[abc.ObserverBase[int]] = []
+
+    def subscribe(observer: abc.ObserverBase[int], scheduler: abc.SchedulerBase | None = None
+                  ) -> abc.DisposableBase:
+        emitted.append(observer)
+        return Disposable()
+
+    got: list[object] = []
+    subscription = Fused(subscribe).subscribe(got.append, lambda e: got.append("error"),
+                                              lambda: got.append("done"))
+    [observer] = emitted
+    observer.on_next(1)
+    observer.on_completed()
+    observer.on_next(2)  # after completion: dropped
+    observer.on_error(RuntimeError("late"))  # after completion: dropped
+    assert got == [1, "done"]
+    subscription.dispose()
+
+
+def test_disposing_a_fused_chain_stops_its_source() -> None:
+    source: Subject[int] = Subject()
+    got: list[int] = []
+    subscription = _relay(_relay(source)).subscribe(got.append)
+    source.on_next(1)
+    subscription.dispose()
+    source.on_next(2)
+    assert got == [1]
+    assert not source.observers

@@ -38,8 +38,9 @@ from reactivex.disposable import CompositeDisposable, SerialDisposable
 from reactivex.scheduler import EventLoopScheduler, VirtualTimeScheduler
 from reactivex.subject import Subject
 
+from minibatch_rx.calls import Fused, subscribe_to
 from minibatch_rx.message import Message
-from minibatch_rx.window import Window
+from minibatch_rx.window import Window, stamp
 
 EPS = 1e-6  # clock values pass through datetime (microseconds); compare with slack
 RECHECK = 0.05  # seconds between clock checks while the reader is behind
@@ -74,6 +75,10 @@ class WindowCore(ABC):
     timeless: bool = False
     """True if :meth:`deadline` is always ``None`` (say, a count window without
     timeout): the driver then never asks the clock whether it is due, nor arms a timer."""
+    hands_over: bool = False
+    """True if every window the core returns is a new object it keeps no
+    reference to: the driver then stamps a step's ack and checkpoint on its last
+    window before anyone sees it, instead of handing on a copy."""
     waits_for_catch_up: bool = True
     """True if the clock must not decide while a backlog is read: a backlog
     arrives faster than the clock, so time windows would misfile it as late and
@@ -268,7 +273,7 @@ class WindowOperator:
                 return subscription
             return CompositeDisposable(subscription, own)
 
-        return reactivex.create(subscribe)
+        return Fused(subscribe)
 
 
 def acked(window: Window, ack: int | None, checkpoint: Any) -> Window:
@@ -304,6 +309,7 @@ class _Run:
         self.guarded = operator.guarded
         self.active = operator.active if operator.guarded else None
         self.timeless = core.timeless
+        self.hands_over = core.hands_over
         # A core without late, rejected or side outputs has nothing to say after
         # a message that closed no window: the driver skips asking it.
         kind = type(core)
@@ -318,9 +324,7 @@ class _Run:
         with self.lock:
             self.step(self.core.start)
             self.apply_journaled(self.last_seen + 1)
-        subscription = source.subscribe(
-            self.on_next, self.on_error, self.on_completed, scheduler=scheduler_
-        )
+        subscription = subscribe_to(source, self.on_next, self.on_error, self.on_completed, scheduler_)
         return CompositeDisposable(subscription, self.timer, reactivex.disposable.Disposable(self.stop))
 
     def stop(self) -> None:
@@ -467,6 +471,34 @@ class _Run:
         replays the whole step, which emits the same windows again (same
         contents, same idempotency keys).
         """
+        if not self.quiet:
+            self.hand_aside()
+        if windows:
+            held = self.core.held_min_seq()
+            # With records, a window may close before the rest of its message's
+            # records arrived: that message is not acknowledged yet.
+            top = self.complete if self.operator.records else self.last_seen
+            ack = top if held is None else min(held - 1, top)
+            checkpoint = None
+            if self.journal is not None:
+                checkpoint = {"event": self.event, "clock": self.included,
+                              "state": self.core.snapshot()}
+            last = windows[-1]
+            if self.hands_over and type(last) is Window:
+                stamp(last, ack, checkpoint)
+            else:
+                last = acked(last, ack, checkpoint)
+            if self.guarded:
+                self.hand_on_guarded(windows, last)
+            else:
+                for window in windows[:-1]:
+                    self.observer.on_next(window)  # no ack: committed with the step's last window
+                self.observer.on_next(last)
+        if not (self.timeless or self.done) and (windows or self.armed is None or self.core.deadline_moved()):
+            self.arm()
+
+    def hand_aside(self) -> None:
+        """Hand on the step's late, rejected and side outputs."""
         late = self.core.late()
         if late:
             for message in late:
@@ -479,25 +511,6 @@ class _Run:
         if aside:
             for window in aside:
                 self.operator.side.on_next(window)
-        if windows:
-            held = self.core.held_min_seq()
-            # With records, a window may close before the rest of its message's
-            # records arrived: that message is not acknowledged yet.
-            top = self.complete if self.operator.records else self.last_seen
-            ack = top if held is None else min(held - 1, top)
-            checkpoint = None
-            if self.journal is not None:
-                checkpoint = {"event": self.event, "clock": self.included,
-                              "state": self.core.snapshot()}
-            last = acked(windows[-1], ack, checkpoint)
-            if self.guarded:
-                self.hand_on_guarded(windows, last)
-            else:
-                for window in windows[:-1]:
-                    self.observer.on_next(window)  # no ack: committed with the step's last window
-                self.observer.on_next(last)
-        if not (self.timeless or self.done) and (windows or self.armed is None or self.core.deadline_moved()):
-            self.arm()
 
     def hand_on_guarded(self, windows: list[Window], last: Window) -> None:
         """Hand windows on as a guard would: none once the pipeline is no longer

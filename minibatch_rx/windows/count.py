@@ -18,6 +18,8 @@ from minibatch_rx.windows.specs import WindowSpec
 
 
 class _CountCore(WindowCore):
+    hands_over = True  # each window is a new one, and the buffer it came from is let go
+
     def __init__(self, size: int, timeout: float | None) -> None:
         self.size = size
         self.timeout = timeout
