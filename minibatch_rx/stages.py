@@ -154,10 +154,18 @@ class Failure:
         attempt = 0
         while True:
             try:
-                # until_reachable(), its first attempt inlined: this runs for every value.
+                # until_reachable() and invoke(), their first attempt inlined: this
+                # runs for every value.
                 started = time.monotonic()
                 try:
-                    return True, self.invoke(stage, fn, item)
+                    if self.policy.call_timeout is not None:
+                        return True, self.invoke(stage, fn, item)
+                    activity = self.activity
+                    activity.enter(stage, item.origin)
+                    try:
+                        return True, fn(item.value)
+                    finally:
+                        activity.leave()
                 except (StoreUnavailableError, StoreBusyError) as exc:
                     return True, _ride_out(lambda: self.invoke(stage, fn, item),
                                            self.policy.outage_timeout, started, exc)

@@ -342,38 +342,33 @@ class _Run:
             active = self.active
             if active is not None and not active():
                 return
-            if not self.guarded:
-                self.take(message)
-                return
+            # Placing the message (this runs for every message): step(), inlined.
+            core = self.core
             try:
-                self.take(message)
-            except Exception as error:  # a guard's work: reported, not raised into the source
-                self.on_error(error)
-
-    def take(self, message: Message) -> None:
-        """Place one message (under the lock): this runs for every message."""
-        core = self.core
-        if self.replay:
-            self.apply_journaled(message.seq)
-        now = self.clock()
-        if not self.timeless and core.clock_due(now) and self.clock_may_decide():
-            self.clock_step(now)
-        if message.seq > self.last_seen:
-            self.last_seen = message.seq
-        # step(), inlined.
-        try:
-            windows = core.on_message(message, now)
-        except Exception as error:
-            self.on_error(error)
-            return
-        if windows:
-            self.event += 1
-            self.emit(windows)
-        elif not self.quiet:
-            self.emit(windows)
-        # emit()'s re-arming, for a step that emitted nothing and had nothing to say.
-        elif not (self.timeless or self.done) and (self.armed is None or core.deadline_moved()):
-            self.arm()
+                if self.replay:
+                    self.apply_journaled(message.seq)
+                now = self.clock()
+                if not self.timeless and core.clock_due(now) and self.clock_may_decide():
+                    self.clock_step(now)
+                if message.seq > self.last_seen:
+                    self.last_seen = message.seq
+                try:
+                    windows = core.on_message(message, now)
+                except Exception as error:
+                    self.on_error(error)
+                    return
+                if windows:
+                    self.event += 1
+                    self.emit(windows)
+                elif not self.quiet:
+                    self.emit(windows)
+                # emit()'s re-arming, for a step that emitted nothing and had nothing to say.
+                elif not (self.timeless or self.done) and (self.armed is None or core.deadline_moved()):
+                    self.arm()
+            except Exception as error:
+                if not self.guarded:
+                    raise
+                self.on_error(error)  # a guard's work: reported, not raised into the source
 
     def on_error(self, error: Exception) -> None:
         with self.lock:
