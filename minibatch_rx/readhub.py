@@ -72,6 +72,7 @@ class _Feed:
         self.backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
         self.thread: int | None = None  # the pool thread running it
         self.idle = threading.Event()
+        self.counted = False  # counted in the hub's busy feeds
         self.abandoned = False  # disposed while stuck in user code; its thread was replaced
 
     def is_stopped(self) -> bool:
@@ -91,6 +92,8 @@ class ReadHub:
         self.feeds: dict[str, list[_Feed]] = {}
         self.ready: deque[_Feed] = deque()
         self.threads = 0  # running pool threads
+        self.subscribed = 0  # feeds not disposed
+        self.busy = 0  # feeds being run by a thread
         self.idle_threads = 0
         self.lost = 0  # threads abandoned by a stuck function
         self.leading = False
@@ -109,6 +112,7 @@ class ReadHub:
             if self.closed:
                 raise StoreUnavailableError(f"{self.store!r} is closed")
             self.feeds.setdefault(stream, []).append(feed)
+            self.subscribed += 1
             self.ready.append(feed)
             self._staff()
         self.poke()
@@ -122,9 +126,13 @@ class ReadHub:
             feeds = self.feeds.get(feed.stream, [])
             if feed in feeds:
                 feeds.remove(feed)
+                self.subscribed -= 1
                 if not feeds:
                     del self.feeds[feed.stream]
             running_elsewhere = feed.state == _RUNNING and feed.thread != threading.get_ident()
+            if feed.counted:  # no longer one the pool serves, even while it runs
+                feed.counted = False
+                self.busy -= 1
             if feed.state != _RUNNING:
                 feed.idle.set()
             self.lock.notify_all()
@@ -156,6 +164,11 @@ class ReadHub:
         (``free``: the calling thread is about to take a ready feed itself)."""
         waiting = len(self.ready) - self.idle_threads - free
         wanted = min(self.workers + self.lost, self.threads + max(0, waiting))
+        unwatched = not self.leading and self.idle_threads == 0
+        if unwatched and self.subscribed - self.busy - free > 0:
+            # Every thread is busy (a long function, a stuck one): without one
+            # more, appends to the other streams would wait for them.
+            wanted = min(self.workers + self.lost, max(wanted, self.threads + 1))
         if self.threads == 0 and self.feeds:
             wanted = max(wanted, 1)
         while self.threads < wanted:
@@ -201,6 +214,8 @@ class ReadHub:
                         feed.idle.set()
                         continue
                     feed.state = _RUNNING
+                    feed.counted = True
+                    self.busy += 1
                     feed.thread = me
                     feed.idle.clear()
                     return feed
@@ -296,6 +311,9 @@ class ReadHub:
         finally:
             with self.lock:
                 feed.thread = None
+                if feed.counted:
+                    feed.counted = False
+                    self.busy -= 1
                 if feed.abandoned:
                     feed.abandoned = False
                     self.lost -= 1
@@ -318,6 +336,7 @@ class ReadHub:
             feeds = self.feeds.get(feed.stream, [])
             if feed in feeds:
                 feeds.remove(feed)
+                self.subscribed -= 1
                 if not feeds:
                     del self.feeds[feed.stream]
 
