@@ -57,7 +57,12 @@ class Activity:
 
     def describe(self) -> str | None:
         """The longest-running stage, e.g. ``"map on window s#1..10 for 12.3 s"``."""
-        running = list(self._running.values())  # one C-level copy: threads may enter or leave meanwhile
+        while True:  # a copy, as threads may enter or leave meanwhile (then copied again)
+            try:
+                running = list(self._running.values())
+                break
+            except RuntimeError:  # the dict changed size while being copied
+                continue
         if not running:
             return None
         stage, origin, since = min(running, key=lambda entry: entry[2])
