@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_url
 from reactivex import Observer
 
 from minibatch_rx import Window, stream
@@ -299,3 +300,33 @@ def test_a_stuck_function_does_not_stall_other_pipelines(
     finally:
         release.set()
         other.stop(timeout=5)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mongodb"])
+def test_one_watch_per_store_whatever_the_number_of_pipelines(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_url(backend, tmp_path, request)
+    store = store_module.open_store(url)
+    opened: list[object] = []
+    original = type(store).watch  # type: ignore[attr-defined]
+
+    def counting(self: Any) -> Any:
+        watch = original(self)
+        opened.append(watch)
+        return watch
+
+    monkeypatch.setattr(type(store), "watch", counting)
+    names = [f"w{i}" for i in range(12)]
+    seen = Seen()
+    handles = [stream(n, url).count_window(2).sink(sink_into(seen, n)).start(consumer="c")
+               for n in names]
+    try:
+        for n in names:
+            stream(n, url).extend([{"i": 0}, {"i": 1}])
+        wait_for(lambda: seen.count() == 2 * len(names), "every window")
+        assert all(seen.of(n) == [1, 2] for n in names)
+        assert len(opened) == 1, f"{len(opened)} watches (change streams) for {len(names)} pipelines"
+    finally:
+        for handle in handles:
+            handle.stop(timeout=5)
