@@ -274,11 +274,20 @@ class ReadHub:
             changes = dict(self.watch.poll(streams, timeout))
             self.watch_backoff.reset()
             return changes
-        except (StoreUnavailableError, StoreBusyError) as exc:
-            log.warning("watching %r: %s; retrying", self.store, exc)
+        except Exception as exc:
+            # An outage is waited out; any other failure is logged, and the
+            # reads that follow the new watch meet it and report it to their
+            # subscribers.
+            if isinstance(exc, (StoreUnavailableError, StoreBusyError)):
+                log.warning("watching %r: %s; retrying", self.store, exc)
+            else:
+                log.error("watching %r failed: %r; reopening the watch", self.store, exc)
             watch, self.watch = self.watch, None
             if watch is not None:
-                watch.close()
+                try:
+                    watch.close()
+                except Exception as closing:  # the watch is dropped either way
+                    log.debug("closing a failed watch: %r", closing)
             pause = threading.Event()
             pause.wait(self.watch_backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
             return {}

@@ -330,3 +330,31 @@ def test_one_watch_per_store_whatever_the_number_of_pipelines(
     finally:
         for handle in handles:
             handle.stop(timeout=5)
+
+
+def test_a_failing_watch_is_reopened_and_delivery_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite://{tmp_path / 'failing.db'}"
+    s = stream("f", url)
+    s.append({"i": 0})
+    seen = Seen()
+    failures = [0]
+    original = SqliteWatch.poll
+
+    def failing_once(self: SqliteWatch, streams: Any, timeout: float) -> dict[str, int | None]:
+        if failures[0] == 0:
+            failures[0] += 1
+            raise RuntimeError("the watch broke")
+        return original(self, streams, timeout)
+
+    monkeypatch.setattr(SqliteWatch, "poll", failing_once)
+    handle = s.count_window(1).sink(sink_into(seen, "f")).start(consumer="c")
+    try:
+        wait_for(lambda: seen.of("f") == [1], "the stored message")
+        wait_for(lambda: failures[0] == 1, "the watch to fail once")
+        s.append({"i": 1})
+        wait_for(lambda: seen.of("f") == [1, 2], "a message appended after the failure")
+        assert "the watch broke" in caplog.text
+    finally:
+        handle.stop(timeout=5)
