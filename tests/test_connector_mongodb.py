@@ -1,0 +1,215 @@
+"""MongoDB collections in and out (issue 13, point 2): the change-stream bridge
+and the upserting sink, against the project's MongoDB-wire test server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from mongo_server import MongoTestServer
+
+from minibatch_rx import Stream, Window, stream
+from minibatch_rx import store as store_module
+from minibatch_rx.connectors.mongodb import CollectionBridge, CollectionSink
+from minibatch_rx.errors import InvalidArgumentError
+
+WAIT = 30.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        tick.wait(0.02)
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[Stream]:
+    yield stream("changes", f"sqlite://{tmp_path / 'target.db'}")
+    store_module.close_all()
+
+
+@pytest.fixture
+def source(mongo_url: str) -> Iterator[pymongo.collection.Collection[dict[str, Any]]]:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_url)
+    database = client.get_default_database()
+    yield database["orders"]
+    client.drop_database(database.name)
+    client.close()
+
+
+def ops(s: Stream) -> list[tuple[str, Any]]:
+    return [(m.data["op"], (m.data["doc"] or {}).get("n")) for m in s.read()]
+
+
+def test_changes_arrive_in_order_with_their_documents(
+    mongo_url: str, source: Any, target: Stream
+) -> None:
+    bridge = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        source.insert_one({"_id": 1, "n": 1})
+        source.insert_one({"_id": 2, "n": 2})
+        source.update_one({"_id": 1}, {"$set": {"n": 10}})
+        source.delete_one({"_id": 2})
+        wait_for(lambda: target.store.count(target.name) == 4, "four changes")
+    finally:
+        bridge.stop()
+    assert ops(target) == [("insert", 1), ("insert", 2), ("update", 10), ("delete", None)]
+    first = next(iter(target.read())).data
+    assert first["ns"].endswith(".orders") and first["key"] == {"_id": 1}
+    assert first["token"]["_data"]
+
+
+def test_a_restarted_bridge_resumes_and_stores_nothing_twice(
+    mongo_url: str, source: Any, target: Stream
+) -> None:
+    bridge = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        source.insert_many([{"n": i} for i in range(5)])
+        wait_for(lambda: target.store.count(target.name) == 5, "the first five")
+    finally:
+        bridge.stop()
+    source.insert_many([{"n": i} for i in range(5, 12)])  # while no bridge runs
+    again = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        wait_for(lambda: target.store.count(target.name) == 12, "the changes made while stopped")
+        source.insert_one({"n": 12})
+        wait_for(lambda: target.store.count(target.name) == 13, "a change after the restart")
+    finally:
+        again.stop()
+    assert [n for _, n in ops(target)] == list(range(13))
+
+
+def test_a_crash_between_the_data_and_the_token_stores_nothing_twice(
+    mongo_url: str, source: Any, target: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        source.insert_one({"n": 0})
+        wait_for(lambda: target.store.count(target.name) == 1, "the first change")
+    finally:
+        first.stop()
+
+    original = Stream.append
+    crashed = threading.Event()
+
+    def crash_on_token(self: Stream, payload: Any, key: str | None = None) -> int:
+        if self.name.startswith("changes.bridge.") and not crashed.is_set():
+            crashed.set()
+            raise RuntimeError("killed between the batch and its token")
+        return original(self, payload, key)
+
+    monkeypatch.setattr(Stream, "append", crash_on_token)
+    second = CollectionBridge(mongo_url, "orders", target).start()
+    source.insert_many([{"n": 1}, {"n": 2}])
+    wait_for(crashed.is_set, "the crash after the batch was stored")
+    with pytest.raises(RuntimeError, match="killed"):
+        second.stop()
+    assert target.store.count(target.name) == 3  # the batch is stored, its token is not
+    monkeypatch.setattr(Stream, "append", original)
+
+    third = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        source.insert_one({"n": 3})
+        wait_for(lambda: [n for _, n in ops(target)][-1:] == [3], "the change after the crash")
+    finally:
+        third.stop()
+    # The batch was read again after the restart (its token was lost) and stored nothing.
+    assert third.stored >= 3
+    assert [n for _, n in ops(target)] == [0, 1, 2, 3]
+
+
+def test_the_bridge_rides_out_a_server_restart(tmp_path: Path) -> None:
+    server = MongoTestServer().start()
+    url = f"mongodb://127.0.0.1:{server.port}/bridged?serverSelectionTimeoutMS=1000"
+    target = stream("changes", f"sqlite://{tmp_path / 'restart.db'}")
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url)
+    orders = client.get_default_database()["orders"]
+    bridge = CollectionBridge(url, "orders", target).start()
+    try:
+        orders.insert_many([{"n": i} for i in range(10)])
+        wait_for(lambda: target.store.count(target.name) == 10, "changes before the restart")
+        server.stop(keep_data=True)
+        server.start()
+        orders.insert_many([{"n": i} for i in range(10, 20)])
+        wait_for(lambda: target.store.count(target.name) == 20, "changes after the restart", timeout=60)
+        assert bridge.error is None
+        assert [n for _, n in ops(target)] == list(range(20))
+    finally:
+        bridge.stop()
+        client.close()
+        server.stop()
+        store_module.close_all()
+
+
+def test_the_sink_upserts_by_key_so_a_replay_adds_nothing(mongo_url: str, source: Any) -> None:
+    sink = CollectionSink(mongo_url, "totals")
+    try:
+        sink.write([{"sum": 3}, [{"a": 1}, {"a": 2}]], ["c|s:1-2|0", "c|s:3-4|0"])
+        sink.flush()
+        sink.write([{"sum": 3}], ["c|s:1-2|0"])  # the same window again, after a crash
+        sink.flush()
+        rows = list(source.database["totals"].find({}, sort=[("_id", 1)]))
+    finally:
+        sink.close()
+    assert rows == [{"_id": "c|s:1-2|0", "sum": 3}, {"_id": "c|s:3-4|0.0", "a": 1},
+                    {"_id": "c|s:3-4|0.1", "a": 2}]
+
+
+def test_the_sink_keeps_unsent_writes_when_the_server_is_down(tmp_path: Path) -> None:
+    server = MongoTestServer().start()
+    url = f"mongodb://127.0.0.1:{server.port}/sinking?serverSelectionTimeoutMS=500"
+    sink = CollectionSink(url, "out")
+    try:
+        sink.write([{"v": 1}], ["k1"])
+        server.stop(keep_data=True)
+        with pytest.raises(pymongo.errors.PyMongoError):
+            sink.flush()
+        server.start()
+        sink.flush()  # the writes the failed flush kept
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url)
+        assert list(client.get_default_database()["out"].find()) == [{"_id": "k1", "v": 1}]
+        client.close()
+    finally:
+        sink.close()
+        server.stop()
+
+
+def test_a_pipeline_window_through_the_sink_protocol(mongo_url: str, source: Any, tmp_path: Path) -> None:
+    s = stream("nums", f"sqlite://{tmp_path / 'p.db'}")
+    s.extend({"n": i} for i in range(6))
+    sink = CollectionSink(mongo_url, "sums")
+    written: list[str] = []
+
+    def total(window: Window) -> dict[str, int]:
+        return {"sum": sum(d["n"] for d in window.data)}
+
+    def deliver(value: dict[str, int]) -> None:
+        key = f"c|{len(written)}"
+        written.append(key)
+        sink.write([value], [key])
+        sink.flush()
+
+    s.count_window(3).map(total).sink(deliver).run(consumer="c", max_windows=2)
+    sink.close()
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_url)
+    sums = sorted(d["sum"] for d in client.get_default_database()["sums"].find())
+    client.close()
+    store_module.close_all()
+    assert sums == [3, 12]
+
+
+def test_bad_arguments_are_refused_before_anything_runs(target: Stream) -> None:
+    with pytest.raises(InvalidArgumentError, match="mongodb://"):
+        CollectionBridge("postgres://x/db", "orders", target)
+    with pytest.raises(InvalidArgumentError, match="batch"):
+        CollectionBridge("mongodb://127.0.0.1:1/db", "orders", target, batch=0)
+    with pytest.raises(InvalidArgumentError, match="names no database"):
+        CollectionSink("mongodb://127.0.0.1:1", "out")
