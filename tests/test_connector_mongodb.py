@@ -213,3 +213,15 @@ def test_bad_arguments_are_refused_before_anything_runs(target: Stream) -> None:
         CollectionBridge("mongodb://127.0.0.1:1/db", "orders", target, batch=0)
     with pytest.raises(InvalidArgumentError, match="names no database"):
         CollectionSink("mongodb://127.0.0.1:1", "out")
+
+
+def test_stream_attach_runs_the_bridge_until_stop(mongo_url: str, source: Any, target: Stream) -> None:
+    bridge = CollectionBridge(mongo_url, "orders")
+    target.attach(bridge)
+    try:
+        wait_for(bridge.ready.is_set, "the change stream to open")
+        source.insert_many([{"n": 1}, {"n": 2}])
+        wait_for(lambda: target.store.count(target.name) == 2, "the attached bridge's changes")
+    finally:
+        assert target.stop(timeout=10), "the attached bridge did not stop"
+    assert [n for _, n in ops(target)] == [1, 2]

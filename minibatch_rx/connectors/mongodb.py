@@ -116,15 +116,17 @@ class CollectionBridge:
             quickly :meth:`stop` is noticed).
     """
 
-    def __init__(self, source: str, collection: str, target: Stream, *, name: str | None = None,
+    def __init__(self, source: str, collection: str, target: Stream | None = None, *,
+                 name: str | None = None,
                  operations: Sequence[str] = ("insert", "update", "replace", "delete"),
                  batch: int = 500, max_await: float = 0.2) -> None:
         if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
             raise InvalidArgumentError(f"batch must be a positive int, got {batch!r}")
         self.name = name or collection
-        check_stream_name(f"{target.name}.bridge.{self.name}")
-        self.target = target
-        self.state = Stream.get_or_create(f"{target.name}.bridge.{self.name}", url=target.store.url)
+        self.target: Stream | None = None
+        self.state: Stream | None = None
+        if target is not None:
+            self._bind(target)
         self.operations = frozenset(operations)
         self.batch, self.max_await = batch, max_await
         database = _database_name(source)
@@ -138,6 +140,21 @@ class CollectionBridge:
         self.error: BaseException | None = None
         self.stored = 0
         """Changes appended to the stream by this bridge object (replays included)."""
+
+    def _bind(self, target: Stream) -> None:
+        check_stream_name(f"{target.name}.bridge.{self.name}")
+        self.target = target
+        self.state = Stream.get_or_create(f"{target.name}.bridge.{self.name}", url=target.store.url)
+
+    # -- the original package's source protocol (Stream.attach) ------------------
+    def stream(self, target: Stream) -> None:
+        """Bridge into ``target`` until :meth:`cancel` (``target.attach(bridge)`` calls this)."""
+        self._bind(target)
+        self.run()
+
+    def cancel(self) -> None:
+        """Stop a bridge started by ``Stream.attach`` (``stream.stop()`` calls this)."""
+        self._stop.set()
 
     # -- running -----------------------------------------------------------
     def start(self, timeout: float = 30.0) -> CollectionBridge:
@@ -172,6 +189,9 @@ class CollectionBridge:
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Bridge in this thread until :meth:`stop` (or ``until()`` is true),
         riding out outages of the source or the target with back-off."""
+        if self.target is None:
+            raise InvalidArgumentError(
+                "CollectionBridge has no stream: pass one, or use stream.attach(bridge)")
         backoff = Backoff(start=0.1, limit=5.0)
         while not self._stop.is_set() and not (until and until()):
             try:
@@ -187,11 +207,12 @@ class CollectionBridge:
                         f"bridge {self.name!r} cannot resume the change stream of "
                         f"{self._collection.full_name}: the server's history no longer reaches the "
                         "last stored change (its oplog moved on). Changes were missed; remove "
-                        f"stream {self.state.name!r} to start again from now") from exc
+                        f"stream {self.state.name if self.state else ''!r} to start again from now") from exc
                 raise
 
     def resume_token(self) -> dict[str, Any] | None:
         """The token of the last change stored, from the target store."""
+        assert self.state is not None
         last = self.state.store.last_seq(self.state.name)
         if last == 0:
             return None
@@ -214,6 +235,7 @@ class CollectionBridge:
                     self._store(batch)
 
     def _store(self, batch: list[Mapping[str, Any]]) -> None:
+        assert self.target is not None and self.state is not None
         kept = [c for c in batch if c["operationType"] in self.operations]
         payloads = [self.message(c) for c in kept]
         keys = [f"{self.name}/{c['_id']['_data']}" for c in kept]
