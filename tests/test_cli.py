@@ -3,8 +3,10 @@ script (and ``python -m minibatch_rx``) in a subprocess, on a temporary store.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import re
 import shutil
 import signal
@@ -374,6 +376,38 @@ def test_run_stops_on_sigterm_with_its_position_committed_and_resumes(
     assert logged(tmp_path / "processed.log") == [1, 2, 3, 4, 5, 6, 7, 8]  # nothing processed twice
     assert stream("jobs", url).position("worker") == 8
     assert [m.data["seqs"] for m in stream("jobs.done", url).read()] == [[1, 2], [3, 4], [5], [6, 7], [8]]
+
+
+def test_run_shows_one_updating_line_on_a_terminal(env: dict[str, str], url: str, tmp_path: Path) -> None:
+    (tmp_path / "jobs.py").write_text(JOBS)
+    env["JOBS_LOG"] = str(tmp_path / "processed.log")
+    stream("jobs", url).extend([{"n": i} for i in range(4)])
+    terminal, side = pty.openpty()
+    process = subprocess.Popen([MINIBATCH, "run", "jobs.py:build", "--consumer", "tty"],
+                               stdout=subprocess.PIPE, stderr=side, text=True, env=env, cwd=tmp_path)
+    os.close(side)
+    screen = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # EIO once the process closed its end
+            while chunk := os.read(terminal, 4096):
+                screen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: b"position 4 / head 4 (100%)" in screen, WAIT, [process]), bytes(screen)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
+    reader.join(WAIT)
+    os.close(terminal)
+    updates = bytes(screen).split(b"\r\x1b[K")
+    assert any(update.startswith(b"position 4 / head 4 (100%)") and b"\n" not in update for update in updates)
+    assert process.stdout is not None and "committed position 4 (head 4)" in process.stdout.read()
 
 
 def test_run_reports_a_failing_pipeline(env: dict[str, str], url: str, tmp_path: Path,

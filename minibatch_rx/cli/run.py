@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,16 +25,20 @@ from minibatch_rx.cli.common import (
     OK,
     Abort,
     UsageError,
+    human_age,
     print_json,
     stop_signals,
     store_url,
 )
 from minibatch_rx.pipeline import Pipeline
 from minibatch_rx.running import PipelineHandle
+from minibatch_rx.store.url import redact
 from minibatch_rx.streams import Stream
 
 TICK = 1.0
 """Seconds between progress updates on a terminal."""
+RATE_SPAN = 5.0
+"""The rate shown is over about this many seconds."""
 log = logging.getLogger("minibatch_rx.cli")
 
 
@@ -64,6 +69,10 @@ def load_pipeline(spec: str) -> Pipeline[Any, Any]:
     if not isinstance(made, Pipeline):
         raise UsageError(f"{spec}() returned {_a(type(made).__name__)}, not a Pipeline")
     return made
+
+
+def _eta(seconds: float) -> str:
+    return "<1s" if seconds < 1 else "~" + human_age(seconds)
 
 
 def _a(noun: str) -> str:
@@ -111,7 +120,7 @@ class Progress:
     def text(self) -> str:
         """One human line."""
         share = f" ({100 * self.position / self.head:.0f}%)" if self.head else ""
-        eta = f", ~{self.lag / self.rate:.0f}s to catch up" if self.lag and self.rate > 0 else ""
+        eta = f", {_eta(self.lag / self.rate)} to catch up" if self.lag and self.rate > 0 else ""
         return (f"position {self.position} / head {self.head}{share}, {self.rate:,.0f} msg/s, "
                 f"lag {self.lag}{eta}, {self.windows} windows, {self.dead} dead")
 
@@ -168,13 +177,17 @@ def run(args: argparse.Namespace) -> int:
                          "run without --metrics-port")
     if args.url is not None:
         os.environ["MINIBATCH_URL"] = store_url(args.url)  # the module's stream() calls resolve to it
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     reporter = Reporter(sys.stderr, args.json, args.progress_interval)
     with stop_signals(stop):
         pipeline = load_pipeline(args.pipeline)
+        # After the import: a module that configures logging itself keeps its set-up.
+        logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("minibatch_rx").setLevel(args.log_level.upper())
         source = pipeline.source
+        if args.url is not None and source.store.url != redact(store_url(args.url)):
+            log.warning("the pipeline reads %r from %s, not from --url %s (its module chose the store)",
+                        source.name, source.store.url, redact(store_url(args.url)))
         handle = pipeline.start(consumer=args.consumer, group=args.group)
         try:
             return _watch(args, handle, source, stop, reporter)
@@ -194,13 +207,15 @@ def _watch(args: argparse.Namespace, handle: PipelineHandle, source: Stream, sto
                   f"(head {start.head})",
                   {"event": "started", "pipeline": args.pipeline, "stream": source.name,
                    "url": source.store.url, "consumer": name, **start.fields()})
-    last_time, last_position, rate = time.monotonic(), start.position, 0.0
+    samples = deque([(time.monotonic(), start.position)])  # the rate is over the last RATE_SPAN s
     while not stop.wait(TICK) and handle.running:
         now = time.monotonic()
-        progress = _progress(handle, source, rate)
-        instant = (progress.position - last_position) / max(now - last_time, 1e-6)
-        rate = progress.rate = instant if rate == 0 else 0.5 * rate + 0.5 * instant
-        last_time, last_position = now, progress.position
+        progress = _progress(handle, source, 0.0)
+        samples.append((now, progress.position))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_SPAN:
+            samples.popleft()
+        then, before = samples[0]
+        progress.rate = max(0, progress.position - before) / max(now - then, 1e-6)
         reporter.show(progress, now)
     clean = handle.stop(timeout=args.stop_timeout)
     final = _progress(handle, source, 0.0)
