@@ -154,11 +154,13 @@ class BenchError(RuntimeError):
 
 
 def check(condition: bool, message: str) -> None:
+    """Raise :class:`BenchError` with ``message`` unless ``condition``."""
     if not condition:
         raise BenchError(f"benchmark self-check failed: {message}")
 
 
 def emit(report: Doc) -> None:
+    """Print a child's JSON report (its last stdout line)."""
     print(json.dumps(report), flush=True)
 
 
@@ -174,6 +176,7 @@ class Many:
 
     @property
     def rate(self) -> float:
+        """Messages per second (the median over the runs or rounds)."""
         return statistics.median(self.rates)
 
 
@@ -191,10 +194,12 @@ class Idle:
 
     @property
     def cpu_percent(self) -> float:
+        """CPU time over wall time, in % of one core."""
         return 100 * self.cpu_seconds / self.seconds
 
     @property
     def server_percent(self) -> float | None:
+        """The redis-server's CPU over the same time, in % of one core."""
         return None if self.server_cpu_seconds is None else 100 * self.server_cpu_seconds / self.seconds
 
 
@@ -207,10 +212,12 @@ class ReadPath:
     ours: list[float] = field(default_factory=list)
 
     def rate(self, times: list[float]) -> float:
+        """Messages per second (the median over the runs or rounds)."""
         return self.messages / statistics.median(times)
 
     @property
     def ratio(self) -> float:
+        """Ours over raw, in msg/s."""
         return self.rate(self.ours) / self.rate(self.raw)
 
 
@@ -224,6 +231,7 @@ class WindowRun:
 
     @property
     def rate(self) -> float:
+        """Messages per second (the median over the runs or rounds)."""
         return statistics.median(self.rates)
 
 
@@ -242,15 +250,19 @@ class Report:
     checked: dict[str, int] = field(default_factory=dict)
 
     def find_many(self, pipelines: int) -> Many | None:
+        """The runs with ``pipelines`` pipelines."""
         return next((m for m in self.many if m.pipelines == pipelines), None)
 
     def find_window(self, window: int) -> WindowRun | None:
+        """The runs with ``count_window(window)``."""
         return next((w for w in self.windows if w.window == window), None)
 
     def find_latency(self, implementation: str) -> ra.Latency | None:
+        """The latency row of ``implementation``."""
         return next((lat for lat in self.latency if lat.implementation == implementation), None)
 
     def count(self, part: str, messages: int) -> None:
+        """Record ``messages`` more checked by ``part``."""
         self.checked[part] = self.checked.get(part, 0) + messages
 
 
@@ -547,6 +559,7 @@ def redis_missing() -> str | None:
 
 
 def free_port() -> int:
+    """A loopback TCP port free at the time of the call."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -610,6 +623,7 @@ def redis_server(durable: bool, workdir: Path) -> Iterator[RedisServer]:
 
 
 def log_text(path: Path) -> str:
+    """The end of a redis-server log, for an error message."""
     return path.read_text()[-2000:] if path.exists() else "(no log)"
 
 
@@ -793,6 +807,7 @@ class Target:
 
 
 def producer_rate(report: Report) -> float | None:
+    """The buffered producer's msg/s (one thread), if it ran."""
     row = next((r for r in report.producer if r["mode"] == "producer"), None)
     return None if row is None else float(row["msgs_per_s"])
 
@@ -892,16 +907,19 @@ def targets(report: Report) -> list[Target]:
 
 
 def peer_name(lat: ra.Latency) -> str:
+    """A short name of a latency row, for the targets table."""
     return {REDIS_PLAIN: "Redis", REDIS_DURABLE: "Redis AOF always"}.get(
         lat.implementation, lat.implementation
     )
 
 
 def verdict(passed: bool | None) -> str:
+    """PASS, FAIL or not measured."""
     return "not measured" if passed is None else ("PASS" if passed else "FAIL")
 
 
 def rates(values: Sequence[float]) -> str:
+    """Rates as a comma-separated list of whole msg/s."""
     return ", ".join(f"{v:,.0f}" for v in values)
 
 
@@ -909,6 +927,7 @@ Rows = list[tuple[str, ...]]
 
 
 def many_table(report: Report) -> str:
+    """The many-pipelines table."""
     base = report.many[0]
     rows: Rows = [
         (
@@ -933,6 +952,7 @@ def many_table(report: Report) -> str:
 
 
 def idle_table(report: Report) -> str:
+    """The idle-cost table."""
     rows: Rows = [
         (
             i.who,
@@ -958,6 +978,7 @@ def idle_table(report: Report) -> str:
 
 
 def latency_table(report: Report) -> str:
+    """The latency table, ours and the Redis peers."""
     rows: Rows = [
         (
             lat.implementation,
@@ -987,6 +1008,7 @@ def latency_table(report: Report) -> str:
 
 
 def read_table(read: ReadPath) -> str:
+    """The read-path table."""
     rows: Rows = [
         (
             "raw: `SELECT ... LIMIT 1000` + `json.loads` per row",
@@ -1005,6 +1027,7 @@ def read_table(read: ReadPath) -> str:
 
 
 def windows_table(report: Report) -> str:
+    """The per-window cost table."""
     top = report.windows[-1]
     rows: Rows = [
         (
@@ -1021,6 +1044,7 @@ def windows_table(report: Report) -> str:
 
 
 def producer_table(report: Report) -> str:
+    """bench_producer.py's modes."""
     rows: Rows = [
         (
             str(r["mode"]),
@@ -1090,7 +1114,7 @@ def plot(report: Report, path: Path) -> bool:
     ax.set_ylabel("append -> delivered (ms, log)")
     pace = report.latency[0].pace * 1000 if report.latency else 0
     ax.set_title(f"Cross-process latency, one message every {pace:g} ms")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2)
     ax = axes[1]
     if report.many:
         counts = [m.pipelines for m in report.many]
@@ -1136,6 +1160,7 @@ def plot(report: Report, path: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run every part at the chosen sizes and print the tables and targets (or run one child)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument(
