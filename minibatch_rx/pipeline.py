@@ -24,6 +24,7 @@ from minibatch_rx.group import GroupFeed
 from minibatch_rx.naming import check_consumer, consumer_name, function_name
 from minibatch_rx.pipe_stage import rx_stage
 from minibatch_rx.running import PipelineHandle, claim, only_items
+from minibatch_rx.sinks import Sink, StreamSink
 from minibatch_rx.stages import (
     PROGRAMMING_ERRORS,
     Envelope,
@@ -32,7 +33,7 @@ from minibatch_rx.stages import (
     Stage,
     item_stage,
     sink_function,
-    stream_sink_stage,
+    sink_stage,
 )
 from minibatch_rx.streams import Stream
 from minibatch_rx.usage import PipelineNeverRunWarning, Usage, fluent
@@ -284,26 +285,33 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         return self._stage("pipe", lambda failure, _s, _o: rx_stage(operators, failure))
 
     @fluent
-    def sink(self, target: SinkTarget, *, idempotent: bool = True) -> Pipeline[T, R]:
-        """Deliver each value to a Stream, a stream name (same store) or a callable.
+    def sink(self, target: SinkTarget | Sink[Any], *, idempotent: bool = True) -> Pipeline[T, R]:
+        """Deliver each value to a Stream, a stream name (same store), a
+        :class:`~minibatch_rx.sinks.Sink` (a connector) or a callable.
 
         Into a stream, a dict becomes one message and a list of dicts (or a
-        Window) a batch. Stream sinks are idempotent: each message is keyed by
-        the consumer, the source seq range and its rank, so a window that is
-        processed again after a crash stores nothing new (exactly-once
-        effect). ``idempotent=False`` appends plainly. Values pass on
-        unchanged, so sinks can be chained.
+        Window) a batch. Stream and Sink sinks get idempotency keys: each
+        value is keyed by the consumer, the source seq range and its rank, so
+        a window that is processed again after a crash stores nothing new
+        (exactly-once effect); a Sink is flushed before the position covering
+        its values is committed, and closed when the pipeline stops.
+        ``idempotent=False`` appends to a stream plainly. A callable is called
+        once per value (no key). Values pass on unchanged, so sinks can be
+        chained.
         """
-        _check_target(target, "sink")
+        if not isinstance(target, Sink):
+            _check_target(target, "sink")
 
         def factory(failure: Failure, source: Stream, owner: str) -> Stage:
+            if isinstance(target, Sink):
+                return sink_stage(target, failure, owner)
             resolved = flows.resolve(target, source)
             if isinstance(resolved, Stream) and idempotent:
-                return stream_sink_stage(resolved, failure, owner)
+                return sink_stage(StreamSink(resolved), failure, owner)
             return item_stage("sink", sink_function(resolved), failure, lambda v, _r: (v,))
 
         label = target.name if isinstance(target, Stream) else target if isinstance(target, str) \
-            else function_name(target)
+            else type(target).__name__ if isinstance(target, Sink) else function_name(target)
         return self._stage(f"sink:{label}", factory)
 
     @fluent

@@ -39,8 +39,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from minibatch_rx.message import Message
+from minibatch_rx.streams import Stream
+from minibatch_rx.validation import check_payload
+from minibatch_rx.window import Window
 
 T_contra = TypeVar("T_contra", contravariant=True)
 T = TypeVar("T")
@@ -57,7 +62,9 @@ class Sink(Protocol[T_contra]):
 
     def flush(self) -> None:
         """Make every value written so far durable at the target, or raise.
-        Called before the pipeline commits the position that covers them."""
+        Called before the pipeline commits the position that covers them.
+        A flush that raises keeps nothing: the pipeline writes the values
+        again before it retries (their keys make that safe)."""
         ...
 
     def close(self) -> None:
@@ -100,3 +107,57 @@ def as_sink(target: Sink[T] | Callable[[T], Any]) -> Sink[T]:
     if callable(target):
         return CallableSink(target)
     raise TypeError(f"a sink is a Stream, a Sink or a callable, not {type(target).__name__}")
+
+
+class StreamSink:
+    """Appends values to a stream: a dict is one message, a list of dicts (or a
+    Window's data) a batch. Values are checked in :meth:`write` and stored by
+    :meth:`flush` in one append; each message is keyed by its value's
+    idempotency key (``key``, or ``key.0``, ``key.1`` ... for a batch), so a
+    window processed again after a crash stores nothing new.
+
+    >>> from minibatch_rx import stream
+    >>> out = stream('doc-stream-sink', url='memory://doc-stream-sink')
+    >>> sink = StreamSink(out)
+    >>> sink.write([{'n': 1}, [{'n': 2}, {'n': 3}]], ['c|s:1-1|0', 'c|s:2-3|0'])
+    >>> sink.flush(); sink.write([{'n': 1}], ['c|s:1-1|0']); sink.flush()   # the replay stores nothing
+    >>> [m.data['n'] for m in out.read()]
+    [1, 2, 3]
+    """
+
+    def __init__(self, target: Stream, *, idempotent: bool = True) -> None:
+        self.target = target
+        self.idempotent = idempotent
+        self._payloads: list[Mapping[str, Any]] = []
+        self._keys: list[str | None] = []
+
+    def write(self, values: Sequence[Any], keys: Sequence[str]) -> None:
+        """Check the values and keep them for :meth:`flush`."""
+        payloads: list[Mapping[str, Any]] = []
+        ids: list[str | None] = []
+        for value, key in zip(values, keys, strict=True):
+            if isinstance(value, (Window, Message)):
+                value = value.data
+            if isinstance(value, Mapping):
+                payloads.append(check_payload(value))
+                ids.append(key if self.idempotent else None)
+            elif isinstance(value, (list, tuple)):
+                payloads.extend(check_payload(v) for v in value)
+                ids.extend(f"{key}.{j}" if self.idempotent else None for j in range(len(value)))
+            else:
+                raise TypeError(
+                    f"cannot sink a {type(value).__name__} into stream {self.target.name!r}: "
+                    "map windows to a dict or a list of dicts first")
+        self._payloads += payloads
+        self._keys += ids
+
+    def flush(self) -> None:
+        """Append what was written, in one batch."""
+        if not self._payloads:
+            return
+        payloads, keys = self._payloads, self._keys
+        self._payloads, self._keys = [], []
+        self.target.extend(payloads, keys=keys if self.idempotent else None)
+
+    def close(self) -> None:
+        """Nothing to release (the stream's store is shared)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import VirtualTimeScheduler
 
 from minibatch_rx.calls import Activity, CallThread, Fused, describe, subscribe_to
@@ -26,6 +27,7 @@ from minibatch_rx.errors import (
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
+from minibatch_rx.sinks import Sink, StreamSink
 from minibatch_rx.streams import Stream
 from minibatch_rx.validation import encode_json
 from minibatch_rx.window import Window
@@ -311,21 +313,12 @@ def sink_function(target: Stream | Callable[[Any], Any]) -> Callable[[Any], Any]
     return lambda value: _to_stream(target, value, None)
 
 
-def _to_stream(target: Stream, value: Any, key: str | None) -> Any:
-    """Append ``value`` to ``target``: a dict is one message, a list of dicts or
-    a Window a batch. With ``key``, messages are keyed ``key``, ``key.0``...
-    so a second delivery of the same value stores nothing."""
-    if isinstance(value, (Window, Message)):
-        value = value.data
-    if isinstance(value, dict):
-        return target.append(value, key=key)
-    if isinstance(value, (list, tuple)):
-        keys = None if key is None else [f"{key}.{j}" for j in range(len(value))]
-        return target.extend(value, keys=keys)
-    raise TypeError(
-        f"cannot sink a {type(value).__name__} into stream {target.name!r}: "
-        "map windows to a dict or a list of dicts first"
-    )
+def _to_stream(target: Stream, value: Any, key: str | None) -> None:
+    """Append ``value`` to ``target`` at once (see :class:`~minibatch_rx.sinks.StreamSink`);
+    with ``key``, idempotently."""
+    sink = StreamSink(target, idempotent=key is not None)
+    sink.write([value], [key or ""])
+    sink.flush()
 
 
 def record_key(message: Message) -> str:
@@ -371,28 +364,68 @@ def late_sink(target: Stream | Callable[[Any], Any], owner: str) -> Callable[[Me
     return deliver
 
 
-def stream_sink_stage(target: Stream, failure: Failure, owner: str) -> Stage:
-    """Sink into a stream idempotently: each value is keyed by ``owner`` (the
-    consumer or group), the seq range it came from and its rank among that
-    range's outputs, so a window processed again after a crash adds nothing."""
+def sink_stage(sink: Sink[Any], failure: Failure, owner: str) -> Stage:
+    """Deliver values to ``sink`` with idempotency keys, flushing each window's
+    values before the position covering them is committed.
+
+    Each value is keyed by ``owner`` (the consumer or group), the seq range it
+    came from and its rank among that range's outputs, so a window processed
+    again after a crash gets the same keys. A window's values are written as
+    they come and flushed when the next window's first value or an ack
+    arrives; then they go on downstream (so a later stage, another sink say,
+    sees them stored). A failing write or flush is retried under the retry
+    policy (a flush by writing the window's values again first, as a failed
+    flush keeps nothing), then the window goes to the dead-letter stream and
+    its values stop here. The sink is closed when the pipeline stops.
+    """
 
     def stage(source: Observable[Envelope]) -> Observable[Envelope]:
         def subscribe(observer: abc.ObserverBase[Envelope],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             last: list[Any] = [None, 0]  # origin of the previous item, rank within it
+            window: list[tuple[Item, str]] = []  # written since the last flush, with their keys
+            on_next_ = observer.on_next
+
+            def flush() -> None:
+                if not window:
+                    return
+                items = [item for item, _ in window]
+                values = [item.value for item in items]
+                keys = [key for _, key in window]
+                window.clear()
+                attempts = [0]
+
+                def deliver(_value: Any) -> None:
+                    if attempts[0]:
+                        sink.write(values, keys)  # the failed flush kept nothing
+                    attempts[0] += 1
+                    sink.flush()
+
+                ok, _ = failure.call("sink", deliver, items[-1])
+                if ok:  # stored: the values go on (a dead-lettered window's do not)
+                    for item in items:
+                        on_next_(item)
 
             def on_next(envelope: Envelope) -> None:
-                if isinstance(envelope, Ack):
-                    observer.on_next(envelope)
+                if type(envelope) is Ack:
+                    flush()
+                    on_next_(envelope)
                     return
-                rank = last[1] + 1 if envelope.origin is last[0] else 0
-                last[:] = [envelope.origin, rank]
-                key = f"{owner}|{origin_key(envelope.origin)}|{rank}"
-                ok, _ = failure.call("sink", lambda value: _to_stream(target, value, key), envelope)
+                assert type(envelope) is Item
+                origin = envelope.origin
+                if origin is not last[0]:
+                    flush()
+                    last[0], last[1] = origin, 0
+                else:
+                    last[1] += 1
+                key = f"{owner}|{origin_key(origin)}|{last[1]}"
+                ok, _ = failure.call("sink", lambda value: sink.write([value], [key]), envelope)
                 if ok:
-                    observer.on_next(envelope)
+                    window.append((envelope, key))
 
-            return subscribe_to(source, on_next, observer.on_error, observer.on_completed, scheduler)
+            subscription = subscribe_to(source, on_next, observer.on_error, observer.on_completed,
+                                        scheduler)
+            return CompositeDisposable(subscription, Disposable(sink.close))
 
         return Fused(subscribe)
 

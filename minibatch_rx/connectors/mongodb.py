@@ -296,15 +296,14 @@ class CollectionSink:
                                                         upsert=True))
 
     def flush(self) -> None:
-        """Send the buffered upserts; raises if the server did not take them all."""
+        """Send the buffered upserts as one bulk write; raises if the server did
+        not take them all. Either way the buffer is emptied: after a failure
+        the pipeline writes the window again (its upserts replace, so the
+        part that did reach the server is not doubled)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        try:
-            self._collection.bulk_write(pending, ordered=True)
-        except Exception:
-            self._pending = pending + self._pending  # retried by the next flush
-            raise
+        self._collection.bulk_write(pending, ordered=True)
 
     def close(self) -> None:
         """Close the connection (unsent writes are dropped: flush first)."""
