@@ -406,7 +406,7 @@ def child_redis_idle(params: Doc) -> None:
     """One Redis client blocked in a single ``XREAD BLOCK`` on ``pipelines`` streams."""
     import redis
 
-    client = redis.Redis.from_url(params["url"])
+    client = redis.Redis.from_url(params["url"], socket_timeout=None)  # 8.x: 5 s by default
     client.ping()
     before = threading.active_count()
     print("ready", flush=True)
@@ -424,7 +424,7 @@ def child_redis_producer(params: Doc) -> None:
     """``XADD`` one ``{"i", "t"}`` message every ``pace`` seconds (run_all's schedule)."""
     import redis
 
-    client = redis.Redis.from_url(params["url"])
+    client = redis.Redis.from_url(params["url"], socket_timeout=None)  # 8.x: 5 s by default
     client.ping()
 
     def append(doc: Doc) -> None:
@@ -438,7 +438,7 @@ def child_redis_consumer(params: Doc) -> None:
     """``XREADGROUP ... BLOCK 0 COUNT 1`` then ``XACK``, recording ``time.time() - t``."""
     import redis
 
-    client = redis.Redis.from_url(params["url"])
+    client = redis.Redis.from_url(params["url"], socket_timeout=None)  # 8.x: 5 s by default
     name, group = params["stream"], "bench"
     client.xgroup_create(name, group, id="0", mkstream=True)
     latencies: list[float] = []
