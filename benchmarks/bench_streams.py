@@ -247,6 +247,7 @@ class Report:
     windows: list[WindowRun] = field(default_factory=list)
     producer: list[Doc] = field(default_factory=list)  # bench_producer's results, as JSON
     skipped: list[str] = field(default_factory=list)
+    peer: str = ""  # the Redis versions, when the peers ran
     checked: dict[str, int] = field(default_factory=dict)
 
     def find_many(self, pipelines: int) -> Many | None:
@@ -558,6 +559,16 @@ def redis_missing() -> str | None:
     return None
 
 
+def redis_versions() -> str:
+    """The redis-server and redis-py versions, as the tables name them."""
+    import redis
+
+    exe = shutil.which("redis-server")
+    line = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30).stdout
+    server = next((part.split("=", 1)[1] for part in line.split() if part.startswith("v=")), line.strip())
+    return f"redis-server {server}, redis-py {redis.__version__}"
+
+
 def free_port() -> int:
     """A loopback TCP port free at the time of the call."""
     with socket.socket() as probe:
@@ -770,6 +781,8 @@ def run_benchmark(sizes: Sizes) -> Report:
     missing = redis_missing()
     if missing:
         report.skipped.append(missing)
+    else:
+        report.peer = redis_versions()
     workdir = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     started = time.perf_counter()
 
@@ -1067,7 +1080,8 @@ def render(report: Report, with_targets: bool = True) -> str:
     if report.idle:
         parts.append("**Idle cost**, pipelines started, no data:\n\n" + idle_table(report))
     if report.latency:
-        parts.append("**Cross-process latency**, one message at a time:\n\n" + latency_table(report))
+        peer = f" (Redis: {report.peer})" if report.peer else ""
+        parts.append(f"**Cross-process latency**, one message at a time{peer}:\n\n" + latency_table(report))
     if report.read is not None:
         parts.append("**Read path**, one process, a pre-filled stream:\n\n" + read_table(report.read))
     if report.windows:

@@ -62,6 +62,7 @@ def test_every_part_runs_checks_its_messages_and_reports(
     assert all(0 < v < 5 for lat in report["latency"] for v in lat["latencies"])
     assert (len(report["idle"]) == len(sizes.pipelines) + 1) == redis
     assert bool(report["skipped"]) != redis
+    assert report["peer"].startswith("redis-server ") == redis
     # 3.-5.
     assert len(report["read"]["raw"]) == len(report["read"]["ours"]) == sizes.read_rounds
     assert [w["window"] for w in report["windows"]] == list(sizes.windows)
