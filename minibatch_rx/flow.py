@@ -28,6 +28,7 @@ from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.group import GroupFeed
 from minibatch_rx.journal import StreamJournal
 from minibatch_rx.message import Message
+from minibatch_rx.metrics import Meter
 from minibatch_rx.naming import stage_stream_name
 from minibatch_rx.records import StageTrim, as_records, dead_letter_rejected, storable, storing
 from minibatch_rx.running import PipelineHandle, commit, guard
@@ -89,14 +90,18 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
     owner = group.group if group is not None else (consumer or "default")
     home = pipeline.source  # dead letters and late messages go next to the pipeline's own stream
     failure = Failure(pipeline.retry_policy, Stream(f"{home.name}.dead", store=home.store), scheduler)
+    meter = Meter()
     if handle is not None:
         handle._failure = failure
+        handle._meter = meter
+        handle._source = source
     journal: StreamJournal | None = None
     windowed: Observable[Any]
     if group is not None:
         windowed = group.observable().pipe(guard(active))
     else:
         progress = ReadProgress()
+        meter.read = lambda: progress.messages
         operator = None
         if pipeline.window_spec is not None:
             operator = pipeline.window_spec.operator(scheduler, key_by=pipeline.key_spec,
@@ -123,7 +128,8 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
                 journal = StreamJournal(source.store, source.name, consumer, pipeline.window_spec.label,
                                         pipeline.retry_policy.outage_timeout)
                 operator.journal, operator.resume = journal, journal.load
-            operator.late.subscribe(late_deliverer(pipeline, owner))
+            operator.late.subscribe(counted(late_deliverer(pipeline, owner), meter))
+            meter.watermark = operator.watermark
             if isinstance(pipeline.window_spec, PatternSpec):
                 target = pipeline.window_spec.timeouts
                 if target is None:  # (not `or`: an empty Stream is falsy)
@@ -145,6 +151,15 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
         acknowledge = then(acknowledge, trim.acknowledged)
     return flow.pipe(commit(acknowledge,
                             pipeline.retry_policy.outage_timeout, pipeline.after_ack, interval, handle))
+
+def counted(deliver: Callable[[Message], Any], meter: Meter) -> Callable[[Message], Any]:
+    """``deliver``, counting each late message in ``meter``."""
+    def count(message: Message) -> Any:
+        meter.late += 1
+        return deliver(message)
+
+    return count
+
 
 def late_deliverer(pipeline: Pipeline[Any, Any], owner: str) -> Callable[[Message], Any]:
     """Where late messages go; the default stream ``<name>.late`` is created

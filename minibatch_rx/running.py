@@ -20,6 +20,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from minibatch_rx.calls import Fused, subscribe_to
 from minibatch_rx.errors import InvalidArgumentError, StoreBusyError, StoreUnavailableError
+from minibatch_rx.metrics import Meter, Metrics, prometheus_collector
 from minibatch_rx.stages import Ack, Envelope, Failure, Item, Stage, until_reachable
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,9 @@ class PipelineHandle:
         self._on_stop: list[Callable[[], None]] = []
         self._finished = False
         self._claim: tuple[str, str, str] | None = None
+        self._meter: Meter | None = None
+        self._source: Any = None  # the Stream read (set when the flow is built)
+        self._servers: list[Any] = []
 
     @property
     def dead_letters(self) -> int:
@@ -282,6 +286,60 @@ class PipelineHandle:
         self.error = error
         self._live = False
         self._done.set()
+
+    def metrics(self) -> Metrics:
+        """The run's figures so far: messages in, windows out, late, dead-lettered,
+        retries, position, lag (head of the stream - position), watermark and
+        time per stage (see :mod:`minibatch_rx.metrics`).
+
+        >>> from minibatch_rx import stream
+        >>> s = stream('doc-metrics', url='memory://doc-metrics')
+        >>> _ = s.extend([{'n': n} for n in range(10)])
+        >>> handle = s.count_window(5).map(len).run(consumer='m', max_windows=2)
+        >>> m = handle.metrics()
+        >>> (m.messages_in, m.windows_out, m.position, m.lag, m.stages['map'].count)
+        (10, 2, 10, 0, 2)
+        """
+        meter, failure, source = self._meter, self._failure, self._source
+        head: int | None = None
+        if source is not None:
+            try:
+                head = source.store.last_seq(source.name)
+            except (StoreUnavailableError, StoreBusyError):
+                head = None
+        return Metrics(
+            stream=source.name if source is not None else "",
+            consumer=self.consumer,
+            messages_in=meter.read() if meter else 0,
+            windows_out=self.windows,
+            late=meter.late if meter else 0,
+            dead_lettered=failure.dead if failure else 0,
+            retries=failure.retries if failure else 0,
+            position=self.position,
+            head=head,
+            lag=None if head is None else max(0, head - self.position),
+            watermark=meter.watermark() if meter else None,
+            stages=failure.times.snapshot() if failure else {},
+        )
+
+    def serve_metrics(self, port: int = 0, addr: str = "127.0.0.1") -> int:
+        """Serve :meth:`metrics` in Prometheus' text format over HTTP at
+        ``http://addr:port/metrics`` until the pipeline stops; returns the port
+        (``port=0``: a free one). Needs ``pip install 'minibatch_rx[metrics]'``.
+        """
+        from minibatch_rx.connectors import require
+
+        client = require("prometheus_client", "metrics", "serving metrics")
+        registry = client.CollectorRegistry(auto_describe=False)
+        registry.register(prometheus_collector(self.metrics))
+        server, _thread = client.start_http_server(port, addr=addr, registry=registry)
+        with self._lock:
+            if not self._finished:
+                self._servers.append(server)
+                return int(server.server_port)
+        server.shutdown()  # the pipeline had already stopped
+        server.server_close()
+        return int(server.server_port)
 
     def accepting_acks(self) -> bool:
         """False once a stop gave up on a stuck stage: its window, should it
@@ -366,6 +424,9 @@ class PipelineHandle:
         self._done.set()
         if finished:
             return
+        for server in self._servers:  # metrics endpoints end with the run
+            server.shutdown()
+            server.server_close()
         if self.dead_letters:
             log.warning("pipeline %r: %d window(s) sent to dead-letter stream %r",
                         self.consumer, self.dead_letters, self.dead_letter_stream)

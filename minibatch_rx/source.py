@@ -162,6 +162,7 @@ def hand_on(observer: abc.ObserverBase[Message], progress: ReadProgress, batch: 
     replay after a restart), is read as a backlog: the clock waits."""
     last = None
     on_next = observer.on_next
+    progress.messages += len(batch)
     if fresh and batch and not stopped():
         progress.behind = False
         on_next(batch[0])

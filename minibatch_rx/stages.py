@@ -27,6 +27,7 @@ from minibatch_rx.errors import (
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
+from minibatch_rx.metrics import StageTimes
 from minibatch_rx.sinks import Sink, StreamSink
 from minibatch_rx.streams import Stream
 from minibatch_rx.validation import encode_json
@@ -127,6 +128,8 @@ class Failure:
         self.scheduler = scheduler
         self.activity = activity or Activity()
         self.dead = 0
+        self.retries = 0
+        self.times = StageTimes()
         self._calls = CallThread()
 
     def sleep(self, seconds: float) -> None:
@@ -161,13 +164,17 @@ class Failure:
                 started = time.monotonic()
                 try:
                     if self.policy.call_timeout is not None:
-                        return True, self.invoke(stage, fn, item)
+                        result = self.invoke(stage, fn, item)
+                        self.times.observe(stage, time.monotonic() - started)
+                        return True, result
                     activity = self.activity
                     activity.enter(stage, item.origin)
                     try:
-                        return True, fn(item.value)
+                        result = fn(item.value)
                     finally:
                         activity.leave()
+                    self.times.observe(stage, time.monotonic() - started)
+                    return True, result
                 except (StoreUnavailableError, StoreBusyError) as exc:
                     return True, _ride_out(lambda: self.invoke(stage, fn, item),
                                            self.policy.outage_timeout, started, exc)
@@ -178,6 +185,7 @@ class Failure:
                 if attempt > self.policy.max_retries or isinstance(exc, self.policy.no_retry):
                     self.bury(stage, item.origin, exc, attempt)
                     return False, None
+                self.retries += 1
                 delay = min(self.policy.backoff * 2 ** (attempt - 1), self.policy.max_backoff)
                 log.warning("%s failed on %s (attempt %d of %d): %r; retrying in %.3gs",
                             stage, describe(item.origin), attempt,
@@ -401,7 +409,7 @@ def sink_stage(sink: Sink[Any], failure: Failure, owner: str) -> Stage:
                     attempts[0] += 1
                     sink.flush()
 
-                ok, _ = failure.call("sink", deliver, items[-1])
+                ok, _ = failure.call("sink.flush", deliver, items[-1])
                 if ok:  # stored: the values go on (a dead-lettered window's do not)
                     for item in items:
                         on_next_(item)

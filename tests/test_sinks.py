@@ -90,7 +90,7 @@ def test_a_flush_that_keeps_failing_dead_letters_the_window_and_stops_its_values
     (s.count_window(2).map(totals).with_retries(1, backoff=0)
      .sink(sink).sink(after.append).run(consumer="c", max_windows=2))
     dead = [m.data for m in Stream.get_or_create("in.dead", url=fast_url).read()]
-    assert [(d["stage"], d["first_seq"], d["last_seq"]) for d in dead] == [("sink", 1, 2)]
+    assert [(d["stage"], d["first_seq"], d["last_seq"]) for d in dead] == [("sink.flush", 1, 2)]
     assert "refused the batch" in dead[0]["error"]
     assert sink.stored == {"c|in:3-4|0": {"sum": 5}}
     assert after == [{"sum": 5}]  # the dead-lettered window's value went no further

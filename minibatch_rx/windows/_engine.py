@@ -130,6 +130,10 @@ class WindowCore(ABC):
         """Messages found late since the last call (then forgotten)."""
         return []
 
+    def watermark(self) -> float | None:
+        """The strategy's watermark, Unix seconds (``None``: it keeps none)."""
+        return None
+
     def rejected(self) -> list[tuple[Message, str]]:
         """Messages that could not be placed since the last call (a missing or
         malformed timestamp or key), each with the reason; then forgotten."""
@@ -204,6 +208,8 @@ class ReadProgress:
 
     def __init__(self) -> None:
         self.behind = False
+        self.messages = 0
+        """Messages read for the operator so far (its pipeline's ``messages_in``)."""
 
 
 class WindowOperator:
@@ -240,6 +246,13 @@ class WindowOperator:
         with ``on_error``. One operator instead of three: two fewer hops per value."""
         self.active: Callable[[], bool] | None = None
         """With :attr:`guarded`: whether the pipeline still takes input (``None``: always)."""
+        self.current: WindowCore | None = None
+        """The core of the latest subscription (for metrics)."""
+
+    def watermark(self) -> float | None:
+        """The watermark of the latest subscription's strategy, if it keeps one."""
+        core = self.current
+        return None if core is None else core.watermark()
 
     @property
     def make_core(self) -> Callable[[], WindowCore]:
@@ -267,7 +280,8 @@ class WindowOperator:
                 # default (TimeoutScheduler) starts an OS thread per timer.
                 scheduler = own = EventLoopScheduler()
             resume = self.resume() if self.resume is not None else Resume()
-            run = _Run(self, self._make_core(), scheduler, observer, resume)
+            core = self.current = self._make_core()
+            run = _Run(self, core, scheduler, observer, resume)
             subscription = run.subscribe(source, scheduler_)
             if own is None:
                 return subscription

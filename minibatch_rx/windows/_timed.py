@@ -470,6 +470,9 @@ class TimeWindowCore(WindowCore):
             entry[3].alive = False
         return [self._window(entry[3]) for entry in entries]
 
+    def watermark(self) -> float | None:
+        return None if self.wm == NEVER else self.wm / 1_000_000
+
     def held_min_seq(self) -> int | None:
         firsts = self.firsts
         # Entries of emitted windows, or of sessions whose first record changed
