@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,7 @@ def test_dead_letters_listed_and_replayed_once(env: dict[str, str], url: str) ->
     (["run", "jobs.py:source"], 2, "jobs.py:source is a Stream, not a Pipeline"),
     (["run", "jobs.py:needs_args"], 2, "jobs.py:needs_args cannot be called without arguments"),
     (["run", "jobs.py:not_a_factory"], 2, "jobs.py:not_a_factory() returned a str, not a Pipeline"),
-    (["run", "jobs.py:build", "--metrics-port", "9100"], 2, "metrics are not available yet"),
+    (["run", "jobs.py:build", "--metrics-port", "70000"], 2, "--metrics-port: must be a TCP port 0..65535"),
     (["run", "jobs.py:build", "--consumer", "a", "--group", "b"], 2, "not allowed with argument"),
     (["run", "broken.py:build"], 1, "RuntimeError: broken at import"),
 ])
@@ -423,6 +424,34 @@ def test_run_reports_a_failing_pipeline(env: dict[str, str], url: str, tmp_path:
     assert worker.stop() == 0
     assert json.loads(worker.out[-1])["dead_letters"] == 1
     assert "dead-letter" in " ".join(worker.err)
+
+
+def test_run_serves_metrics_on_the_port_it_prints(env: dict[str, str], url: str, tmp_path: Path,
+                                                 running: list[Lines]) -> None:
+    pytest.importorskip("prometheus_client", reason="the metrics extra is not installed")
+    (tmp_path / "jobs.py").write_text(JOBS)
+    env["JOBS_LOG"] = str(tmp_path / "processed.log")
+    stream("jobs", url).extend([{"n": i} for i in range(6)])
+    worker = start_run(env, tmp_path, "--metrics-port", "0", "--json")
+    running.append(worker)
+    worker.wait_for(lambda: any('"event": "metrics"' in line for line in worker.err))
+    served = next(json.loads(line) for line in worker.err if '"event": "metrics"' in line)
+    assert served["url"] == f"http://127.0.0.1:{served['port']}/metrics" and served["port"] > 0
+    worker.wait_for(lambda: logged(tmp_path / "processed.log") == [1, 2, 3, 4, 5, 6])
+    series = 'minibatch_windows_out_total{consumer="worker",stream="jobs"}'
+
+    def windows_out() -> float | None:
+        with urllib.request.urlopen(served["url"], timeout=10) as response:
+            text = response.read().decode()
+        values = [float(line.rpartition(" ")[2]) for line in text.splitlines()
+                  if line.startswith(series + " ")]
+        return values[0] if values else None
+
+    worker.wait_for(lambda: windows_out() == 3.0)  # 6 messages in windows of 2
+    assert worker.stop(signal.SIGTERM) == 0, worker.err
+    assert json.loads(worker.out[-1])["windows"] == 3
+    with pytest.raises(OSError):  # the endpoint ends with the run
+        urllib.request.urlopen(served["url"], timeout=5)
 
 
 def test_the_example_runs_under_minibatch_run(env: dict[str, str], url: str, running: list[Lines]) -> None:

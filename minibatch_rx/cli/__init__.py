@@ -6,6 +6,7 @@ resolution) and ``--json`` (machine-readable output: one JSON document, or
 JSON lines for ``tail -f`` and ``run``). Exit codes: 0 done, 1 the work failed
 (unknown stream, store error, bad input, pipeline error), 2 the command line is
 wrong (options, URL scheme, stream name, ``MODULE:ATTR``), 130 interrupted.
+A connector's missing extra is 1 (the environment lacks a package).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from minibatch_rx.cli import commands, run, writing
+from minibatch_rx.cli import bridge, commands, run, writing
 from minibatch_rx.cli.common import FAILED, INTERRUPTED, USAGE, Abort, CommandError
 from minibatch_rx.errors import InvalidStreamNameError, InvalidURLError, MinibatchError
 
@@ -45,6 +46,13 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port 0..65535, got {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -72,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="store URL (default: $MINIBATCH_URL, $MINIBATCH_MONGO_URL, $MONGO_URL, "
                              "else SQLite at ~/.minibatch_rx/streams.db)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output (JSON; JSON lines for tail -f and run)")
+                        help="machine-readable output (JSON; JSON lines for tail -f, run and bridge)")
     parser = argparse.ArgumentParser(
         prog="minibatch", parents=[common],
         description="Look at and operate minibatch_rx streams; run pipelines.",
@@ -136,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--consumer", metavar="C", help="consumer name (default: the pipeline's shape)")
     who.add_argument("--group", metavar="G", help="join consumer group G (count windows)")
-    p.add_argument("--metrics-port", type=_positive, metavar="P", help="not available yet")
+    p.add_argument("--metrics-port", type=_port, metavar="P",
+                   help="serve the run's metrics to Prometheus at http://ADDR:P/metrics (0: a free "
+                        "port, printed); needs pip install 'minibatch_rx[metrics]'")
+    p.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                   help="the address --metrics-port listens on (default 127.0.0.1; 0.0.0.0: every interface)")
     p.add_argument("--stop-timeout", type=_seconds, default=10.0, metavar="SECONDS",
                    help="how long a stop waits for the window in flight (default 10)")
     p.add_argument("--progress-interval", type=_seconds, default=5.0, metavar="SECONDS",
@@ -144,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning",
                    choices=["debug", "info", "warning", "error"],
                    help="minibatch_rx logging (default warning)")
+
+    bridge.add_parsers(sub, common, _seconds, _positive)
     return parser
 
 

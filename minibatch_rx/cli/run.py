@@ -24,6 +24,7 @@ from minibatch_rx.cli.common import (
     INTERRUPTED,
     OK,
     Abort,
+    CommandError,
     UsageError,
     human_age,
     print_json,
@@ -139,19 +140,20 @@ class Reporter:
         self.out, self.as_json, self.interval = out, as_json, interval
         self.tty = out.isatty() and not as_json
         self.last_line = 0.0
-        self.last_shown: tuple[int, int] | None = None
+        self.last_shown: tuple[int, ...] | None = None
 
-    def show(self, progress: Progress, now: float) -> None:
-        """Show ``progress`` if it is time to."""
+    def show(self, text: str, fields: dict[str, Any], marker: tuple[int, ...], now: float) -> None:
+        """Show one progress update (``text``, or ``fields`` as JSON) if it is
+        time to; ``marker`` holds the figures whose change counts as moving."""
         if self.tty:
-            self.out.write("\r\x1b[K" + progress.text())
+            self.out.write("\r\x1b[K" + text)
             self.out.flush()
             return
-        moved = (progress.position, progress.head) != self.last_shown
+        moved = marker != self.last_shown
         if now - self.last_line < (self.interval if moved else max(60.0, self.interval)):
             return
-        self.last_line, self.last_shown = now, (progress.position, progress.head)
-        self.line(progress.text(), {"event": "progress", **progress.fields()})
+        self.last_line, self.last_shown = now, marker
+        self.line(text, {"event": "progress", **fields})
 
     def line(self, text: str, fields: dict[str, Any]) -> None:
         """A line of its own (a terminal's progress line is cleared first)."""
@@ -173,8 +175,12 @@ def _json_line(fields: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load and start the pipeline, report progress, stop cleanly on a signal."""
     if args.metrics_port is not None:
-        raise UsageError("--metrics-port: metrics are not available yet in this version of minibatch_rx; "
-                         "run without --metrics-port")
+        from minibatch_rx.connectors import MissingExtraError, require
+
+        try:
+            require("prometheus_client", "metrics", "--metrics-port")
+        except MissingExtraError as error:
+            raise CommandError(str(error)) from None
     if args.url is not None:
         os.environ["MINIBATCH_URL"] = store_url(args.url)  # the module's stream() calls resolve to it
     stop = threading.Event()
@@ -190,12 +196,27 @@ def run(args: argparse.Namespace) -> int:
                         source.name, source.store.url, redact(store_url(args.url)))
         handle = pipeline.start(consumer=args.consumer, group=args.group)
         try:
+            if args.metrics_port is not None:
+                _serve_metrics(args, handle, reporter)
             return _watch(args, handle, source, stop, reporter)
         except Abort:
             print(f"minibatch run: interrupted again; stopped waiting for consumer {handle.consumer!r} "
                   f"(position {source.position(handle.consumer)} is committed; the window in flight "
                   "is delivered again)", file=sys.stderr)
             return INTERRUPTED
+
+
+def _serve_metrics(args: argparse.Namespace, handle: PipelineHandle, reporter: Reporter) -> None:
+    """Serve the run's metrics to Prometheus until it stops, and say where."""
+    try:
+        port = handle.serve_metrics(args.metrics_port, args.metrics_addr)
+    except OSError as error:
+        handle.stop(timeout=args.stop_timeout)
+        raise CommandError(f"--metrics-port {args.metrics_port}: cannot serve metrics on "
+                           f"{args.metrics_addr}: {error}") from None
+    host = f"[{args.metrics_addr}]" if ":" in args.metrics_addr else args.metrics_addr
+    url = f"http://{host}:{port}/metrics"
+    reporter.line(f"serving metrics at {url}", {"event": "metrics", "url": url, "port": port})
 
 
 def _watch(args: argparse.Namespace, handle: PipelineHandle, source: Stream, stop: threading.Event,
@@ -216,7 +237,7 @@ def _watch(args: argparse.Namespace, handle: PipelineHandle, source: Stream, sto
             samples.popleft()
         then, before = samples[0]
         progress.rate = max(0, progress.position - before) / max(now - then, 1e-6)
-        reporter.show(progress, now)
+        reporter.show(progress.text(), progress.fields(), (progress.position, progress.head), now)
     clean = handle.stop(timeout=args.stop_timeout)
     final = _progress(handle, source, 0.0)
     fields = {"event": "stopped", "stream": source.name, "consumer": name, **final.fields(), "clean": clean}
