@@ -149,8 +149,8 @@ def bridge(args: argparse.Namespace) -> int:
             return INTERRUPTED
 
 
-def _config(pairs: list[str]) -> dict[str, str]:
-    settings: dict[str, str] = {}
+def _config(pairs: list[str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
     for pair in pairs:
         key, equals, value = pair.partition("=")
         if not equals or not key:
@@ -164,10 +164,15 @@ def _kafka(args: argparse.Namespace, target: Stream) -> Running:
         from minibatch_rx.connectors.kafka import KafkaBridge
     except MissingExtraError as error:
         raise CommandError(str(error)) from None
+    # librdkafka's own log repeats every failed connection attempt; the bridge reports
+    # broker errors itself (a warning each), so the raw log shows only at --log-level debug.
+    raw_log = logging.getLogger("minibatch_rx.cli.librdkafka")
+    if args.log_level != "debug":
+        raw_log.setLevel(logging.CRITICAL)
     bridge = KafkaBridge(args.bootstrap, args.topics, target, args.group_id,
-                               batch_size=args.batch_size, non_json=args.non_json,
-                               key_prefix=args.key_prefix, key_header=args.key_header,
-                               config=_config(args.config))
+                         batch_size=args.batch_size, non_json=args.non_json,
+                         key_prefix=args.key_prefix, key_header=args.key_header,
+                         config={"logger": raw_log, **_config(args.config)})
     bridge.start(timeout=0.0)  # readiness is watched with the progress, so a signal is seen at once
     stats = bridge.stats
 
