@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import reactivex
 from reactivex import Observable, abc
@@ -32,12 +32,12 @@ from minibatch_rx.metrics import Meter
 from minibatch_rx.naming import stage_stream_name
 from minibatch_rx.records import StageTrim, as_records, dead_letter_rejected, storable, storing
 from minibatch_rx.running import PipelineHandle, commit, guard
-from minibatch_rx.source import store_source
+from minibatch_rx.runtime import Acknowledger, MessageSource, StoreSource
 from minibatch_rx.stages import Envelope, Failure, envelop, late_sink, until_reachable
 from minibatch_rx.streams import Stream
 from minibatch_rx.usage import Usage
 from minibatch_rx.windows import ReadProgress
-from minibatch_rx.windows._engine import WindowOperator, scheduler_seconds
+from minibatch_rx.windows._engine import Journal, WindowOperator, scheduler_seconds
 
 if TYPE_CHECKING:
     from minibatch_rx.pipeline import Pipeline, SinkTarget
@@ -48,14 +48,24 @@ EXPIRY_EVERY = 1.0  # seconds between age-based retention sweeps of a running pi
 def build(pipeline: Pipeline[Any, Any], consumer: str | None, group: GroupFeed | None,
           scheduler: abc.SchedulerBase | None,
           active: Callable[[], bool] | None = None, coalesce: bool = True,
-          handle: PipelineHandle | None = None) -> Observable[Envelope]:
+          handle: PipelineHandle | None = None, reader: MessageSource | None = None,
+          acks: Acknowledger | None = None) -> Observable[Envelope]:
     """The whole flow up to the commits. ``active()`` turning false stops
     new messages and windows from entering it at once, even while a
-    synchronous catch-up is still emitting (``max_windows``, ``stop()``)."""
-    check_clock(pipeline.source, scheduler)
+    synchronous catch-up is still emitting (``max_windows``, ``stop()``).
+    ``reader`` and ``acks`` replace the stream and its consumer positions
+    (see :mod:`minibatch_rx.runtime`)."""
+    if reader is None:
+        check_clock(pipeline.source, scheduler)
+    if (reader is not None or acks is not None) and (pipeline.upstream is not None or group is not None):
+        raise InvalidArgumentError(
+            "source= and acknowledger= take a pipeline with one window, run by a single consumer: "
+            "a pipeline with several windows reads its later windows from its stage streams, and a "
+            "group shares its work through the store")
     if pipeline.upstream is not None:
         return chained(pipeline, consumer, scheduler, active, coalesce, handle)
-    return own_flow(pipeline, pipeline.source, consumer, group, scheduler, active, coalesce, handle)
+    return own_flow(pipeline, pipeline.source, consumer, group, scheduler, active, coalesce, handle,
+                    reader=reader, acks=acks)
 
 def chained(pipeline: Pipeline[Any, Any], consumer: str | None, scheduler: abc.SchedulerBase | None,
              active: Callable[[], bool] | None, coalesce: bool,
@@ -85,8 +95,10 @@ def chained(pipeline: Pipeline[Any, Any], consumer: str | None, scheduler: abc.S
 
 def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None, group: GroupFeed | None,
               scheduler: abc.SchedulerBase | None, active: Callable[[], bool] | None, coalesce: bool,
-              handle: PipelineHandle | None, trim: StageTrim | None = None) -> Observable[Envelope]:
-    """The flow of one window: reading ``source`` (the stream, or a stage stream) to the commits."""
+              handle: PipelineHandle | None, trim: StageTrim | None = None,
+              reader: MessageSource | None = None, acks: Acknowledger | None = None) -> Observable[Envelope]:
+    """The flow of one window: reading ``source`` (the stream, or a stage stream;
+    or ``reader``) to the commits (or ``acks``)."""
     owner = group.group if group is not None else (consumer or "default")
     home = pipeline.source  # dead letters and late messages go next to the pipeline's own stream
     failure = Failure(pipeline.retry_policy, Stream(f"{home.name}.dead", store=home.store), scheduler)
@@ -110,8 +122,8 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
         # fewer hops per message and per window); what runs between the source
         # and the window (a stage stream's unwrapping, stages) is guarded apart.
         fused = type(operator) is WindowOperator
-        windowed = store_source(source.store, source.name, None, consumer, scheduler,
-                                pipeline.prefetch, progress)
+        windowed = (reader or StoreSource(source)).observe(consumer, scheduler, pipeline.prefetch,
+                                                             progress)
         if not fused or trim is not None or pipeline.pre_stages:
             windowed = windowed.pipe(guard(active))
         if trim is not None:
@@ -124,10 +136,18 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
             operator.progress, operator.stream = progress, source.name
             operator.records = bool(pipeline.pre_stages)
             operator.rejected.subscribe(dead_letter_rejected(failure, owner))
-            if consumer is not None and operator.clocked:
+            if consumer is not None and operator.clocked and acks is None:
                 journal = StreamJournal(source.store, source.name, consumer, pipeline.window_spec.label,
                                         pipeline.retry_policy.outage_timeout)
                 operator.journal, operator.resume = journal, journal.load
+            elif operator.clocked and acks is not None:
+                # Checkpoints go to the acknowledger with each commit; it keeps the
+                # clock decisions too if it can (record_clock), and resumes if it can.
+                keeps = callable(getattr(acks, "record_clock", None))
+                operator.journal = cast(Journal, acks) if keeps else _UNKEPT
+                resume = getattr(acks, "resume", None)
+                if callable(resume):
+                    operator.resume = resume
             operator.late.subscribe(counted(late_deliverer(pipeline, owner), meter))
             meter.watermark = operator.watermark
             if isinstance(pipeline.window_spec, PatternSpec):
@@ -146,11 +166,22 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
     # completed on its own), not for plain Rx interop.
     plain = scheduler is not None or group is not None or not coalesce
     interval = 0.0 if plain else pipeline.commit_interval
-    acknowledge = acknowledger(pipeline, source, consumer, group, scheduler, journal)
+    acknowledge = acks.commit if acks is not None else acknowledger(pipeline, source, consumer, group,
+                                                                    scheduler, journal)
     if trim is not None:
         acknowledge = then(acknowledge, trim.acknowledged)
     return flow.pipe(commit(acknowledge,
                             pipeline.retry_policy.outage_timeout, pipeline.after_ack, interval, handle))
+
+class _Unkept:
+    """A journal that keeps no clock decisions (an acknowledger without ``record_clock``)."""
+
+    def record_clock(self, event: int, after: int, at: float, detail: Any = None) -> None:
+        """Not kept."""
+
+
+_UNKEPT = _Unkept()
+
 
 def counted(deliver: Callable[[Message], Any], meter: Meter) -> Callable[[Message], Any]:
     """``deliver``, counting each late message in ``meter``."""

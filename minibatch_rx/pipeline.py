@@ -24,6 +24,7 @@ from minibatch_rx.group import GroupFeed
 from minibatch_rx.naming import check_consumer, consumer_name, function_name
 from minibatch_rx.pipe_stage import rx_stage
 from minibatch_rx.running import PipelineHandle, claim, only_items
+from minibatch_rx.runtime import Acknowledger, MessageSource
 from minibatch_rx.sinks import Sink, StreamSink
 from minibatch_rx.stages import (
     PROGRAMMING_ERRORS,
@@ -417,13 +418,15 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
     def _flow(self, consumer: str | None, group: GroupFeed | None,
               scheduler: abc.SchedulerBase | None,
               active: Callable[[], bool] | None = None, coalesce: bool = True,
-              handle: PipelineHandle | None = None) -> Observable[Envelope]:
+              handle: PipelineHandle | None = None, reader: MessageSource | None = None,
+              acks: Acknowledger | None = None) -> Observable[Envelope]:
         """The whole flow up to the commits (see :func:`minibatch_rx.flow.build`)."""
-        return flows.build(self, consumer, group, scheduler, active, coalesce, handle)
+        return flows.build(self, consumer, group, scheduler, active, coalesce, handle, reader, acks)
 
     def start(self, consumer: str | None = None, scheduler: abc.SchedulerBase | None = None,
               max_windows: int | None = None, *, group: str | None = None,
-              lease_timeout: Interval = 30.0) -> PipelineHandle:
+              lease_timeout: Interval = 30.0, source: MessageSource | None = None,
+              acknowledger: Acknowledger | None = None) -> PipelineHandle:
         """Run in the background; returns a handle with ``stop()`` and ``join()``.
 
         ``consumer`` names the position kept in the store: pipelines with
@@ -434,18 +437,27 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         to one member. A member that stops completing its window for
         ``lease_timeout`` loses it to another member. Groups take count
         windows (``count_window(n, timeout)``).
+
+        ``source`` and ``acknowledger`` run this description against another
+        input and another place for positions (see :mod:`minibatch_rx.runtime`):
+        by default the pipeline's stream and its consumer positions.
         """
         self._usage.ran = True
         check_consumer(consumer)
+        if source is not None and not isinstance(source, MessageSource):
+            raise InvalidArgumentError(f"source needs an observe() method (a MessageSource), got {source!r}")
+        if acknowledger is not None and not isinstance(acknowledger, Acknowledger):
+            raise InvalidArgumentError(
+                f"acknowledger needs a commit(seq, checkpoint) method, got {acknowledger!r}")
         self._check_runnable()
         feed = self._group_feed(group, lease_timeout) if group is not None else None
         name = group if group is not None else (consumer or self.default_consumer)
         handle = PipelineHandle(max_windows, name, f"{self.source.name}.dead")
-        if group is None:
+        if group is None and source is None:
             claim(handle, self.source.store.url, self.source.name)
         flow = replace(self, after_ack=handle._on_ack)._flow(
             None if group is not None else name, feed, scheduler, active=lambda: handle.running,
-            handle=handle,
+            handle=handle, reader=source, acks=acknowledger,
         )
         handle._subscribe(flow)
         return handle
@@ -467,10 +479,12 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
 
     def run(self, consumer: str | None = None, max_windows: int | None = None,
             duration: Interval | None = None, *, group: str | None = None,
-            lease_timeout: Interval = 30.0, stop_timeout: Interval = 10.0) -> PipelineHandle:
+            lease_timeout: Interval = 30.0, stop_timeout: Interval = 10.0,
+            source: MessageSource | None = None, acknowledger: Acknowledger | None = None) -> PipelineHandle:
         """Run until stopped (Ctrl-C), until ``max_windows`` windows are
         processed, or for ``duration``; re-raises a pipeline error. See
-        :meth:`start` for ``consumer``, ``group`` and ``lease_timeout``.
+        :meth:`start` for ``consumer``, ``group``, ``lease_timeout``, ``source``
+        and ``acknowledger``.
 
         Returns within ``duration`` plus ``stop_timeout`` whatever user code
         does: a function still running then is abandoned (see
@@ -481,7 +495,8 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         self._usage.ran = True
         seconds = None if duration is None else to_seconds(duration, "duration")
         grace = to_seconds(stop_timeout, "stop_timeout", allow_zero=True)
-        handle = self.start(consumer, max_windows=max_windows, group=group, lease_timeout=lease_timeout)
+        handle = self.start(consumer, max_windows=max_windows, group=group, lease_timeout=lease_timeout,
+                            source=source, acknowledger=acknowledger)
         try:
             handle.join(seconds)
         finally:
