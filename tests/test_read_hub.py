@@ -137,7 +137,7 @@ def test_idle_pipelines_neither_spin_nor_read(tmp_path: Path, monkeypatch: pytes
         assert len(reader_threads()) <= readhub_module.WORKERS
         checks[0] = reads[0] = 0
         cpu = time.process_time()
-        threads = threading.active_count()
+        threads = len(reader_threads())
         # An idle interval being measured, not a wait for a result:
         time.sleep(1.0)  # noqa: sleep-ok
         spent = time.process_time() - cpu
@@ -145,8 +145,9 @@ def test_idle_pipelines_neither_spin_nor_read(tmp_path: Path, monkeypatch: pytes
         # nothing is read: 50 pipelines polling would make thousands of checks.
         assert checks[0] <= 60, f"{checks[0]} change checks in 1 s of idling"
         assert reads[0] == 0, f"{reads[0]} reads while nothing was appended"
-        assert spent < 0.25, f"{spent:.3f} s of CPU in 1 s of idling"
-        assert threading.active_count() == threads
+        # (The whole process, so generous: 50 readers polling would take most of the second.)
+        assert spent < 0.4, f"{spent:.3f} s of CPU in 1 s of idling"
+        assert len(reader_threads()) == threads
     finally:
         for handle in handles:
             handle.stop(timeout=5)
