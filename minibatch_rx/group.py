@@ -21,13 +21,15 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from minibatch_rx.store.base import Lease, Reader, Store
+from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
+from minibatch_rx.store.base import Backoff, Lease, Reader, Store
 from minibatch_rx.window import Window
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.25  # seconds an idle member blocks before looking for expired leases
 JOIN_TIMEOUT = 5.0
+OUTAGE_BACKOFF_LIMIT = 2.0  # longest pause between attempts while the store is unreachable
 
 
 def member_id() -> str:
@@ -83,31 +85,59 @@ class GroupFeed:
         return reactivex.create(subscribe)
 
     def _run(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
-        waiting_since: float | None = None
+        """Lease and emit windows until stopped; a store outage is waited out
+        (logged, with back-off, a fresh reader each try), as single consumers do."""
+        backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
         try:
             while not stop.is_set():
-                partial = (self.timeout is not None and waiting_since is not None
-                           and time.monotonic() - waiting_since >= self.timeout)
-                lease = self.store.lease(self.stream, self.group, self.owner, self.size,
-                                         self.lease_timeout, partial)
-                if lease is not None:
-                    waiting_since = None
-                    self._emit(lease, reader, observer)
-                    continue
-                if partial:
-                    waiting_since = None
-                tail = self.store.last_seq(self.stream)
-                if reader.read(tail, 1):
-                    continue
-                if waiting_since is None:
-                    waiting_since = time.monotonic()
-                slice_ = IDLE_WAIT if self.timeout is None else min(IDLE_WAIT, self.timeout)
-                reader.wait(tail, slice_)
+                try:
+                    self._serve(observer, stop, reader)
+                    return
+                except (StoreUnavailableError, StoreBusyError) as exc:
+                    if stop.is_set():
+                        return
+                    log.warning("group %r reading %r: %s; retrying", self.group, self.stream, exc)
+                    stop.wait(backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+                    reader.close()
+                    reader = self._reopen(stop)
         except Exception as exc:
             if not stop.is_set():
                 observer.on_error(exc)
         finally:
             reader.close()
+
+    def _reopen(self, stop: threading.Event) -> Reader:
+        """A new reader, once the store answers again (or the feed is stopped)."""
+        backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        while True:
+            try:
+                return self.store.reader(self.stream)
+            except (StoreUnavailableError, StoreBusyError) as exc:
+                if stop.is_set():
+                    raise
+                log.warning("group %r reopening %r: %s; retrying", self.group, self.stream, exc)
+                stop.wait(backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+
+    def _serve(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
+        waiting_since: float | None = None
+        while not stop.is_set():
+            partial = (self.timeout is not None and waiting_since is not None
+                       and time.monotonic() - waiting_since >= self.timeout)
+            lease = self.store.lease(self.stream, self.group, self.owner, self.size,
+                                     self.lease_timeout, partial)
+            if lease is not None:
+                waiting_since = None
+                self._emit(lease, reader, observer)
+                continue
+            if partial:
+                waiting_since = None
+            tail = self.store.last_seq(self.stream)
+            if reader.read(tail, 1):
+                continue
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+            slice_ = IDLE_WAIT if self.timeout is None else min(IDLE_WAIT, self.timeout)
+            reader.wait(tail, slice_)
 
     def _emit(self, lease: Lease, reader: Reader, observer: abc.ObserverBase[Window]) -> None:
         if lease.taken_over:

@@ -98,3 +98,46 @@ def test_mongodb_restart_mid_run_loses_nothing() -> None:
         assert [m.data["i"] for m in s.read()] == list(range(100))
     finally:
         server.stop()
+
+
+def test_a_group_member_rides_out_a_mongodb_restart(caplog: pytest.LogCaptureFixture) -> None:
+    # Group members used to stop with the error where single consumers wait it out.
+    server = MongoTestServer().start()
+    url = f"mongodb://127.0.0.1:{server.port}/groupoutage?serverSelectionTimeoutMS=1000"
+    try:
+        s = stream("gout.in", url)
+        s.extend({"i": i} for i in range(50))
+        seen: list[int] = []
+        got = threading.Condition()
+
+        def collect(window: object) -> None:
+            with got:
+                seen.extend(m.seq for m in window.messages)  # type: ignore[attr-defined]
+                got.notify_all()
+
+        def wait_for(n: int, timeout: float = 60) -> None:
+            with got:
+                assert got.wait_for(lambda: len(set(seen)) >= n, timeout), f"member saw {len(set(seen))}"
+
+        handle = s.count_window(10).sink(collect).start(group="g", lease_timeout=5)
+        wait_for(50)
+        deadline = time.monotonic() + 60
+        while handle.position < 50 and time.monotonic() < deadline:
+            handle.join(0.05)
+        assert handle.position == 50  # all committed: the member is idle, polling for leases
+        server.stop(keep_data=True)
+        # The member meets the outage while looking for work, and must wait it out.
+        deadline = time.monotonic() + 60
+        while "group 'g' reading" not in caplog.text and handle.error is None \
+                and time.monotonic() < deadline:
+            handle.join(0.05)
+        assert handle.error is None, f"the member stopped on the outage: {handle.error!r}"
+        assert "retrying" in caplog.text
+        server.start()
+        s.extend({"i": i} for i in range(50, 100))
+        wait_for(100)
+        assert handle.running and handle.error is None
+        handle.stop()
+        assert sorted(set(seen)) == list(range(1, 101))
+    finally:
+        server.stop()
