@@ -16,8 +16,10 @@ serves every subscription (pipelines and ``observe()``):
   while another idle thread takes over the watch, so a wake-up costs no
   hand-off between threads.
 
-Threads are started as work needs them, up to ``workers``, and end when the
-last subscription is disposed. A feed is run by one thread at a time, reads
+Threads are started as work needs them, up to ``workers``; one idle for
+:data:`IDLE_EXIT` seconds ends, so an idle process keeps one reader thread per
+store however many pipelines it runs, and none once the last subscription
+is disposed. A feed is run by one thread at a time, reads
 in batches and yields its thread after :data:`FAIR_BATCHES` batches, so a
 large backlog on one stream does not starve the others. A pipeline whose
 function blocks holds one pool thread meanwhile; if it is abandoned on
@@ -47,6 +49,8 @@ WORKERS = 4
 FAIR_BATCHES = 8
 """Batches a feed reads before it lets other ready feeds have the thread."""
 MAX_POLL = 1.0  # the longest single wait on the watch, seconds
+IDLE_EXIT = 2.0
+"""Seconds a pool thread waits for work before it ends (the watching thread stays)."""
 JOIN_TIMEOUT = 5.0
 OUTAGE_BACKOFF_LIMIT = 2.0
 
@@ -227,9 +231,11 @@ class ReadHub:
                     return _LEAD
                 self.idle_threads += 1
                 try:
-                    self.lock.wait()
+                    woken = self.lock.wait(IDLE_EXIT)
                 finally:
                     self.idle_threads -= 1
+                if not woken and not self.ready and self.threads > 1:
+                    return None  # idle for a while: the pool shrinks back to its watcher
 
     def _lead(self) -> None:
         """Wait on the watch once and schedule the feeds it reports."""

@@ -83,7 +83,10 @@ def _fresh_stores() -> Any:
     store_module.close_all()
 
 
-def test_many_pipelines_share_one_watch_and_a_bounded_pool(tmp_path: Path) -> None:
+def test_many_pipelines_share_one_watch_and_a_bounded_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readhub_module, "IDLE_EXIT", 0.2)
     url = f"sqlite://{tmp_path / 'many.db'}"
     names = [f"s{i}" for i in range(40)]
     seen = Seen()
@@ -101,6 +104,10 @@ def test_many_pipelines_share_one_watch_and_a_bounded_pool(tmp_path: Path) -> No
         # no more reader threads than the pool's size.
         assert len(store._watches) == 1
         assert len(reader_threads()) - before <= readhub_module.WORKERS
+        # Idle, the pool shrinks back to the one thread watching the store.
+        wait_for(lambda: len(reader_threads()) - before == 1, "the idle pool to shrink")
+        stream("s7", url).append({"n": "s7", "i": 3})
+        wait_for(lambda: seen.of("s7") == [1, 2, 3, 4], "a message after the pool shrank")
     finally:
         for handle in handles:
             handle.stop(timeout=5)
