@@ -44,7 +44,7 @@ def test_every_part_runs_checks_its_messages_and_reports(
     assert report["checked"] == {
         "many pipelines": sizes.many_messages * len(sizes.pipelines) * sizes.many_repeats,
         "idle pipelines": sum(sizes.pipelines) * bench.WINDOW,
-        "latency": total_latency * (3 if redis else 1),
+        "latency": total_latency * (4 if redis else 2),
         "read path": sizes.backlog * sizes.read_rounds,
         "per window": sizes.window_messages * len(sizes.windows) * sizes.window_repeats,
         "producer": sum(sizes.producer.values()),
@@ -57,7 +57,8 @@ def test_every_part_runs_checks_its_messages_and_reports(
     )
     # 2. latency: ours, and the Redis peers when redis-server and the client are here (else a note)
     names = [lat["implementation"] for lat in report["latency"]]
-    assert names == ([bench.OURS, bench.REDIS_PLAIN, bench.REDIS_DURABLE] if redis else [bench.OURS])
+    ours = [bench.OURS, bench.OURS_NORMAL]
+    assert names == ([*ours, bench.REDIS_PLAIN, bench.REDIS_DURABLE] if redis else ours)
     assert all(len(lat["latencies"]) == sizes.latency_samples for lat in report["latency"])
     assert all(0 < v < 5 for lat in report["latency"] for v in lat["latencies"])
     assert (len(report["idle"]) == len(sizes.pipelines) + 1) == redis
@@ -67,10 +68,10 @@ def test_every_part_runs_checks_its_messages_and_reports(
     assert len(report["read"]["raw"]) == len(report["read"]["ours"]) == sizes.read_rounds
     assert [w["window"] for w in report["windows"]] == list(sizes.windows)
     assert {r["mode"] for r in report["producer"]} == set(sizes.producer)
-    assert len(targets) == 9 and all(isinstance(t["passed"], bool) for t in targets)
+    assert len(targets) == 11 and all(isinstance(t["passed"], bool) for t in targets)
     text = capsys.readouterr().out
     assert "| count_window(1) | 3,000 |" in text and "Targets:" in text
-    assert text.count("| PASS |") + text.count("| FAIL |") == 9
+    assert text.count("| PASS |") + text.count("| FAIL |") == 11
     assert "Messages checked delivered once and in order: many pipelines 8,000" in text
     assert (tmp_path / "streams.png").stat().st_size > 10_000
 
