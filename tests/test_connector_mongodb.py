@@ -225,3 +225,18 @@ def test_stream_attach_runs_the_bridge_until_stop(mongo_url: str, source: Any, t
     finally:
         assert target.stop(timeout=10), "the attached bridge did not stop"
     assert [n for _, n in ops(target)] == [1, 2]
+
+
+def test_the_example_bridges_totals_and_upserts(mongo_url: str, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIBATCH_", "MONGO_URL"))}
+    env["MINIBATCH_HOME"] = str(tmp_path / "home")
+    result = subprocess.run([sys.executable, "examples/mongodb_bridge.py", "--source", mongo_url,
+                             "--count", "12"], capture_output=True, text=True, timeout=120, cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    # orders n = 0..11 with amount 10 + n, totalled per 4: 46, 62, 78
+    assert "bridged 12 changes; totals per 4 orders: [46, 62, 78]" in result.stdout
