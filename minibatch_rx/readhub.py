@@ -260,7 +260,8 @@ class ReadHub:
                 self.leading = False
                 self.leading_thread = None
                 self._staff(free=1)
-                self.lock.notify()  # another idle thread takes the watch over
+                if self.ready:  # this thread runs a feed: another idle one takes the watch over
+                    self.lock.notify()
 
     def _timeout(self) -> float:
         """Under the lock: how long the watch may wait (until a feed's retry)."""
