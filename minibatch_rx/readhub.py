@@ -168,7 +168,8 @@ class ReadHub:
         (``free``: the calling thread is about to take a ready feed itself)."""
         waiting = len(self.ready) - self.idle_threads - free
         wanted = min(self.workers + self.lost, self.threads + max(0, waiting))
-        unwatched = not self.leading and self.idle_threads == 0
+        # (A leader ending its turn with nothing ready leads again: no one else is needed.)
+        unwatched = not self.leading and self.idle_threads == 0 and (free == 0 or bool(self.ready))
         if unwatched and self.subscribed - self.busy - free > 0:
             # Every thread is busy (a long function, a stuck one): without one
             # more, appends to the other streams would wait for them.
