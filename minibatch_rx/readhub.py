@@ -122,17 +122,21 @@ class ReadHub:
         self.poke()
         return lambda: self._dispose(feed)
 
+    def _forget(self, feed: _Feed) -> None:
+        """Under the lock: the feed is stopped and no longer scheduled."""
+        feed.stopped = True
+        feeds = self.feeds.get(feed.stream, [])
+        if feed in feeds:
+            feeds.remove(feed)
+            self.subscribed -= 1
+            if not feeds:
+                del self.feeds[feed.stream]
+
     def _dispose(self, feed: _Feed) -> None:
         with self.lock:
             if feed.stopped:
                 return
-            feed.stopped = True
-            feeds = self.feeds.get(feed.stream, [])
-            if feed in feeds:
-                feeds.remove(feed)
-                self.subscribed -= 1
-                if not feeds:
-                    del self.feeds[feed.stream]
+            self._forget(feed)
             running_elsewhere = feed.state == _RUNNING and feed.thread != threading.get_ident()
             if feed.counted:  # no longer one the pool serves, even while it runs
                 feed.counted = False
@@ -349,13 +353,7 @@ class ReadHub:
 
     def _dispose_quietly(self, feed: _Feed) -> None:
         with self.lock:
-            feed.stopped = True
-            feeds = self.feeds.get(feed.stream, [])
-            if feed in feeds:
-                feeds.remove(feed)
-                self.subscribed -= 1
-                if not feeds:
-                    del self.feeds[feed.stream]
+            self._forget(feed)
 
     def _drain(self, feed: _Feed) -> bool:
         """Read and hand on up to :data:`FAIR_BATCHES` batches; True if more

@@ -4,14 +4,14 @@ and the upserting sink, against the project's MongoDB-wire test server."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pymongo
 import pytest
 from mongo_server import MongoTestServer
+from waiting import wait_for
 
 from minibatch_rx import Stream, Window, stream
 from minibatch_rx import store as store_module
@@ -21,13 +21,6 @@ from minibatch_rx.errors import InvalidArgumentError
 WAIT = 30.0
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        tick.wait(0.02)
 
 
 @pytest.fixture

@@ -4,26 +4,18 @@ Prometheus endpoint, scraped over HTTP."""
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from minibatch_rx import Window, stream
 
 WAIT = 20.0
 
 
-def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    tick = threading.Event()
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        tick.wait(0.01)
 
 
 def test_counters_position_lag_and_stage_times(fast_url: str) -> None:

@@ -23,6 +23,7 @@ import pytest
 from mongo_server import MongoTestServer
 from pymongo import monitoring
 from pymongo.collection import Collection
+from waiting import wait_for
 
 from minibatch_rx import StoreUnavailableError, Window, stream
 from minibatch_rx import store as store_module
@@ -36,14 +37,6 @@ _SESSION_FIELDS = {"lsid", "$db", "$clusterTime", "txnNumber", "$readPreference"
                    "writeConcern", "apiVersion", "apiStrict", "apiDeprecationErrors"}
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Return once ``predicate()`` holds; fail after ``timeout`` seconds."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        tick.wait(0.01)
 
 
 def with_options(url: str, options: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from conftest import make_url
 from reactivex import Observer
+from waiting import wait_for
 
 from minibatch_rx import Window, stream
 from minibatch_rx import readhub as readhub_module
@@ -36,14 +37,6 @@ from minibatch_rx.windows import ReadProgress
 WAIT = 20.0
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Return once ``predicate()`` holds; fail after ``timeout`` seconds."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        tick.wait(0.01)
 
 
 def reader_threads() -> list[threading.Thread]:
