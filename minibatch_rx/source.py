@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -43,6 +44,17 @@ class _ClosedReader:
 
 _hubs: weakref.WeakKeyDictionary[Store, ReadHub] = weakref.WeakKeyDictionary()
 _hubs_lock = threading.Lock()
+
+
+def _forget_hubs() -> None:
+    """In a child made by ``fork``: the parent's hubs have no threads here; start afresh."""
+    global _hubs_lock
+    _hubs_lock = threading.Lock()
+    _hubs.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hubs)
 
 
 def hub_for(store: Store) -> ReadHub:

@@ -8,6 +8,7 @@ by the fallback poll of the store's change counter.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -357,5 +358,33 @@ def test_a_failing_watch_is_reopened_and_delivery_goes_on(
         s.append({"i": 1})
         wait_for(lambda: seen.of("f") == [1, 2], "a message appended after the failure")
         assert "the watch broke" in caplog.text
+    finally:
+        handle.stop(timeout=5)
+
+
+def _child_runs_a_pipeline(url: str) -> None:
+    """In a forked child: a pipeline of its own, then an append the parent's pipeline must see."""
+    done = threading.Event()
+    s = stream("child", url)
+    handle = s.count_window(1).sink(lambda _w: done.set()).start(consumer="c")
+    s.append({"i": 0})  # after the start: the child's own watch must see it
+    delivered = done.wait(20)
+    handle.stop(timeout=5)
+    stream("parent", url).append({"from": "child"})
+    os._exit(0 if delivered else 3)
+
+
+def test_a_forked_child_reads_with_threads_of_its_own(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'fork.db'}"
+    seen = Seen()
+    handle = stream("parent", url).count_window(1).sink(sink_into(seen, "parent")).start(consumer="c")
+    try:
+        stream("parent", url).append({"i": 0})
+        wait_for(lambda: seen.of("parent") == [1], "the parent's first message")
+        child = multiprocessing.get_context("fork").Process(target=_child_runs_a_pipeline, args=(url,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0, "the child's pipeline delivered nothing (exit 3) or failed"
+        wait_for(lambda: seen.of("parent") == [1, 2], "the child's append, in the parent")
     finally:
         handle.stop(timeout=5)

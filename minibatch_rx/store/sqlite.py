@@ -28,6 +28,7 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -114,6 +115,25 @@ def _translate(exc: sqlite3.Error, store: SqliteStore) -> MinibatchError | None:
     return None
 
 
+_live: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a child made by ``fork``: the parent's connections, watches and bell are not
+    this process's (SQLite forbids using a connection across a fork); forget them,
+    unused, so the child opens its own and its appends ring the parent's bell."""
+    for store in list(_live):
+        store._watches = []
+        store._ringer = Ringer(store._ringer.folder)
+        store._pool = queue.LifoQueue()
+        store._all = []
+        store._pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 class SqliteStore:
     """A :class:`~minibatch_rx.store.base.Store` in one SQLite database file.
 
@@ -145,6 +165,7 @@ class SqliteStore:
         self._listeners = Listeners()
         self._ringer = Ringer(bell_folder(path))
         self._watches: list[SqliteWatch] = []
+        _live.add(self)
         self._closed = False
         try:
             with self._connection() as conn:
