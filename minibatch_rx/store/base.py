@@ -296,3 +296,24 @@ def advance(position: int, finished: Sequence[tuple[int, int]]) -> int:
             break
         position = end
     return position
+
+
+def next_range(claimed: int, last_seq: int, count: int, partial: bool) -> Lease | None:
+    """The lease rule every backend applies inside its own atomic read-modify-write:
+    a new lease covers the ``count`` seqs after ``claimed`` (the highest seq already
+    leased or acknowledged by the group), up to the end of the stream; fewer only if
+    ``partial``. ``None`` when there is nothing to claim. (An expired, unfinished lease
+    is taken over before any new one: see :meth:`Store.lease`.)
+
+    >>> next_range(10, 25, 10, partial=False)
+    Lease(start=11, end=20, taken_over=False)
+    >>> next_range(20, 25, 10, partial=False) is None, next_range(20, 25, 10, partial=True)
+    (True, Lease(start=21, end=25, taken_over=False))
+    >>> next_range(25, 25, 10, partial=True) is None
+    True
+    """
+    start = claimed + 1
+    end = min(start + count - 1, last_seq)
+    if end < start or (end - start + 1 < count and not partial):
+        return None
+    return Lease(start, end)

@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import (
+    Lease,
+    Listener,
+    Listeners,
+    advance,
+    fresh_indexes,
+    merge_seqs,
+    next_range,
+)
 from minibatch_rx.validation import encode_json
 
 Clock = Callable[[], datetime]
@@ -182,12 +190,11 @@ class MemoryStore:
                 if not entry[3] and entry[2] < now:
                     entry[1], entry[2] = owner, now + ttl
                     return Lease(start, entry[0], taken_over=True)
-            start = 1 + max([self._positions.get((stream, group), 0)] + [v[0] for _, v in mine])
-            end = min(start + count - 1, log.last_seq)
-            if end < start or (end - start + 1 < count and not partial):
-                return None
-            log.leases[(group, start)] = [end, owner, now + ttl, False]
-            return Lease(start, end)
+            claimed = max([self._positions.get((stream, group), 0)] + [v[0] for _, v in mine])
+            lease = next_range(claimed, log.last_seq, count, partial)
+            if lease is not None:
+                log.leases[(group, lease.start)] = [lease.end, owner, now + ttl, False]
+            return lease
 
     def complete(self, stream: str, group: str, start: int, owner: str) -> bool:
         with self._cond:

@@ -52,7 +52,16 @@ from pymongo.collection import Collection
 
 from minibatch_rx.errors import InvalidURLError, StoreAuthenticationError, StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import (
+    Backoff,
+    Lease,
+    Listener,
+    Listeners,
+    advance,
+    fresh_indexes,
+    merge_seqs,
+    next_range,
+)
 from minibatch_rx.store.mongo_batch import (
     MAX_ATTEMPTS,
     Batches,
@@ -319,10 +328,11 @@ class MongoStore:
         cursor_id = f"{stream}/{group}"
         for _ in range(MAX_ATTEMPTS):
             cursor = self._groups.find_one({"_id": cursor_id}) or {}
-            start = 1 + max(int(cursor.get("leased", 0)), self.get_position(stream, group))
-            end = min(start + count - 1, self.last_seq(stream))
-            if end < start or (end - start + 1 < count and not partial):
+            lease = next_range(max(int(cursor.get("leased", 0)), self.get_position(stream, group)),
+                               self.last_seq(stream), count, partial)
+            if lease is None:
                 return None
+            start, end = lease.start, lease.end
             try:
                 self._leases.insert_one({"s": stream, "g": group, "start": start, "end": end,
                                          "owner": owner, "exp": now + ttl, "done": False})

@@ -43,7 +43,15 @@ from minibatch_rx.errors import (
     StoreUnavailableError,
 )
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Lease, Listener, Listeners, advance, fresh_indexes, merge_seqs
+from minibatch_rx.store.base import (
+    Lease,
+    Listener,
+    Listeners,
+    advance,
+    fresh_indexes,
+    merge_seqs,
+    next_range,
+)
 from minibatch_rx.store.doorbell import Ringer, bell_folder
 from minibatch_rx.store.sqlite_reader import SqliteReader, select
 from minibatch_rx.store.sqlite_watch import SqliteWatch
@@ -437,19 +445,19 @@ class SqliteStore:
                 conn.execute("UPDATE mb_leases SET owner = ?, expires = ? WHERE stream = ? AND grp = ? "
                              "AND start = ?", (owner, now + ttl, stream, group, expired[0]))
                 return Lease(expired[0], expired[1], taken_over=True)
-            start = 1 + max(
+            claimed = max(
                 conn.execute("SELECT coalesce(max(end), 0) FROM mb_leases WHERE stream = ? AND grp = ?",
                              (stream, group)).fetchone()[0],
                 (conn.execute("SELECT seq FROM mb_positions WHERE stream = ? AND consumer = ?",
                               (stream, group)).fetchone() or (0,))[0],
             )
             row = conn.execute("SELECT last_seq FROM mb_streams WHERE name = ?", (stream,)).fetchone()
-            end = min(start + count - 1, row[0] if row else 0)
-            if end < start or (end - start + 1 < count and not partial):
-                return None
-            conn.execute("INSERT INTO mb_leases (stream, grp, start, end, owner, expires) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (stream, group, start, end, owner, now + ttl))
-        return Lease(start, end)
+            lease = next_range(claimed, row[0] if row else 0, count, partial)
+            if lease is not None:
+                conn.execute("INSERT INTO mb_leases (stream, grp, start, end, owner, expires) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (stream, group, lease.start, lease.end, owner, now + ttl))
+        return lease
 
     def complete(self, stream: str, group: str, start: int, owner: str) -> bool:
         with self._write(relaxed=True) as conn:
