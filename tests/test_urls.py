@@ -311,3 +311,17 @@ def test_malformed_mongodb_url_is_an_invalid_url(url: str) -> None:
     with pytest.raises(InvalidURLError, match="malformed MongoDB URL") as failure:
         open_store(url)
     assert "s3cret" not in str(failure.value)
+
+
+def test_a_backend_registered_once_opens_by_its_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    from minibatch_rx.store import url as url_module
+
+    monkeypatch.setattr(url_module, "BACKENDS", dict(url_module.BACKENDS))
+    monkeypatch.setattr(store_module, "BACKENDS", url_module.BACKENDS)
+    with pytest.raises(InvalidURLError, match="unknown store URL scheme 'scratch'"):
+        store_module.open_store("scratch://one")
+    store_module.register_backend("scratch", "minibatch_rx.store.memory:MemoryStore")
+    opened = store_module.open_store("scratch://one")
+    assert isinstance(opened, MemoryStore) and opened is store_module.open_store("scratch://one")
+    with pytest.raises(InvalidURLError, match="register_backend"):
+        store_module.register_backend("bad://", "no-colon")

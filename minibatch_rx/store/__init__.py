@@ -11,11 +11,12 @@ With no URL the environment decides (see :func:`resolve_url`).
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 from minibatch_rx.store.base import Backoff, Reader, Store
 from minibatch_rx.store.memory import MemoryStore
-from minibatch_rx.store.url import default_path, redact, resolve_url, scheme_of
+from minibatch_rx.store.url import BACKENDS, default_path, redact, register_backend, resolve_url, scheme_of
 
 __all__ = [
     "Backoff",
@@ -26,6 +27,7 @@ __all__ = [
     "default_path",
     "open_store",
     "redact",
+    "register_backend",
     "resolve_url",
 ]
 
@@ -48,16 +50,9 @@ def open_store(url: str | None = None) -> Store:
 
 
 def _create(url: str) -> Store:
-    scheme = scheme_of(url)
-    if scheme == "memory":
-        return MemoryStore(url)
-    if scheme == "sqlite":
-        from minibatch_rx.store.sqlite import SqliteStore
-
-        return SqliteStore(url)
-    from minibatch_rx.store.mongodb import MongoStore
-
-    return MongoStore(url)
+    module, _, name = BACKENDS[scheme_of(url)].partition(":")
+    store: Store = getattr(importlib.import_module(module), name)(url)
+    return store
 
 
 def close_all() -> None:

@@ -10,7 +10,31 @@ from urllib.parse import parse_qs
 
 from minibatch_rx.errors import InvalidURLError, StoreOpenError
 
-SCHEMES = ("memory", "sqlite", "mongodb", "mongodb+srv")
+BACKENDS: dict[str, str] = {
+    "memory": "minibatch_rx.store.memory:MemoryStore",
+    "sqlite": "minibatch_rx.store.sqlite:SqliteStore",
+    "mongodb": "minibatch_rx.store.mongodb:MongoStore",
+    "mongodb+srv": "minibatch_rx.store.mongodb:MongoStore",
+}
+"""The one registry of store backends: URL scheme -> ``module:class``, imported when
+a store of that scheme is first opened (see :func:`register_backend`)."""
+
+
+def register_backend(scheme: str, target: str) -> None:
+    """Let ``scheme://...`` URLs open a store of class ``target`` (``"module:Class"``,
+    a class taking the URL and implementing :class:`~minibatch_rx.store.base.Store`).
+
+    >>> register_backend('memory', 'minibatch_rx.store.memory:MemoryStore')  # as built in
+    """
+    if not scheme or "://" in scheme or ":" not in target:
+        raise InvalidURLError(f"a backend is registered as register_backend('scheme', 'module:Class'), "
+                              f"got {scheme!r}, {target!r}")
+    BACKENDS[scheme.lower()] = target
+
+
+def schemes() -> tuple[str, ...]:
+    """The URL schemes a store can be opened with."""
+    return tuple(BACKENDS)
 ENV_VARS = ("MINIBATCH_URL", "MINIBATCH_MONGO_URL", "MONGO_URL")
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
 
@@ -46,13 +70,13 @@ def scheme_of(url: str) -> str:
     if not isinstance(url, str) or "://" not in url:
         raise InvalidURLError(
             f"store URL {redact(str(url))!r} is not a URL; expected one of "
-            + ", ".join(f"{s}://..." for s in SCHEMES)
+            + ", ".join(f"{s}://..." for s in BACKENDS)
         )
     scheme = url.split("://", 1)[0].lower()
-    if scheme not in SCHEMES:
+    if scheme not in BACKENDS:
         raise InvalidURLError(
             f"unknown store URL scheme {scheme!r} in {redact(url)!r}; supported: "
-            + ", ".join(f"{s}://" for s in SCHEMES)
+            + ", ".join(f"{s}://" for s in BACKENDS)
         )
     return scheme
 
