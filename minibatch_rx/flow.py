@@ -168,6 +168,10 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
     interval = 0.0 if plain else pipeline.commit_interval
     acknowledge = acks.commit if acks is not None else acknowledger(pipeline, source, consumer, group,
                                                                     scheduler, journal)
+    if handle is not None and consumer is not None and acks is None and reader is None:
+        # A restarted consumer starts where it was acknowledged (its lag is not the whole stream).
+        handle.position = until_reachable(lambda: source.position(consumer),
+                                          pipeline.retry_policy.outage_timeout)
     if trim is not None:
         acknowledge = then(acknowledge, trim.acknowledged)
     return flow.pipe(commit(acknowledge,

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex import operators as ops
 
 from minibatch_rx.message import Message
 from minibatch_rx.source import store_source
@@ -105,19 +105,15 @@ class MessagesSource:
 
     def observe(self, consumer: str | None, scheduler: abc.SchedulerBase | None, batch_size: int,
                 progress: ReadProgress) -> Observable[Message]:
-        """The messages, at subscription, in the subscriber's thread."""
-        messages = self.messages
+        """The messages, in the subscriber's thread; a run stopped part-way reads no further."""
+        total = len(self.messages)
 
-        def subscribe(observer: abc.ObserverBase[Message],
-                      scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            stopped = [False]
-            progress.messages += len(messages)
-            for index, message in enumerate(messages):
-                if stopped[0]:
-                    break
-                progress.behind = index + 1 < len(messages)
-                observer.on_next(message)
-            progress.behind = False
-            return Disposable(lambda: stopped.__setitem__(0, True))
+        def read(pair: tuple[int, Message]) -> Message:
+            index, message = pair
+            progress.behind = index + 1 < total
+            progress.messages += 1
+            return message
 
-        return reactivex.create(subscribe)
+        # Never completing: a run on given messages ends as one on a quiet stream does.
+        return reactivex.concat(
+            reactivex.from_iterable(enumerate(self.messages)).pipe(ops.map(read)), reactivex.never())

@@ -68,7 +68,9 @@ class Sink(Protocol[T_contra]):
         ...
 
     def close(self) -> None:
-        """Release the sink's resources (called once, when the pipeline stops)."""
+        """Release the sink's resources (called when a run of the pipeline stops).
+        A pipeline description may run again with the same sink object: a
+        write after ``close`` must work, reopening what ``close`` released."""
         ...
 
 

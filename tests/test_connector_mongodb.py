@@ -4,6 +4,7 @@ and the upserting sink, against the project's MongoDB-wire test server."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,50 @@ def test_the_example_bridges_totals_and_upserts(mongo_url: str, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     # orders n = 0..11 with amount 10 + n, totalled per 4: 46, 62, 78
     assert "bridged 12 changes; totals per 4 orders: [46, 62, 78]" in result.stdout
+
+
+def test_a_refused_value_leaves_nothing_in_the_sink(mongo_url: str, source: Any) -> None:
+    s = stream("src", f"memory://refused-{uuid.uuid4().hex[:8]}")
+    s.extend([{"n": 1}, {"n": 2}])
+    sink = CollectionSink(mongo_url, "out")
+
+    def value(window: Window) -> Any:
+        n = window.data[0]["n"]
+        return [{"ok": n}, 5] if n == 1 else {"ok": n}  # window 1 holds a non-dict: refused
+
+    handle = s.count_window(1).map(value).sink(sink).run(consumer="c", max_windows=2)
+    assert handle.dead_letters == 1
+    docs = list(source.database["out"].find({}, {"_id": 0}))
+    assert docs == [{"ok": 2}]  # nothing of the dead-lettered window
+
+
+def test_one_sink_object_serves_several_runs(mongo_url: str, source: Any) -> None:
+    s = stream("src", f"memory://reused-{uuid.uuid4().hex[:8]}")
+    s.extend([{"n": 1}, {"n": 2}])
+    pipeline = s.count_window(1).map(lambda w: {"n": w.data[0]["n"]}).sink(
+        CollectionSink(mongo_url, "out")).with_retries(0)
+    pipeline.run(consumer="c", max_windows=1)
+    second = pipeline.run(consumer="c", max_windows=1)  # the first run closed the sink
+    assert second.dead_letters == 0
+    assert sorted(d["n"] for d in source.database["out"].find()) == [1, 2]
+
+
+def test_a_resume_token_is_kept_whole(mongo_url: str, source: Any, target: Stream) -> None:
+    from bson import json_util
+
+    bridge = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        source.insert_one({"_id": 1.5, "n": 1})
+        wait_for(lambda: target.store.count(target.name) == 1, "the first change")
+    finally:
+        bridge.stop()
+    assert bridge.state is not None
+    saved = next(iter(bridge.state.read())).data["token"]
+    assert isinstance(saved, str) and "_data" in json_util.loads(saved)  # Extended JSON: binary kept
+    source.insert_one({"_id": 2.5, "n": 2})
+    again = CollectionBridge(mongo_url, "orders", target).start()
+    try:
+        wait_for(lambda: target.store.count(target.name) == 2, "the change made while stopped")
+    finally:
+        again.stop()
+    assert [n for _, n in ops(target)] == [1, 2]

@@ -129,3 +129,15 @@ def test_serving_metrics_without_the_extra_names_the_install(
             handle.serve_metrics(0)
     finally:
         handle.stop(timeout=5)
+
+
+def test_a_restarted_consumer_starts_from_its_position_not_zero(fast_url: str) -> None:
+    s = stream("restart", fast_url)
+    s.extend({"n": n} for n in range(10))
+    s.count_window(5).map(len).run(consumer="m", max_windows=2)
+    handle = s.count_window(5).map(len).start(consumer="m")
+    try:
+        m = handle.metrics()
+        assert (m.position, m.head, m.lag) == (10, 10, 0)
+    finally:
+        handle.stop(timeout=5)

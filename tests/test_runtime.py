@@ -87,3 +87,4 @@ def test_several_windows_and_groups_refuse_another_source() -> None:
         chained.start(consumer="c", source=MessagesSource([]))
     with pytest.raises(InvalidArgumentError, match="one window"):
         s.count_window(2).start(group="g", acknowledger=Recorder())
+

@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pymongo
+from bson import json_util
 from bson.decimal128 import Decimal128
 from pymongo import errors as mongo_errors
 
@@ -217,7 +218,11 @@ class CollectionBridge:
         if last == 0:
             return None
         messages = list(self.state.read(after=last - 1))
-        return dict(messages[-1].data["token"]) if messages else None
+        if not messages:
+            return None
+        token = messages[-1].data["token"]
+        # Kept as MongoDB Extended JSON text, so binary parts (_typeBits) come back as they were.
+        return dict(json_util.loads(token)) if isinstance(token, str) else dict(token)
 
     def _follow(self, until: Callable[[], bool] | None) -> None:
         token = self.resume_token()
@@ -244,7 +249,7 @@ class CollectionBridge:
             self.stored += len(payloads)
         # The token goes after the data: a crash between the two replays the
         # batch, whose keys store nothing twice.
-        self.state.append({"token": to_json(batch[-1]["_id"])})
+        self.state.append({"token": json_util.dumps(batch[-1]["_id"])})
         trimmed = self.state.store.last_seq(self.state.name) - 1
         if trimmed > 0:
             self.state.store.trim(self.state.name, trimmed)
@@ -273,16 +278,23 @@ class CollectionSink:
 
     def __init__(self, url: str, collection: str, *, own_ids: bool = False,
                  write_concern: str | int = "majority") -> None:
-        database = _database_name(url)
-        self._client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            url, serverSelectionTimeoutMS=5000)
-        concern = pymongo.WriteConcern(w=write_concern)
-        self._collection = self._client[database].get_collection(collection, write_concern=concern)
+        self.url, self.database, self.collection = url, _database_name(url), collection
+        self.write_concern = pymongo.WriteConcern(w=write_concern)
         self.own_ids = own_ids
+        self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._pending: list[pymongo.ReplaceOne[dict[str, Any]]] = []
 
+    def _target(self) -> Any:
+        """The collection, connecting first (again, after :meth:`close`: a pipeline
+        description, and its sink, may run more than once)."""
+        if self._client is None:
+            self._client = pymongo.MongoClient(self.url, serverSelectionTimeoutMS=5000)
+        return self._client[self.database].get_collection(self.collection,
+                                                          write_concern=self.write_concern)
+
     def write(self, values: Sequence[Any], keys: Sequence[str]) -> None:
-        """Buffer one upsert per document."""
+        """Buffer one upsert per document (nothing of a value that is refused)."""
+        upserts: list[pymongo.ReplaceOne[dict[str, Any]]] = []
         for value, key in zip(values, keys, strict=True):
             documents = value if isinstance(value, (list, tuple)) else [value]
             for j, document in enumerate(documents):
@@ -292,8 +304,8 @@ class CollectionSink:
                     key if len(documents) == 1 and not isinstance(value, (list, tuple)) else f"{key}.{j}")
                 if ident is None:
                     raise InvalidArgumentError("own_ids=True but a document has no _id")
-                self._pending.append(pymongo.ReplaceOne({"_id": ident}, {**document, "_id": ident},
-                                                        upsert=True))
+                upserts.append(pymongo.ReplaceOne({"_id": ident}, {**document, "_id": ident}, upsert=True))
+        self._pending += upserts
 
     def flush(self) -> None:
         """Send the buffered upserts as one bulk write; raises if the server did
@@ -303,8 +315,11 @@ class CollectionSink:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        self._collection.bulk_write(pending, ordered=True)
+        self._target().bulk_write(pending, ordered=True)
 
     def close(self) -> None:
-        """Close the connection (unsent writes are dropped: flush first)."""
-        self._client.close()
+        """Close the connection (unsent writes are dropped: flush first); a later
+        flush connects again."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()

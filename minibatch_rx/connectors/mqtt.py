@@ -541,8 +541,16 @@ class MqttSink:
         self._client = self.broker.client(client_id)
         self._client.on_publish, self._client.on_connect = self._on_publish, self._on_connect
         self._client.reconnect_delay_set(*reconnect_delay)
-        self._client.connect_async(self.broker.host, self.broker.port, keepalive)
-        self._client.loop_start()
+        self._keepalive = keepalive
+        self._closed = True
+        self._open()
+
+    def _open(self) -> None:
+        """Connect (again, after :meth:`close`: a pipeline may run more than once)."""
+        if self._closed:
+            self._closed = False
+            self._client.connect_async(self.broker.host, self.broker.port, self._keepalive)
+            self._client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -572,6 +580,7 @@ class MqttSink:
 
     def write(self, values: Sequence[Any], keys: Sequence[str]) -> None:
         """Publish each value (now if connected, else on reconnection, in order)."""
+        self._open()
         for value, key in zip(values, keys, strict=True):
             if len(self._pending) + self._waiting >= self.max_pending:
                 self.flush()
@@ -613,6 +622,8 @@ class MqttSink:
                                    f"{sorted({str(r) for r in refused})}")
 
     def close(self) -> None:
-        """Disconnect (messages not flushed are dropped)."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Disconnect (messages not flushed are dropped); a later write connects again."""
+        if not self._closed:
+            self._closed = True
+            self._client.disconnect()
+            self._client.loop_stop()
