@@ -512,3 +512,15 @@ def test_the_example_bridges_and_publishes(broker: MosquittoBroker, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == "bridged 20 readings; mean temperature per sensor: {'s0': 20.9, 's1': 21.0}"
+
+
+def test_a_closed_sink_connects_again_for_the_next_run(broker: MosquittoBroker) -> None:
+    # A pipeline description, and the sink in it, may run more than once; each run closes it.
+    sink = MqttSink(broker.address, "reuse/s", timeout=10)
+    sink.write([{"n": 0}], ["a"])
+    sink.flush()
+    sink.close()
+    sink.write([{"n": 1}], ["b"])
+    sink.flush()
+    assert sink.published == 2
+    sink.close()
