@@ -160,11 +160,19 @@ class ReadHub:
             watch.wake()
 
     def close(self) -> None:
-        """Stop every thread of the hub (the store is closing)."""
+        """The store is closing: end the hub's threads and tell every subscriber
+        (``on_error`` with :class:`~minibatch_rx.errors.StoreUnavailableError`)."""
         with self.lock:
             self.closed = True
+            feeds = [feed for fs in self.feeds.values() for feed in fs]
+            for feed in feeds:
+                self._forget(feed)
+            self.ready.clear()
             self.lock.notify_all()
         self.poke()
+        error = StoreUnavailableError(f"{self.store!r} was closed while being read")
+        for feed in feeds:
+            feed.observer.on_error(error)
 
     # -- the pool ----------------------------------------------------------
     def _staff(self, free: int = 0) -> None:
@@ -251,6 +259,10 @@ class ReadHub:
             changes = self._poll(streams, timeout)
             now = time.monotonic()
             with self.lock:
+                # Streams first subscribed while the watch waited: the wait may have
+                # used up the change that concerns them, so they are read once anyway.
+                for stream in self.feeds.keys() - set(streams):
+                    changes.setdefault(stream, None)
                 for stream, head in changes.items():
                     for feed in self.feeds.get(stream, ()):
                         if head is None or feed.position is None or head > feed.position:
@@ -281,7 +293,6 @@ class ReadHub:
         try:
             if self.watch is None:
                 self.watch = self.store.watch()
-                self.watch_backoff.reset()
                 return {s: None for s in streams}  # a new watch: check everything once
             changes = dict(self.watch.poll(streams, timeout))
             self.watch_backoff.reset()
@@ -360,7 +371,6 @@ class ReadHub:
         may be stored (the feed stopped on its budget, not at the end)."""
         if feed.position is None:
             feed.position = feed.first_position()
-        feed.backoff.reset()
         store, progress = self.store, feed.progress
         for _ in range(FAIR_BATCHES):
             if feed.stopped:
@@ -368,6 +378,7 @@ class ReadHub:
             with self.lock:
                 feed.again = False
             batch = store.read(feed.stream, feed.position, feed.batch_size)
+            feed.backoff.reset()  # the store answered (the back-off grows only while it does not)
             if not batch:
                 progress.behind = False
                 feed.caught_up = True

@@ -66,6 +66,14 @@ def hub_for(store: Store) -> ReadHub:
         return hub
 
 
+def close_hub(store: Store) -> None:
+    """End ``store``'s hub, if it has one (the store is being closed)."""
+    with _hubs_lock:
+        hub = _hubs.pop(store, None)
+    if hub is not None:
+        hub.close()
+
+
 def store_source(
     store: Store,
     stream: str,

@@ -8,6 +8,7 @@ by the fallback poll of the store's change counter.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import sqlite3
@@ -24,7 +25,7 @@ from conftest import make_url
 from reactivex import Observer
 from waiting import wait_for
 
-from minibatch_rx import Window, stream
+from minibatch_rx import StoreUnavailableError, Window, stream
 from minibatch_rx import readhub as readhub_module
 from minibatch_rx import store as store_module
 from minibatch_rx.message import Message
@@ -388,3 +389,82 @@ def test_a_forked_child_reads_with_threads_of_its_own(tmp_path: Path) -> None:
         wait_for(lambda: seen.of("parent") == [1, 2], "the child's append, in the parent")
     finally:
         handle.stop(timeout=5)
+
+
+def test_a_stream_first_subscribed_while_the_watch_waits_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The leader polls with the streams it knew when it began; an append to a stream
+    # subscribed meanwhile is used up by that poll, and must still be delivered.
+    store = store_module.open_store(f"sqlite://{tmp_path / 'late.db'}")
+    store.append("A", [{"i": 0}])
+    polling, go = threading.Event(), threading.Event()
+    original = SqliteWatch.poll
+
+    def held(self: SqliteWatch, streams: Any, timeout: float) -> dict[str, int | None]:
+        polling.set()
+        go.wait(WAIT)
+        return original(self, streams, timeout)
+
+    monkeypatch.setattr(SqliteWatch, "poll", held)
+    hub = ReadHub(store, hand_on)
+    got: dict[str, list[int]] = {"A": [], "B": []}
+
+    def recorder(name: str) -> Observer[Message]:
+        return Observer(lambda m: got[name].append(m.seq))
+
+    stops = [hub.subscribe("A", recorder("A"), lambda: 0, 100, ReadProgress())]
+    try:
+        go.set()
+        wait_for(lambda: got["A"] == [1], "A's message")
+        go.clear()
+        polling.clear()
+        assert polling.wait(WAIT), "the leader's next poll (knowing only A)"
+        progress = ReadProgress()
+        progress.behind = True
+        stops.append(hub.subscribe("B", recorder("B"), lambda: 0, 100, progress))
+        wait_for(lambda: not progress.behind, "B's first read (of an empty stream)")
+        store.append("B", [{"i": 0}])
+        go.set()
+        wait_for(lambda: got["B"] == [1], "B's message, appended during the poll")
+    finally:
+        go.set()
+        for stop in stops:
+            stop()
+
+
+def test_closing_the_stores_tells_running_pipelines_and_ends_the_readers(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'closing.db'}"
+    before = len(reader_threads())
+    seen = Seen()
+    handles = [stream(f"c{i}", url).count_window(1).sink(sink_into(seen, f"c{i}")).start(consumer="c")
+               for i in range(5)]
+    for i in range(5):
+        stream(f"c{i}", url).append({"i": i})
+    wait_for(lambda: seen.count() == 5, "a message per pipeline")
+    store_module.close_all()  # while they run
+    for handle in handles:
+        assert handle.join(WAIT), "a pipeline did not end when its store was closed"
+        assert isinstance(handle.error, StoreUnavailableError) and "closed" in str(handle.error)
+    wait_for(lambda: len(reader_threads()) == before, "the reader threads to end")
+
+
+def test_an_unreachable_store_is_retried_with_a_growing_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_module.open_store(f"sqlite://{tmp_path / 'down.db'}")
+    attempts: list[float] = []
+
+    def down(self: SqliteStore, name: str, after: int = 0, limit: int | None = None) -> list[Message]:
+        attempts.append(time.monotonic())
+        raise StoreUnavailableError("down for the test")
+
+    monkeypatch.setattr(SqliteStore, "read", down)
+    hub = ReadHub(store, hand_on)
+    stop = hub.subscribe("s", Observer(lambda _m: None), lambda: 0, 100, ReadProgress())
+    try:
+        wait_for(lambda: len(attempts) >= 5, "five attempts")
+    finally:
+        stop()
+    gaps = [b - a for a, b in itertools.pairwise(attempts[:5])]
+    assert gaps[-1] > 2 * gaps[0], f"the back-off did not grow: {gaps}"

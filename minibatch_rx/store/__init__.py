@@ -57,8 +57,11 @@ def _create(url: str) -> Store:
 
 def close_all() -> None:
     """Close every store opened by :func:`open_store` (memory stores are dropped)."""
+    from minibatch_rx.source import close_hub  # (the reading side imports this package)
+
     with _lock:
         stores = list(_stores.values())
         _stores.clear()
     for store in stores:
+        close_hub(store)  # its subscribers are told, its threads end
         store.close()

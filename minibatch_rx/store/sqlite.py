@@ -495,10 +495,19 @@ class SqliteStore:
 
     def close(self) -> None:
         self._closed = True
-        with self._pool_lock:
-            connections, self._all = self._all, []
-        for conn in connections:
+        # Only the idle connections: one in use by another thread is closed when it
+        # comes back to the pool (closing it under that thread crashes SQLite).
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                break
+            with self._pool_lock:
+                if conn in self._all:
+                    self._all.remove(conn)
             conn.close()
+        for watch in self._watches:
+            watch.wake()
         self._ringer.close()
         with self._appended:
             self._appended.notify_all()
