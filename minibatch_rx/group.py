@@ -22,14 +22,13 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
-from minibatch_rx.store.base import Backoff, Lease, Reader, Store
+from minibatch_rx.store.base import Lease, Reader, Store, outage_backoff
 from minibatch_rx.window import Window
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 0.25  # seconds an idle member blocks before looking for expired leases
 JOIN_TIMEOUT = 5.0
-OUTAGE_BACKOFF_LIMIT = 2.0  # longest pause between attempts while the store is unreachable
 
 
 def member_id() -> str:
@@ -87,7 +86,7 @@ class GroupFeed:
     def _run(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
         """Lease and emit windows until stopped; a store outage is waited out
         (logged, with back-off, a fresh reader each try), as single consumers do."""
-        backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        backoff = outage_backoff()
         try:
             while not stop.is_set():
                 try:
@@ -97,7 +96,7 @@ class GroupFeed:
                     if stop.is_set():
                         return
                     log.warning("group %r reading %r: %s; retrying", self.group, self.stream, exc)
-                    stop.wait(backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+                    stop.wait(backoff.pause())
                     reader.close()
                     reader = self._reopen(stop)
         except Exception as exc:
@@ -108,7 +107,7 @@ class GroupFeed:
 
     def _reopen(self, stop: threading.Event) -> Reader:
         """A new reader, once the store answers again (or the feed is stopped)."""
-        backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        backoff = outage_backoff()
         while True:
             try:
                 return self.store.reader(self.stream)
@@ -116,7 +115,7 @@ class GroupFeed:
                 if stop.is_set():
                     raise
                 log.warning("group %r reopening %r: %s; retrying", self.group, self.stream, exc)
-                stop.wait(backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+                stop.wait(backoff.pause())
 
     def _serve(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
         waiting_since: float | None = None

@@ -39,7 +39,7 @@ from reactivex import abc
 
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import Backoff, ChangeWatch, Store, Watchable
+from minibatch_rx.store.base import ChangeWatch, Store, Watchable, outage_backoff
 from minibatch_rx.windows import ReadProgress
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ MAX_POLL = 1.0  # the longest single wait on the watch, seconds
 IDLE_EXIT = 2.0
 """Seconds a pool thread waits for work before it ends (the watching thread stays)."""
 JOIN_TIMEOUT = 5.0
-OUTAGE_BACKOFF_LIMIT = 2.0
 
 _IDLE, _QUEUED, _RUNNING = 0, 1, 2
 
@@ -73,7 +72,7 @@ class _Feed:
         self.again = False  # new data was reported while it ran
         self.stopped = False
         self.retry_at: float | None = None  # set while the store is unreachable
-        self.backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        self.backoff = outage_backoff()
         self.thread: int | None = None  # the pool thread running it
         self.idle = threading.Event()
         self.counted = False  # counted in the hub's busy feeds
@@ -103,7 +102,7 @@ class ReadHub:
         self.leading = False
         self.leading_thread: int | None = None
         self.watch: ChangeWatch | None = None
-        self.watch_backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        self.watch_backoff = outage_backoff()
         self.closed = False
 
     # -- subscriptions -----------------------------------------------------
@@ -312,7 +311,7 @@ class ReadHub:
                 except Exception as closing:  # the watch is dropped either way
                     log.debug("closing a failed watch: %r", closing)
             pause = threading.Event()
-            pause.wait(self.watch_backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+            pause.wait(self.watch_backoff.pause())
             return {}
 
     def _schedule(self, feed: _Feed) -> None:
@@ -333,8 +332,7 @@ class ReadHub:
         except (StoreUnavailableError, StoreBusyError) as exc:
             if not feed.stopped:
                 log.warning("reading %r: %s; retrying", feed.stream, exc)
-                feed.retry_at = time.monotonic() + feed.backoff.next(
-                    time.monotonic() + OUTAGE_BACKOFF_LIMIT)
+                feed.retry_at = time.monotonic() + feed.backoff.pause()
         except Exception as exc:
             stopped = feed.stopped
             self._dispose_quietly(feed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -18,12 +17,11 @@ from reactivex.disposable import Disposable
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.readhub import ReadHub
-from minibatch_rx.store.base import Backoff, Reader, Store, Watchable
+from minibatch_rx.store.base import Reader, Store, Watchable, outage_backoff
 from minibatch_rx.windows import ReadProgress
 
 WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
 JOIN_TIMEOUT = 5.0
-OUTAGE_BACKOFF_LIMIT = 2.0  # longest pause between reconnection attempts, seconds
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -250,7 +248,7 @@ class _PullFeed:
     def survive_outage(self, operation: Callable[[], T]) -> T:
         """Run a store call; while the store is unreachable, log, back off and
         retry with a fresh reader, until it answers or the feed is disposed."""
-        backoff = Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+        backoff = outage_backoff()
         while True:
             try:
                 return operation()
@@ -258,7 +256,7 @@ class _PullFeed:
                 if self.stop.is_set():
                     raise
                 log.warning("reading %r: %s; retrying", self.stream, exc)
-                self.stop.wait(backoff.next(time.monotonic() + OUTAGE_BACKOFF_LIMIT))
+                self.stop.wait(backoff.pause())
                 self.reader.close()
                 if not self.stop.is_set():
                     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mongo_server import MongoTestServer
 
-from minibatch_rx import StoreBusyError, StoreUnavailableError, stream
+from minibatch_rx import StoreBusyError, StoreUnavailableError, Window, stream
 from minibatch_rx.store.sqlite import _BUSY_RETRIES
 
 
@@ -58,6 +58,23 @@ def test_sqlite_lock_released_within_the_bound_is_waited_out(tmp_path: Path) -> 
     assert s.count() == 1
 
 
+class Seqs(list[int]):
+    """The seqs of the windows a pipeline delivered, waited on under a condition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got = threading.Condition()
+
+    def collect(self, window: Window) -> None:
+        with self.got:
+            self.extend(m.seq for m in window.messages)
+            self.got.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 60) -> None:
+        with self.got:
+            assert self.got.wait_for(lambda: len(set(self)) >= n, timeout), f"delivered {len(set(self))}"
+
+
 @pytest.mark.slow
 def test_mongodb_restart_mid_run_loses_nothing() -> None:
     server = MongoTestServer().start()
@@ -65,18 +82,8 @@ def test_mongodb_restart_mid_run_loses_nothing() -> None:
     try:
         s = stream("outage.in", url)
         s.extend({"i": i} for i in range(50))
-        seen: list[int] = []
-        got = threading.Condition()
-
-        def collect(window: object) -> None:
-            with got:
-                seen.extend(m.seq for m in window.messages)  # type: ignore[attr-defined]
-                got.notify_all()
-
-        def wait_for(n: int, timeout: float = 60) -> None:
-            with got:
-                assert got.wait_for(lambda: len(set(seen)) >= n, timeout), f"consumer saw {len(set(seen))}"
-
+        seen = Seqs()
+        collect, wait_for = seen.collect, seen.wait_for
         handle = s.count_window(10).sink(collect).start(consumer="c")
         wait_for(50)
 
@@ -107,18 +114,8 @@ def test_a_group_member_rides_out_a_mongodb_restart(caplog: pytest.LogCaptureFix
     try:
         s = stream("gout.in", url)
         s.extend({"i": i} for i in range(50))
-        seen: list[int] = []
-        got = threading.Condition()
-
-        def collect(window: object) -> None:
-            with got:
-                seen.extend(m.seq for m in window.messages)  # type: ignore[attr-defined]
-                got.notify_all()
-
-        def wait_for(n: int, timeout: float = 60) -> None:
-            with got:
-                assert got.wait_for(lambda: len(set(seen)) >= n, timeout), f"member saw {len(set(seen))}"
-
+        seen = Seqs()
+        collect, wait_for = seen.collect, seen.wait_for
         handle = s.count_window(10).sink(collect).start(group="g", lease_timeout=5)
         wait_for(50)
         deadline = time.monotonic() + 60

@@ -247,6 +247,20 @@ class Backoff:
         self.delay = min(self.delay * 2, self.limit)
         return delay
 
+    def pause(self) -> float:
+        """The next delay, with no deadline but the limit."""
+        return self.next(time.monotonic() + self.limit)
+
+
+OUTAGE_BACKOFF_LIMIT = 2.0
+"""Longest pause, seconds, between two attempts to reach a store that is down."""
+
+
+def outage_backoff() -> Backoff:
+    """The back-off of readers waiting out a store outage: 50 ms, doubling up to
+    :data:`OUTAGE_BACKOFF_LIMIT`."""
+    return Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
+
 
 def fresh_indexes(keys: Sequence[str | None], existing: Mapping[str, int]) -> list[int]:
     """Indexes of the payloads an idempotent append must store: those without a
