@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import sqlite3
 import threading
@@ -90,8 +91,6 @@ class SqliteWatch:
             woken = self.bell.wait(delay, wake)
             self.bell.drain()
         else:
-            import select
-
             woken = bool(select.select([wake], [], [], delay)[0])
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while self._wake_r.recv(64):
