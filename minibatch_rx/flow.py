@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from minibatch_rx.pipeline import Pipeline, SinkTarget
 
 EXPIRY_EVERY = 1.0  # seconds between age-based retention sweeps of a running pipeline
+PARTITION_TICKS = 256  # a partition's run commits its way over other partitions' messages this often
 
 
 def build(pipeline: Pipeline[Any, Any], consumer: str | None, group: GroupFeed | None,
@@ -134,6 +135,8 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
         if pipeline.window_spec is not None:
             assert operator is not None
             operator.progress, operator.stream = progress, source.name
+            if pipeline.key_spec is not None and pipeline.key_spec.owns is not None:
+                operator.ticks = PARTITION_TICKS  # a group's partition: move over the others' keys
             operator.records = bool(pipeline.pre_stages)
             operator.rejected.subscribe(dead_letter_rejected(failure, owner))
             if consumer is not None and operator.clocked and acks is None:

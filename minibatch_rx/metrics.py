@@ -86,6 +86,11 @@ class StageTime:
         """Average seconds per call (0 before the first)."""
         return self.total / self.count if self.count else 0.0
 
+    def merged(self, other: StageTime) -> StageTime:
+        """The figures of both (two runs of one stage, as a group member's partitions)."""
+        buckets = {bound: n + other.buckets.get(bound, 0) for bound, n in self.buckets.items()}
+        return StageTime(self.count + other.count, self.total + other.total, buckets)
+
 
 @dataclass(frozen=True)
 class Metrics:

@@ -426,17 +426,32 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
     def start(self, consumer: str | None = None, scheduler: abc.SchedulerBase | None = None,
               max_windows: int | None = None, *, group: str | None = None,
               lease_timeout: Interval = 30.0, source: MessageSource | None = None,
-              acknowledger: Acknowledger | None = None) -> PipelineHandle:
+              acknowledger: Acknowledger | None = None, partitions: int | None = None,
+              member: str | None = None) -> PipelineHandle:
         """Run in the background; returns a handle with ``stop()`` and ``join()``.
 
         ``consumer`` names the position kept in the store: pipelines with
         different consumer names each see every message. Without one, the
         pipeline's :attr:`default_consumer` is used. With ``group``, this
         process joins a consumer group instead: every member (in any process)
-        runs the same pipeline with the same group name, and each window goes
-        to one member. A member that stops completing its window for
-        ``lease_timeout`` loses it to another member. Groups take count
-        windows (``count_window(n, timeout)``).
+        runs the same pipeline with the same group name.
+
+        * A plain ``count_window(n)`` on the stream: each window goes to one
+          member; a member that stops completing its window for
+          ``lease_timeout`` loses it to another member.
+        * A keyed pipeline (``key_by``, any window or pattern): the key space
+          is split into ``partitions`` (default
+          :data:`~minibatch_rx.partitions.DEFAULT_PARTITIONS`, fixed for the
+          group's life), which the members lease and share evenly; each runs
+          the pipeline on the keys of its partitions, with a position and
+          checkpoint per partition. A member that dies loses its partitions
+          after ``lease_timeout``; the next holder resumes them exactly where
+          they were committed (see :mod:`minibatch_rx.partitions`).
+        * Any other one-window pipeline (a time window without ``key_by``): one
+          partition, so one member runs it and the others stand by.
+
+        ``member`` names this member in the group (default: host, pid and a
+        random suffix).
 
         ``source`` and ``acknowledger`` run this description against another
         input and another place for positions (see :mod:`minibatch_rx.runtime`):
@@ -450,6 +465,12 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
             raise InvalidArgumentError(
                 f"acknowledger needs a commit(seq, checkpoint) method, got {acknowledger!r}")
         self._check_runnable()
+        if group is not None and (self.key_spec is not None or not isinstance(self.window_spec, Count)
+                                  or partitions is not None or self.upstream is not None):
+            return self._start_member(group, partitions, member, lease_timeout, scheduler, max_windows,
+                                      source, acknowledger)
+        if partitions is not None or member is not None:
+            raise InvalidArgumentError("partitions= and member= need group=")
         feed = self._group_feed(group, lease_timeout) if group is not None else None
         name = group if group is not None else (consumer or self.default_consumer)
         handle = PipelineHandle(max_windows, name, f"{self.source.name}.dead")
@@ -462,6 +483,49 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         handle._subscribe(flow)
         return handle
 
+    def _launch(self, handle: PipelineHandle, consumer: str, scheduler: abc.SchedulerBase | None) -> None:
+        """Run as ``consumer`` under ``handle`` (a group member's run of one partition)."""
+        claim(handle, self.source.store.url, self.source.name)
+        flow = replace(self, after_ack=handle._on_ack)._flow(
+            consumer, None, scheduler, active=lambda: handle.running, handle=handle)
+        handle._subscribe(flow)
+
+    def _start_member(self, group: str, partitions: int | None, member: str | None,
+                      lease_timeout: Interval, scheduler: abc.SchedulerBase | None,
+                      max_windows: int | None, source: MessageSource | None,
+                      acknowledger: Acknowledger | None) -> PipelineHandle:
+        """Join ``group`` as a member sharing its key partitions."""
+        from minibatch_rx.group import member_id
+        from minibatch_rx.partition_group import start_member
+        from minibatch_rx.partitions import check_partitions
+
+        check_stream_name(group)
+        if partitions is not None:
+            check_partitions(partitions)
+            if self.key_spec is None and partitions != 1:
+                raise InvalidArgumentError(
+                    f"group {group!r}: a pipeline without key_by runs as one partition (partitions=1), "
+                    f"got partitions={partitions}; key it (key_by) to share its work")
+        if member is not None:
+            check_stream_name(member)
+        if self.upstream is not None:
+            raise InvalidArgumentError(
+                f"group {group!r}: a group runs a pipeline with one window or pattern; sink the first "
+                "window's values into a stream and run the second window on it (as a group of its own)")
+        if source is not None or acknowledger is not None:
+            raise InvalidArgumentError("source= and acknowledger= take a pipeline run by a single consumer, "
+                                       "not a group (it shares its work through the store)")
+        if max_windows is not None and (isinstance(max_windows, bool) or not isinstance(max_windows, int)
+                                        or max_windows <= 0):
+            raise InvalidArgumentError(f"max_windows must be an int > 0, got {max_windows!r}")
+        if not callable(getattr(self.source.store, "update_state", None)):
+            raise InvalidArgumentError(
+                f"group {group!r}: store {self.source.store.url!r} keeps no shared state (update_state), "
+                "which groups by key partition need")
+        ttl = to_seconds(lease_timeout, "lease_timeout")
+        count = partitions if self.key_spec is not None else 1
+        return start_member(self, group, member or member_id(), count, ttl, scheduler, max_windows)
+
     def _group_feed(self, group: str, lease_timeout: Interval) -> GroupFeed:
         check_stream_name(group)
         spec = self.window_spec
@@ -472,19 +536,20 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
             )
         if self.key_spec is not None or self.pre_stages or self.upstream is not None:
             raise InvalidArgumentError(
-                f"group {group!r}: consumer groups take one count_window(n) straight on the stream, "
-                "without key_by, stages before the window or a second window")
+                f"group {group!r}: a group shares the windows of a count_window(n) straight on the "
+                "stream, without stages before it; key the pipeline (key_by) to share its keys instead")
         ttl = to_seconds(lease_timeout, "lease_timeout")
         return GroupFeed(self.source.store, self.source.name, group, spec.n, spec.timeout_s, ttl)
 
     def run(self, consumer: str | None = None, max_windows: int | None = None,
             duration: Interval | None = None, *, group: str | None = None,
             lease_timeout: Interval = 30.0, stop_timeout: Interval = 10.0,
-            source: MessageSource | None = None, acknowledger: Acknowledger | None = None) -> PipelineHandle:
+            source: MessageSource | None = None, acknowledger: Acknowledger | None = None,
+            partitions: int | None = None, member: str | None = None) -> PipelineHandle:
         """Run until stopped (Ctrl-C), until ``max_windows`` windows are
         processed, or for ``duration``; re-raises a pipeline error. See
-        :meth:`start` for ``consumer``, ``group``, ``lease_timeout``, ``source``
-        and ``acknowledger``.
+        :meth:`start` for ``consumer``, ``group``, ``lease_timeout``, ``source``,
+        ``acknowledger``, ``partitions`` and ``member``.
 
         Returns within ``duration`` plus ``stop_timeout`` whatever user code
         does: a function still running then is abandoned (see
@@ -496,7 +561,7 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         seconds = None if duration is None else to_seconds(duration, "duration")
         grace = to_seconds(stop_timeout, "stop_timeout", allow_zero=True)
         handle = self.start(consumer, max_windows=max_windows, group=group, lease_timeout=lease_timeout,
-                            source=source, acknowledger=acknowledger)
+                            source=source, acknowledger=acknowledger, partitions=partitions, member=member)
         try:
             handle.join(seconds)
         finally:

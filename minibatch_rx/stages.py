@@ -275,10 +275,13 @@ def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:
         on_next_ = observer.on_next
 
         def on_next(value: Window | Message) -> None:
-            on_next_(Item(value, value))
             if isinstance(value, Window):
-                on_next_(Ack(value.ack, value.checkpoint, value.tag != "tick"))
+                counts = value.tag != "tick"
+                if counts:  # a "tick" only carries a checkpoint: the stages never see it
+                    on_next_(Item(value, value))
+                on_next_(Ack(value.ack, value.checkpoint, counts))
             else:
+                on_next_(Item(value, value))
                 on_next_(Ack(value.seq))
 
         return subscribe_to(source, on_next, observer.on_error, observer.on_completed, scheduler)

@@ -260,10 +260,17 @@ def test_misplaced_or_bad_key_by_and_event_time_are_refused_when_built(build: Bu
     assert message in str(info.value)
 
 
-def test_consumer_groups_refuse_key_by() -> None:
-    s = VirtualTime().stream("r")
-    with pytest.raises(InvalidArgumentError, match="without key_by"):
-        s.key_by("k").count_window(2).start(group="g")
+def test_a_keyed_group_refuses_a_second_window_and_a_changed_partition_count() -> None:
+    vt = VirtualTime()
+    s = vt.stream("r")
+    with pytest.raises(InvalidArgumentError, match="one window or pattern"):
+        s.key_by("k").count_window(2).count_window(3).start(group="g", scheduler=vt.scheduler)
+    first = s.key_by("k").count_window(2).start(group="g", partitions=4, scheduler=vt.scheduler)
+    try:
+        with pytest.raises(InvalidArgumentError, match="this group has 4 partitions"):
+            s.key_by("k").count_window(2).start(group="g", partitions=6, scheduler=vt.scheduler)
+    finally:
+        first.stop()
 
 
 # -- restart determinism --------------------------------------------------------------------------

@@ -54,12 +54,12 @@ def test_a_bad_spec_is_refused_where_it_is_written(make: object) -> None:
         make()
 
 
-def test_only_count_windows_can_be_shared_by_a_group() -> None:
+def test_only_count_windows_share_windows_in_a_group_other_unkeyed_windows_run_as_one_partition() -> None:
     assert [s.groupable for s in (Count(2), Tumbling(5), Sliding(3, 1), Session(1), Relaxed(1))] == [
         True, False, False, False, False]
     src = stream("in", "memory://specs-group")
-    with pytest.raises(InvalidArgumentError, match="needs a count window"):
-        src.fixed_time_window(5).map(len).run(group="g", duration=0.01)
+    with pytest.raises(InvalidArgumentError, match="runs as one partition"):
+        src.fixed_time_window(5).map(len).run(group="g", duration=0.01, partitions=2)
 
 
 def test_stream_and_pipeline_share_one_definition_of_each_window_method() -> None:

@@ -124,6 +124,7 @@ class PatternCore(WindowCore):
         self, auto: Automaton, clock: RunClock, key_by: KeyBy | None, event_time: bool, order: tuple[str, ...]
     ) -> None:
         self.auto, self.clock, self.key_by, self.event_time = auto, clock, key_by, event_time
+        self.owns = None if key_by is None else key_by.owns
         self.order = order  # the pattern's step names (tells patterns apart in checkpoints)
         self.step_codes = {name: str(i) for i, name in enumerate(order)}
         self.keys: dict[Key, _Key] = {}
@@ -190,6 +191,18 @@ class PatternCore(WindowCore):
                 self.wm = settled
         new_max = t > clock.max_time
         clock.arrived(t, arrival)
+        owns = self.owns
+        if owns is not None and not owns(key):
+            # Another partition's key: it moves the watermark (the stream's, as a
+            # single consumer's), and the run holding its partition matches it.
+            if new_max:
+                wm = clock.data_watermark()
+                if wm > self.wm:
+                    self.wm = wm
+            if (self.buffer and self.buffer[0][0] <= self.wm) or (self.deadlines
+                                                                  and self.deadlines[0][0] <= self.wm):
+                return self._tick(self._drain())
+            return self._tick([])
         if t < self.wm:
             if self.event_time:  # behind the watermark: its place in the order is gone
                 self.late_messages.append(message)

@@ -248,6 +248,11 @@ class WindowOperator:
         """With :attr:`guarded`: whether the pipeline still takes input (``None``: always)."""
         self.current: WindowCore | None = None
         """The core of the latest subscription (for metrics)."""
+        self.ticks = 0
+        """If > 0: after this many messages in a row that emitted nothing, emit a
+        checkpoint-only window (tag ``"tick"``, dropped before the stages), so
+        the position moves over messages the strategy leaves to others (a
+        group's run of some key partitions)."""
 
     def watermark(self) -> float | None:
         """The watermark of the latest subscription's strategy, if it keeps one."""
@@ -324,6 +329,8 @@ class _Run:
         self.active = operator.active if operator.guarded else None
         self.timeless = core.timeless
         self.hands_over = core.hands_over
+        self.ticks = operator.ticks
+        self.since = 0  # messages in a row that emitted nothing (with ticks)
         # A core without late, rejected or side outputs has nothing to say after
         # a message that closed no window: the driver skips asking it.
         kind = type(core)
@@ -373,7 +380,10 @@ class _Run:
                     return
                 if windows:
                     self.event += 1
+                    self.since = 0
                     self.emit(windows)
+                elif self.ticks and self.tick():
+                    self.emit([Window((), message.stream, tag="tick")])
                 elif not self.quiet:
                     self.emit(windows)
                 # emit()'s re-arming, for a step that emitted nothing and had nothing to say.
@@ -383,6 +393,15 @@ class _Run:
                 if not self.guarded:
                     raise
                 self.on_error(error)  # a guard's work: reported, not raised into the source
+
+    def tick(self) -> bool:
+        """With ticks: count a message that emitted nothing; True when a
+        checkpoint-only window is due."""
+        self.since += 1
+        if self.since < self.ticks:
+            return False
+        self.since = 0
+        return True
 
     def on_error(self, error: Exception) -> None:
         with self.lock:

@@ -80,6 +80,7 @@ class TimeWindowCore(WindowCore):
     def __init__(self, clock: RunClock, assigner: Assigner, grace: float = 0.0,
                  emit_empty: bool = False, key_by: KeyBy | None = None) -> None:
         self.clock, self.assigner, self.key_by = clock, assigner, key_by
+        self.owns = None if key_by is None else key_by.owns
         self.grace = micros(grace)
         self.grid = assigner if isinstance(assigner, Grid) else None
         # A record's windows lie within a window length of its time: keep them datetimes.
@@ -161,7 +162,10 @@ class TimeWindowCore(WindowCore):
                     self.wm = wm
         new_max = t > clock.max_time
         clock.arrived(t, arrival)
-        if self.grid is not None:
+        owns = self.owns
+        if owns is not None and not owns(key):
+            pass  # another partition's key: it moves the clock, its holder windows it
+        elif self.grid is not None:
             self._place_on_grid(self.grid, message, key, t_us)
         else:
             self._place_in_session(message, key, t_us)

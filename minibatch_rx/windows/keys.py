@@ -80,6 +80,9 @@ class KeyBy:
     function of it. Every window strategy then runs once per key."""
 
     source: str | Callable[[Any], Any]
+    owns: Callable[[Key], bool] | None = field(default=None, repr=False, compare=False)
+    """In a group run by key partition, true for the keys of the partitions this
+    run holds (see :meth:`owning`); ``None``: every key."""
     read: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +91,15 @@ class KeyBy:
     @property
     def label(self) -> str:
         return label("key_by", self.source if isinstance(self.source, str) else function_name(self.source))
+
+    def owning(self, owns: Callable[[Key], bool]) -> KeyBy:
+        """The same key, for a run that windows only the keys ``owns`` accepts.
+
+        The other keys' records still move the run's clock (an event-time
+        watermark is the stream's, not the partition's), so its windows close
+        exactly when a single consumer's would; they are windowed by the run
+        holding their partition."""
+        return KeyBy(self.source, owns)
 
     def key_of(self, value: Any) -> Key:
         """The key of a record's value; :class:`BadRecordError` if it has none."""
@@ -127,6 +139,9 @@ class KeyedProgress:
             return False, None
         if self.done and message.seq <= self.done.get(key, 0):
             return False, None
+        owns = self.key_by.owns
+        if owns is not None and not owns(key):
+            return False, None  # another partition's key: its holder windows it
         return True, key
 
     def emitted(self, key: Key, seq: int) -> None:

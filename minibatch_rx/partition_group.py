@@ -1,0 +1,274 @@
+"""A member of a consumer group run by key partition (see :mod:`minibatch_rx.partitions`).
+
+The member keeps its partition leases (a :func:`~minibatch_rx.partitions.sync`
+every third of the lease timeout) and runs the group's pipeline once per
+partition it holds: a normal single-consumer run under the partition's own
+consumer name, whose window or pattern stage takes only that partition's
+keys (the others still move its clock). Taking a partition starts its run,
+which resumes from the partition's position and checkpoint, rebuilding the
+open windows and partial matches of its keys; giving one up stops its run
+first (committing position and checkpoint), then releases the lease.
+
+Each partition's run ends up on one member at a time: a member starts a
+run only for a partition it has just been granted, and a partition is
+granted only once its previous holder released it or stopped renewing its
+lease. A member paused past its lease (a long GC pause, a frozen VM) may
+still finish the window in flight after another member took over: its
+sink writes carry the same idempotency keys as the new holder's (the
+partition's consumer name, the seq range and the rank), so the stream sink
+stores them once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from reactivex import abc
+from reactivex.scheduler import EventLoopScheduler
+
+from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
+from minibatch_rx.metrics import Metrics, StageTime
+from minibatch_rx.partitions import Assignment, partition_name, partition_of, state_name, sync
+from minibatch_rx.running import PipelineHandle
+from minibatch_rx.windows.keys import Key
+
+if TYPE_CHECKING:
+    from minibatch_rx.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+def owner_of(partition: int, partitions: int) -> Callable[[Key], bool]:
+    """The key filter of a run holding ``partition`` (keys are few and repeat: cached)."""
+
+    @functools.lru_cache(maxsize=1 << 16)
+    def owns(key: Key) -> bool:
+        return partition_of(key, partitions) == partition
+
+    return owns
+
+
+class _PartitionRun(PipelineHandle):
+    """The handle of one partition's run: its acks count in the member's handle too."""
+
+    def __init__(self, member: GroupMemberHandle, consumer: str, dead: str) -> None:
+        super().__init__(None, consumer, dead)
+        self.member = member
+
+    def _on_ack(self, seq: int | None) -> None:
+        super()._on_ack(seq)
+        self.member._on_partition_ack()
+
+
+class GroupMemberHandle(PipelineHandle):
+    """What ``pipeline.start(group=...)`` returns for a group run by key partition.
+
+    Besides :class:`~minibatch_rx.running.PipelineHandle`'s ``stop``, ``join``,
+    ``windows`` (over all partitions) and ``metrics()``: :attr:`partitions`,
+    the partitions this member holds now; :attr:`rebalances`, how often its
+    holding changed; :attr:`member`, its name in the group.
+    """
+
+    def __init__(self, pipeline: Pipeline[Any, Any], group: str, member: str, partitions: int | None,
+                 lease_timeout: float, scheduler: abc.SchedulerBase | None,
+                 max_windows: int | None) -> None:
+        super().__init__(max_windows, group, f"{pipeline.source.name}.dead")
+        self.pipeline, self.group, self.member = pipeline, group, member
+        self.configured = partitions
+        self.count: int | None = partitions
+        self.ttl = lease_timeout
+        self.period = lease_timeout / 3
+        self.scheduler = scheduler
+        self.own: EventLoopScheduler | None = None
+        self.runs: dict[int, _PartitionRun] = {}
+        self.finished_runs: list[Metrics] = []
+        self.releasing: set[int] = set()
+        self.rebalances = 0
+        self.windows_lock = threading.Lock()
+        self.step_lock = threading.Lock()
+        self.timer: abc.DisposableBase | None = None
+
+    # -- the public view -----------------------------------------------------
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this member runs now, sorted."""
+        return sorted(self.runs)
+
+    def metrics(self) -> Metrics:
+        """The member's figures, summed over its partitions' runs (past and present);
+        ``position`` is the lowest position among the partitions it holds."""
+        parts = [run.metrics() for run in list(self.runs.values())] + list(self.finished_runs)
+        current = parts[:len(self.runs)]
+        stages: dict[str, StageTime] = {}
+        for m in parts:
+            for name, summary in m.stages.items():
+                stages[name] = summary if name not in stages else stages[name].merged(summary)
+        head = max((m.head for m in current if m.head is not None), default=None)
+        position = min((m.position for m in current), default=self.position)
+        marks = [m.watermark for m in current if m.watermark is not None]
+        return Metrics(
+            stream=self.pipeline.source.name, consumer=self.group,
+            messages_in=sum(m.messages_in for m in parts), windows_out=self.windows,
+            late=sum(m.late for m in parts), dead_lettered=sum(m.dead_lettered for m in parts),
+            retries=sum(m.retries for m in parts), position=position, head=head,
+            lag=None if head is None else max(0, head - position),
+            watermark=min(marks) if marks else None, stages=stages)
+
+    @property
+    def dead_letters(self) -> int:
+        """Windows sent to the dead-letter stream by this member's runs."""
+        return sum(run.dead_letters for run in list(self.runs.values())) + \
+            sum(m.dead_lettered for m in self.finished_runs)
+
+    # -- running -------------------------------------------------------------
+    def begin(self) -> None:
+        """Take a first share (in the caller's thread: a misconfiguration raises
+        here) and keep the leases from then on."""
+        self.step()
+        if self.scheduler is None:
+            self.scheduler = self.own = EventLoopScheduler()
+        self.timer = self.scheduler.schedule_relative(self.period, self._tick)
+
+    def _tick(self, scheduler: abc.SchedulerBase, _state: Any = None) -> None:
+        if not self._live:
+            return
+        try:
+            self.step()
+        except Exception as exc:  # not a store outage (those are waited out in step)
+            log.exception("group %r member %s: partition leases failed", self.group, self.member)
+            self._fail(exc)
+            return
+        if self._live:
+            self.timer = scheduler.schedule_relative(self.period, self._tick)
+
+    def _update(self, releasing: tuple[int, ...] = (), leaving: bool = False) -> Assignment:
+        store, stream = self.pipeline.source.store, self.pipeline.source.name
+        return store.update_state(
+            stream, state_name(self.group),
+            lambda doc, now: sync(doc, now, self.member, self.configured, self.ttl, releasing, leaving))
+
+    def step(self) -> None:
+        """One turn: renew, stop what was lost or is to be given up, start what was granted."""
+        with self.step_lock:
+            changed = False
+            while self._live:
+                releasing = tuple(sorted(self.releasing))
+                try:
+                    granted = self._update(releasing)
+                except (StoreUnavailableError, StoreBusyError) as exc:
+                    # The runs wait out the outage themselves; if it outlasts the lease,
+                    # the next turn finds which partitions went to other members.
+                    log.warning("group %r member %s: cannot renew partition leases (%s); retrying",
+                                self.group, self.member, exc)
+                    return
+                self.releasing -= set(releasing)
+                self.count = granted.partitions
+                lost = [p for p in self.runs if p not in granted.held]
+                for p in lost:
+                    log.warning("group %r member %s: partition %d went to another member "
+                                "(its lease expired)", self.group, self.member, p)
+                self._stop_runs(lost)
+                if granted.release:  # over its share: stop those runs, then hand them over now
+                    self._stop_runs(list(granted.release))
+                    self.releasing |= set(granted.release)
+                    changed = True
+                    continue
+                new = sorted(set(granted.held) - set(self.runs))
+                for p in new:
+                    self._start_run(p, granted.partitions)
+                if changed or lost or new:
+                    self.rebalances += 1
+                    log.info("group %r member %s holds partitions %s of %d (members: %s)", self.group,
+                             self.member, sorted(self.runs), granted.partitions, ", ".join(granted.members))
+                return
+
+    def _start_run(self, partition: int, partitions: int) -> None:
+        pipeline = self.pipeline
+        if pipeline.key_spec is not None:
+            pipeline = replace(pipeline, key_spec=pipeline.key_spec.owning(owner_of(partition, partitions)))
+        pipeline._usage.ran = True
+        run = _PartitionRun(self, partition_name(self.group, partition), self.dead_letter_stream or "")
+        self.runs[partition] = run
+        pipeline._launch(run, run.consumer, self.scheduler if self.own is None else None)
+        if run.error is not None:
+            self._fail(run.error)
+
+    def _stop_runs(self, partitions: list[int]) -> None:
+        for p in partitions:
+            run = self.runs.pop(p, None)
+            if run is None:
+                continue
+            run.stop(timeout=self.ttl / 3)
+            self.finished_runs.append(run.metrics())
+            if run.error is not None:
+                self._fail(run.error)
+
+    def _on_partition_ack(self) -> None:
+        with self.windows_lock:
+            self.windows += 1
+            reached = self.max_windows is not None and self.windows >= self.max_windows
+        if reached:
+            threading.Thread(target=self.stop, name="minibatch-group-stop", daemon=True).start()
+
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        threading.Thread(target=self.stop, name="minibatch-group-stop", daemon=True).start()
+
+    # -- PipelineHandle ------------------------------------------------------
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the member stopped (or failed); False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            for run in list(self.runs.values()):
+                if run.error is not None:
+                    self._fail(run.error)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._done.wait(0.05 if left is None else min(0.05, left))
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop every partition's run (each commits its position), then leave the
+        group: its partitions are free for the other members at once."""
+        with self._lock:
+            if self._stopping:
+                self._done.wait(timeout)
+                return self._done.is_set()
+            self._stopping = True
+            self._live = False
+        if self.timer is not None:
+            self.timer.dispose()
+        clean = True
+        with self.step_lock:
+            for p, run in list(self.runs.items()):
+                clean = run.stop(timeout) and clean
+                self.finished_runs.append(run.metrics())
+                if run.error is not None and self.error is None:
+                    self.error = run.error
+                del self.runs[p]
+            try:
+                self._update(leaving=True)
+            except (StoreUnavailableError, StoreBusyError) as exc:
+                log.warning("group %r member %s: could not leave the group (%s); its partitions "
+                            "move once its leases expire", self.group, self.member, exc)
+        if self.own is not None:
+            self.own.dispose()
+        self._finish()
+        self._disposed.set()
+        return clean
+
+
+def start_member(pipeline: Pipeline[Any, Any], group: str, member: str, partitions: int | None,
+                 lease_timeout: float, scheduler: abc.SchedulerBase | None,
+                 max_windows: int | None) -> GroupMemberHandle:
+    """Join ``group`` and run ``pipeline`` on the partitions this member is granted."""
+    handle = GroupMemberHandle(pipeline, group, member, partitions, lease_timeout, scheduler, max_windows)
+    handle.begin()
+    return handle
