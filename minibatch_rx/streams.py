@@ -270,17 +270,24 @@ class Stream(dsl.WindowDSL[dict[str, Any]]):
                 for name, seq in sorted(self.positions().items())]
 
     def forget(self, consumer: str) -> bool:
-        """Unregister ``consumer`` (or a group, with its leases): its position is
-        deleted, so it no longer holds back ``trim_acknowledged`` and
-        ``keep=False``. False if it was not registered. A pipeline still
-        running under that name registers again at its next acknowledgement
-        (from its old position: stop it first)."""
+        """Unregister ``consumer`` (or a group, with its leases, or its key
+        partitions' positions and partition table): its position is deleted,
+        so it no longer holds back ``trim_acknowledged`` and ``keep=False``.
+        False if it was not registered. A pipeline still running under that
+        name registers again at its next acknowledgement (from its old
+        position: stop it first)."""
         if not isinstance(consumer, str) or not consumer:
             raise InvalidArgumentError(f"consumer must be a non-empty str, got {consumer!r}")
         known = self.store.remove_position(self.name, consumer)
         # Its window decisions go too: a pipeline started later under this name
         # is a new consumer, from the beginning, for every window strategy.
         self.store.delete(journal_name(self.name, consumer))
+        # A group run by key partition: each partition's position and journal too
+        # (its partition table went with remove_position).
+        for name in self.store.positions(self.name):
+            if name.startswith(f"{consumer}#") and name[len(consumer) + 1:].isdigit():
+                known = self.store.remove_position(self.name, name) or known
+                self.store.delete(journal_name(self.name, name))
         return known
 
     # -- the original package's Stream methods ----------------------------------

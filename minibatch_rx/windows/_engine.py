@@ -22,6 +22,7 @@ behind the end of the stream, the clock decides nothing.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -44,6 +45,7 @@ from minibatch_rx.window import Window, stamp
 
 EPS = 1e-6  # clock values pass through datetime (microseconds); compare with slack
 RECHECK = 0.05  # seconds between clock checks while the reader is behind
+TICK_EVERY = 1.0  # with ticks: seconds between checkpoint-only windows once caught up
 
 
 def to_datetime(seconds: float) -> datetime:
@@ -331,6 +333,7 @@ class _Run:
         self.hands_over = core.hands_over
         self.ticks = operator.ticks
         self.since = 0  # messages in a row that emitted nothing (with ticks)
+        self.ticked_at = -math.inf
         # A core without late, rejected or side outputs has nothing to say after
         # a message that closed no window: the driver skips asking it.
         kind = type(core)
@@ -382,7 +385,7 @@ class _Run:
                     self.event += 1
                     self.since = 0
                     self.emit(windows)
-                elif self.ticks and self.tick():
+                elif self.ticks and self.tick(now):
                     self.emit([Window((), message.stream, tag="tick")])
                 elif not self.quiet:
                     self.emit(windows)
@@ -394,13 +397,16 @@ class _Run:
                     raise
                 self.on_error(error)  # a guard's work: reported, not raised into the source
 
-    def tick(self) -> bool:
+    def tick(self, now: float) -> bool:
         """With ticks: count a message that emitted nothing; True when a
-        checkpoint-only window is due."""
+        checkpoint-only window is due: after :attr:`WindowOperator.ticks` such
+        messages, or once a :data:`TICK_EVERY` after the last while the reader
+        has caught up (a quiet partition's lag then reads zero)."""
         self.since += 1
-        if self.since < self.ticks:
+        if self.since < self.ticks and (now - self.ticked_at < TICK_EVERY or self.behind()):
             return False
         self.since = 0
+        self.ticked_at = now
         return True
 
     def on_error(self, error: Exception) -> None:
