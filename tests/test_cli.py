@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from crash_harness import wait_until
 
-from minibatch_rx import stream
+from minibatch_rx import partitions, stream
 from minibatch_rx.store import close_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,7 +310,7 @@ def test_url_option_on_mongodb(env: dict[str, str], mongo_url: str) -> None:
 
 JOBS = '''
 import os
-from minibatch_rx import stream
+from minibatch_rx import partitions, stream
 
 NUMBER = 3
 source = stream("orders")
@@ -520,3 +520,57 @@ def test_readme_commands_work_as_written(env: dict[str, str], tmp_path: Path, ru
             for line in shown:
                 assert normal(line) in got, (
                     f"{command}: README shows {line!r}, got\n{result.stdout}{result.stderr}")
+
+
+KEYED = '''
+from minibatch_rx import partitions, stream
+
+
+def build():
+    return (stream("readings").key_by("sensor").count_window(2)
+            .map(lambda w: {"sensor": w.key, "seqs": [m.seq for m in w.messages]}).sink("readings.pairs"))
+'''
+
+
+def test_run_joins_a_keyed_group_by_partition_and_leaves_it_on_sigterm(
+        env: dict[str, str], url: str, tmp_path: Path, running: list[Lines]) -> None:
+    (tmp_path / "keyed.py").write_text(KEYED)
+    readings = stream("readings", url)
+    readings.extend([{"sensor": f"s{i % 4}"} for i in range(16)])
+    args = [MINIBATCH, "run", "keyed.py:build", "--group", "pairs", "--partitions", "3",
+            "--lease-timeout", "6", "--progress-interval", "0.2"]
+    first = Lines([*args, "--member", "m1"], env, cwd=tmp_path)
+    running.append(first)
+    pairs = stream("readings.pairs", url)
+    first.wait_for(lambda: len(list(pairs.read())) == 8)
+    pairs = stream("readings.pairs", url)
+    second = Lines([*args, "--member", "m2"], env, cwd=tmp_path)  # joins: m1 hands it a share
+    running.append(second)
+
+    def holders() -> set[str]:
+        close_all()  # read the file afresh, as another process would
+        table = stream("readings", url).store.update_state(
+            "readings", "pairs:partitions", lambda doc, now: (doc, partitions.holders(doc, now)))
+        return set(table.values())
+
+    second.wait_for(lambda: holders() == {"m1", "m2"})
+    readings = stream("readings", url)
+    readings.extend([{"sensor": f"s{i % 4}"} for i in range(16)])
+    first.wait_for(lambda: len(list(stream("readings.pairs", url).read())) == 16)
+    assert first.stop(signal.SIGTERM) == 0, first.err
+    assert second.stop(signal.SIGTERM) == 0, second.err
+    assert "group 'pairs'" in first.err[0]
+    assert first.out[-1].startswith("stopped: group 'pairs' on stream 'readings' at committed position ")
+    close_all()
+    rows = [m.data for m in stream("readings.pairs", url).read()]
+    expected = {f"s{k}": [[s, s + 4] for s in range(k + 1, 33, 8)] for k in range(4)}
+    by_sensor: dict[str, list[list[int]]] = {}
+    for row in rows:
+        by_sensor.setdefault(row["sensor"], []).append(row["seqs"])
+    assert {k: sorted(v) for k, v in by_sensor.items()} == expected  # each pair once, none twice
+    listing = json.loads(ok(cli(env, "consumers", "readings", "--json")))
+    names = sorted(row["name"] for row in listing["consumers"])
+    assert names == ["pairs#0", "pairs#1", "pairs#2"]
+    assert ok(cli(env, "forget", "readings", "pairs"))
+    assert json.loads(ok(cli(env, "consumers", "readings", "--json")))["consumers"] == []
+    assert cli(env, "run", "keyed.py:build", "--partitions", "3", cwd=tmp_path).returncode == 2

@@ -143,7 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "of no arguments returning one)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--consumer", metavar="C", help="consumer name (default: the pipeline's shape)")
-    who.add_argument("--group", metavar="G", help="join consumer group G (count windows)")
+    who.add_argument("--group", metavar="G",
+                     help="join consumer group G (a count window: shared by window; a keyed "
+                          "pipeline: shared by key partition)")
+    p.add_argument("--partitions", type=_positive, metavar="N",
+                   help="with --group and a keyed pipeline: the group's partition count (default 12; "
+                        "the same in every member)")
+    p.add_argument("--member", metavar="NAME",
+                   help="with --group: this member's name (default host:pid:random)")
+    p.add_argument("--lease-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="with --group: how long a dead member's work waits before it moves (default 30)")
     p.add_argument("--metrics-port", type=_port, metavar="P",
                    help="serve the run's metrics to Prometheus at http://ADDR:P/metrics (0: a free "
                         "port, printed); needs pip install 'minibatch_rx[metrics]'")

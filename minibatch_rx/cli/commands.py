@@ -160,16 +160,22 @@ def forget(args: argparse.Namespace) -> int:
     store = open_existing(args.url)
     stream = known_stream(store, args.stream)
     positions = stream.positions()
-    if args.consumer not in positions:
+    # A group run by key partition is registered as its partitions, <group>#<n>.
+    parts = [p for name, p in positions.items()
+             if name.startswith(f"{args.consumer}#") and name[len(args.consumer) + 1:].isdigit()]
+    if args.consumer not in positions and not parts:
         known = ", ".join(repr(n) for n in sorted(positions)) or "none"
         raise CommandError(f"consumer {args.consumer!r} is not registered on stream {stream.name!r} "
                            f"(registered: {known})")
+    position = positions.get(args.consumer, min(parts, default=0))
     stream.forget(args.consumer)
     if args.json:
-        print_json({"stream": stream.name, "forgotten": args.consumer, "position": positions[args.consumer]})
+        print_json({"stream": stream.name, "forgotten": args.consumer, "position": position,
+                    "partitions": len(parts)})
     else:
-        print(f"forgot consumer {args.consumer!r} of {stream.name!r} (it was at position "
-              f"{positions[args.consumer]})")
+        what = (f"group {args.consumer!r} ({len(parts)} partitions)" if parts
+                else f"consumer {args.consumer!r}")
+        print(f"forgot {what} of {stream.name!r} (it was at position {position})")
     return OK
 
 

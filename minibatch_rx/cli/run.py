@@ -31,6 +31,7 @@ from minibatch_rx.cli.common import (
     stop_signals,
     store_url,
 )
+from minibatch_rx.partition_group import GroupMemberHandle
 from minibatch_rx.pipeline import Pipeline
 from minibatch_rx.running import PipelineHandle
 from minibatch_rx.store.url import redact
@@ -183,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(error)) from None
     if args.url is not None:
         os.environ["MINIBATCH_URL"] = store_url(args.url)  # the module's stream() calls resolve to it
+    if args.group is None and (args.partitions is not None or args.member is not None):
+        raise UsageError("--partitions and --member need --group")
     stop = threading.Event()
     reporter = Reporter(sys.stderr, args.json, args.progress_interval)
     with stop_signals(stop):
@@ -194,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
         if args.url is not None and source.store.url != redact(store_url(args.url)):
             log.warning("the pipeline reads %r from %s, not from --url %s (its module chose the store)",
                         source.name, source.store.url, redact(store_url(args.url)))
-        handle = pipeline.start(consumer=args.consumer, group=args.group)
+        grouping: dict[str, Any] = {}
+        if args.group is not None:
+            grouping = {"lease_timeout": args.lease_timeout, "partitions": args.partitions,
+                        "member": args.member}
+        handle = pipeline.start(consumer=args.consumer, group=args.group, **grouping)
         try:
             if args.metrics_port is not None:
                 _serve_metrics(args, handle, reporter)
@@ -264,5 +271,7 @@ def _watch(args: argparse.Namespace, handle: PipelineHandle, source: Stream, sto
 
 
 def _progress(handle: PipelineHandle, source: Stream, rate: float) -> Progress:
-    return Progress(source.position(handle.consumer), source.last_seq(), rate, handle.windows,
-                    handle.dead_letters)
+    # A group run by key partition has a position per partition: its lowest is the group's.
+    position = handle.metrics().position if isinstance(handle, GroupMemberHandle) \
+        else source.position(handle.consumer)
+    return Progress(position, source.last_seq(), rate, handle.windows, handle.dead_letters)
