@@ -58,6 +58,13 @@ Sections (each writes a table into ``benchmarks/RESULTS.md``):
    windows of 1, 100 and 1,000; and ``bench_producer.py``'s buffered producer.
    Without redis-server or the ``redis`` client the Redis peers are skipped
    with a note. Also draws ``streams.png``.
+11. **Consumer groups: scaling with members** (issue 14), with
+   ``bench_groups.py``: a CPU-bound function (0.05 s of CPU per window) run
+   by groups of 1, 2 and 4 member processes on SQLite, for count windows
+   leased one by one and for keyed event-time windows shared by key
+   partition; speed-up against one member beside the cores used, the
+   other load on the machine and the cores available; and the time a
+   keyed group takes to hand a SIGKILLed member's partitions to the survivor.
 
 Every target of the project (``TARGETS`` in the report) is printed beside the
 measured value with PASS or FAIL. The script writes ``benchmarks/RESULTS.md``
@@ -87,6 +94,7 @@ Usage::
     python benchmarks/run_all.py --quick         # about 2 minutes
     python benchmarks/run_all.py --sections cep  # about 3 minutes, merged into RESULTS.md
     python benchmarks/run_all.py --sections streams  # about 4 minutes, merged into RESULTS.md
+    python benchmarks/run_all.py --sections groups   # about 2 minutes, merged into RESULTS.md
     python benchmarks/run_all.py --sections e2e,latency --output /tmp/out
 """
 
@@ -126,7 +134,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import bench_append, bench_backlog_memory  # noqa: E402
 
 if TYPE_CHECKING:  # imported where measured: they load minibatch_rx, which children may not need
-    from benchmarks import bench_cep, bench_session_keys, bench_streams, bench_windows
+    from benchmarks import bench_cep, bench_groups, bench_session_keys, bench_streams, bench_windows
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = (
@@ -140,6 +148,7 @@ SECTIONS = (
     "sessions",
     "cep",
     "streams",
+    "groups",
 )
 WINDOW = 100  # count window of the throughput runs
 PRODUCER_BATCH = 1000  # messages per Stream.extend of the throughput producers
@@ -176,6 +185,7 @@ class Plan:
     cep_rounds: int
     cep_memory_sizes: tuple[int, ...]  # events of the traced stage runs
     streams: str  # bench_streams' sizes: "full" or "quick"
+    groups: tuple[str, ...]  # bench_groups' command line
 
 
 FULL = Plan(
@@ -200,6 +210,7 @@ FULL = Plan(
     cep_rounds=3,
     cep_memory_sizes=(100_000, 1_000_000),
     streams="full",
+    groups=("--pipeline", "both", "--members", "1,2,4", "--rebalance"),
 )
 QUICK = Plan(
     append=bench_append.QUICK_SIZES,
@@ -223,6 +234,8 @@ QUICK = Plan(
     cep_rounds=1,
     cep_memory_sizes=(20_000, 100_000),
     streams="quick",
+    groups=("--pipeline", "both", "--members", "1,2", "--messages", "1000", "--calibrate", "0.5",
+            "--rebalance"),
 )
 STREAMS_NOTES = (
     "`bench_streams.py` (issue 12), SQLite files (WAL, `synchronous=full`). **Many pipelines**: a consumer "
@@ -684,6 +697,7 @@ class Run:
     sessions: list[bench_session_keys.Result] = field(default_factory=list)
     cep: bench_cep.Report | None = None
     streams: bench_streams.Report | None = None
+    groups: bench_groups.Report | None = None
     original_error: str | None = None
     probe: list[tuple[int, str, float]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -1019,6 +1033,23 @@ def session_verdicts(run: Run) -> list[bench_session_keys.Verdict]:
     from benchmarks import bench_session_keys
 
     return bench_session_keys.verdicts(run.sessions)
+
+
+# -- section 11: consumer groups ---------------------------------------------------------
+def measure_groups(plan: Plan) -> bench_groups.Report:
+    """``bench_groups.py`` with the plan's command line (its self-checks raise)."""
+    from benchmarks import bench_groups
+
+    return bench_groups.run_benchmark(bench_groups.parse_args(plan.groups))
+
+
+def render_groups(report: bench_groups.Report | None) -> str:
+    """Section 11's tables (empty without them)."""
+    if report is None:
+        return ""
+    from benchmarks import bench_groups
+
+    return bench_groups.markdown(report)
 
 
 # -- section 9: CEP patterns ------------------------------------------------------------
@@ -1643,6 +1674,31 @@ def section_blocks(run: Run, plan: Plan) -> dict[int, str]:
                 render_streams(run.streams),
             ]
         )
+    if run.groups is not None:
+        from benchmarks import bench_groups
+
+        add(
+            [
+                "## 11. Consumer groups: scaling with members, CPU-bound function",
+                "",
+                "`bench_groups.py` (issue 14), SQLite file (`synchronous=full`), as "
+                f"`python benchmarks/bench_groups.py {' '.join(plan.groups)}`. Each member is a process; "
+                "`process` burns a fixed CPU time per window (a spin on the thread's or process's CPU "
+                "clock). Each run: "
+                "fresh streams and group, the members started on the empty stream and settled (keyed: "
+                "until the partition table shows each member holding its share), then the clock runs "
+                "from one `extend` of the whole input until the sink holds every expected output. "
+                "Checked after each run: every expected window (count: every source seq) in the sink "
+                "exactly once with its messages, and every member processed some. The keyed input has "
+                "as many keys in each partition (random keys would add the luck of the hash). "
+                "*Ideal* is min(members, cores); *cores used*: the members' CPU time / elapsed; "
+                "*other load*: CPU time of every other process on the machine / elapsed (other "
+                "people's tests run here too); *cores avail.*: CPU per second that as many plain "
+                "spinning processes got just before and after the run.",
+                "",
+                bench_groups.markdown(run.groups),
+            ]
+        )
     return blocks
 
 
@@ -1658,6 +1714,7 @@ BLOCK_SECTIONS: dict[int, tuple[str, ...]] = {  # numbered heading -> the sectio
     8: ("sessions",),
     9: ("cep",),
     10: ("streams",),
+    11: ("groups",),
 }
 MONGO_SECTIONS = ("append", "e2e", "latency", "original")  # the sections that start MongoDB
 PLOT_SECTIONS = ("append", "e2e", "latency", "overhead", "original")  # the sections results.png shows
@@ -2170,6 +2227,9 @@ def measure_all(run: Run, plan: Plan, sections: Sequence[str], workdir: Path) ->
     if "streams" in sections:
         with timed_section(run, "streams"):
             run.streams = measure_streams(plan)
+    if "groups" in sections:
+        with timed_section(run, "groups"):
+            run.groups = measure_groups(plan)
 
 
 def print_summary(run: Run, sections: Sequence[str]) -> None:
@@ -2184,6 +2244,7 @@ def print_summary(run: Run, sections: Sequence[str]) -> None:
         ("session keys", render_sessions(run)),
         ("cep patterns", render_cep(run.cep) if run.cep is not None else ""),
         ("many streams, latency beside Redis, read path", render_streams(run.streams)),
+        ("consumer groups", render_groups(run.groups)),
     ):
         if text:
             print(f"\n{name}\n{text}")
