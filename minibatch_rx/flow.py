@@ -111,7 +111,7 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
     journal: StreamJournal | None = None
     windowed: Observable[Any]
     if group is not None:
-        windowed = group.observable().pipe(guard(active))
+        windowed = group.observable(scheduler).pipe(guard(active))
     else:
         progress = ReadProgress()
         meter.read = lambda: progress.messages

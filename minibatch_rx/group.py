@@ -16,16 +16,20 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import Disposable, SerialDisposable
+from reactivex.scheduler import VirtualTimeScheduler
 
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
-from minibatch_rx.store.base import Lease, Reader, Store, outage_backoff
+from minibatch_rx.store.base import Lease, Reader, Store, notifier, outage_backoff
 from minibatch_rx.window import Window
 
 log = logging.getLogger(__name__)
+OUTAGES = (StoreUnavailableError, StoreBusyError)
 
 IDLE_WAIT = 0.25  # seconds an idle member blocks before looking for expired leases
 JOIN_TIMEOUT = 5.0
@@ -64,9 +68,15 @@ class GroupFeed:
                         "another member processed it too (raise lease_timeout)",
                         self.group, lease.start, lease.end, self.stream)
 
-    def observable(self) -> Observable[Window]:
+    def observable(self, scheduler: abc.SchedulerBase | None = None) -> Observable[Window]:
+        """The member's windows. On a virtual-time ``scheduler`` (a ``TestScheduler``)
+        the member leases, waits for work and for a partial window's timeout, and
+        backs off from a store outage, all on the scheduler's clock (see
+        :class:`_VirtualMember`); otherwise in a thread of its own."""
         def subscribe(observer: abc.ObserverBase[Window],
-                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+                      scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            if isinstance(scheduler, VirtualTimeScheduler):
+                return _VirtualMember(self, scheduler, observer).start()
             stop = threading.Event()
             reader = self.store.reader(self.stream)
             thread = threading.Thread(target=self._run, args=(observer, stop, reader),
@@ -118,32 +128,138 @@ class GroupFeed:
                 stop.wait(backoff.pause())
 
     def _serve(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
-        waiting_since: float | None = None
+        waiting = _Waiting(self.timeout)
         while not stop.is_set():
-            partial = (self.timeout is not None and waiting_since is not None
-                       and time.monotonic() - waiting_since >= self.timeout)
+            partial = waiting.due(time.monotonic())
             lease = self.store.lease(self.stream, self.group, self.owner, self.size,
                                      self.lease_timeout, partial)
             if lease is not None:
-                waiting_since = None
+                waiting.leased(lease)
                 self._emit(lease, reader, observer)
                 continue
-            if partial:
-                waiting_since = None
             tail = self.store.last_seq(self.stream)
+            waiting.nothing(partial, tail, time.monotonic())
             if reader.read(tail, 1):
                 continue
-            if waiting_since is None:
-                waiting_since = time.monotonic()
-            slice_ = IDLE_WAIT if self.timeout is None else min(IDLE_WAIT, self.timeout)
-            reader.wait(tail, slice_)
+            reader.wait(tail, waiting.pause(time.monotonic()))
 
-    def _emit(self, lease: Lease, reader: Reader, observer: abc.ObserverBase[Window]) -> None:
+    def _emit(self, lease: Lease, reader: Reader | Store, observer: abc.ObserverBase[Window]) -> None:
         if lease.taken_over:
             self.taken_over += 1
             log.warning("group %r: member %s took over expired lease %d..%d of %r",
                         self.group, self.owner, lease.start, lease.end, self.stream)
-        messages = [m for m in reader.read(lease.start - 1, lease.end - lease.start + 1)
-                    if m.seq <= lease.end]
+        count = lease.end - lease.start + 1
+        found = reader.read(lease.start - 1, count) if isinstance(reader, Reader) \
+            else reader.read(self.stream, lease.start - 1, count)
+        messages = [m for m in found if m.seq <= lease.end]
         self.leases[lease.end] = lease
         observer.on_next(Window(tuple(messages), self.stream, ack=lease.end))
+
+
+class _Waiting:
+    """When a member's partial window is due: ``timeout`` seconds after it first
+    found unclaimed messages it could not lease as a full window.
+
+    A member cannot see which seqs the group claimed; it takes a stream head
+    above everything it saw (or leased) as messages beginning to wait, and a
+    partial lease that finds nothing as nothing waiting.
+    """
+
+    def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.since: float | None = None
+        self.seen = 0  # the highest seq seen at the head, or leased
+
+    def due(self, now: float) -> bool:
+        """Whether the next lease may be partial."""
+        return self.timeout is not None and self.since is not None and now - self.since >= self.timeout - 1e-9
+
+    def leased(self, lease: Lease) -> None:
+        """A window was leased: what waited is taken."""
+        self.since = None
+        self.seen = max(self.seen, lease.end)
+
+    def nothing(self, partial: bool, head: int, now: float) -> None:
+        """No lease was granted; ``head`` is the stream's last seq."""
+        if partial:
+            self.since = None  # even a partial lease found nothing: nothing waits
+        if head > self.seen:
+            self.seen = head
+            if self.since is None:
+                self.since = now
+
+    def pause(self, now: float) -> float:
+        """How long to wait for an append before looking again."""
+        if self.timeout is None or self.since is None:
+            return IDLE_WAIT
+        return min(IDLE_WAIT, max(0.0, self.since + self.timeout - now))
+
+
+class _VirtualMember:
+    """A group member driven by a virtual-time scheduler: each turn is a scheduled
+    action, so a ``TestScheduler`` decides when leases expire, when a partial
+    window's ``timeout`` is up and when an outage is tried again.
+
+    A turn leases and emits windows while there is work; then it waits for an
+    append (through the store's synchronous notifier, which virtual-time stores
+    have) or for the partial window's timeout, whichever comes first. An expired
+    lease of another member is found at the latest :data:`IDLE_WAIT` virtual
+    seconds after it expired.
+    """
+
+    def __init__(self, feed: GroupFeed, scheduler: VirtualTimeScheduler,
+                 observer: abc.ObserverBase[Window]) -> None:
+        self.feed, self.scheduler, self.observer = feed, scheduler, observer
+        self.stopped = False
+        self.waiting = _Waiting(feed.timeout)
+        self.backoff = outage_backoff()
+        self.timer = SerialDisposable()
+        self.remove_listener: Callable[[], None] | None = None
+
+    def start(self) -> abc.DisposableBase:
+        pushing = notifier(self.feed.store)
+        if pushing is not None:
+            self.remove_listener = pushing.listen(self.feed.stream, self.wake)
+        self.timer.disposable = self.scheduler.schedule(self.turn)
+        return Disposable(self.stop)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.timer.dispose()
+        if self.remove_listener is not None:
+            self.remove_listener()
+
+    def wake(self) -> None:
+        if not self.stopped:
+            self.timer.disposable = self.scheduler.schedule(self.turn)
+
+    def now(self) -> float:
+        return float(self.scheduler.clock)
+
+    def turn(self, _scheduler: abc.SchedulerBase, _state: Any = None) -> None:
+        """Lease one window (then let the other members have a turn), or wait."""
+        feed, waiting = self.feed, self.waiting
+        if self.stopped:
+            return
+        try:
+            partial = waiting.due(self.now())
+            lease = feed.store.lease(feed.stream, feed.group, feed.owner, feed.size, feed.lease_timeout,
+                                     partial)
+            if lease is not None:
+                waiting.leased(lease)
+                feed._emit(lease, feed.store, self.observer)
+                if not self.stopped:  # queued behind the turns due now: members take turns
+                    self.timer.disposable = self.scheduler.schedule(self.turn)
+                return
+            waiting.nothing(partial, feed.store.last_seq(feed.stream), self.now())
+            self.backoff.reset()
+        except OUTAGES as exc:  # waited out on the scheduler's clock
+            log.warning("group %r reading %r: %s; retrying", feed.group, feed.stream, exc)
+            self.timer.disposable = self.scheduler.schedule_relative(self.backoff.pause(), self.turn)
+            return
+        except Exception as exc:
+            self.stopped = True
+            self.observer.on_error(exc)
+            return
+        if not self.stopped:
+            self.timer.disposable = self.scheduler.schedule_relative(waiting.pause(self.now()), self.turn)

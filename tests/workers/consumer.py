@@ -26,7 +26,8 @@ def main() -> None:
     parser.add_argument("--consumer", default="crash-test")
     parser.add_argument("--size", type=int, default=10)
     parser.add_argument("--work", type=float, default=0.0, help="CPU seconds burnt per window")
-    parser.add_argument("--lease-timeout", type=float, default=2.0)
+    parser.add_argument("--lease-timeout", type=float, default=10.0,
+                        help="seconds (long enough that a loaded machine does not expire healthy leases)")
     parser.add_argument("--timeout", type=float, default=None, help="flush partial windows after this")
     parser.add_argument("--plain", action="store_true", help="non-idempotent sink: duplicates would show")
     args = parser.parse_args()
