@@ -164,6 +164,11 @@ class WindowCore(ABC):
         windows are already out); ``None`` if there is none."""
         return None
 
+    def before_tick(self) -> None:  # noqa: B027 - optional hook, most cores need nothing
+        """A checkpoint-only window (see :attr:`WindowOperator.ticks`) is about to
+        snapshot the core after a step that emitted nothing: a core whose
+        snapshot assumes it is taken at an emitting step notes the point here."""
+
     def restore(self, state: Any) -> None:  # noqa: B027 - optional hook, nothing to restore by default
         """Continue from a :meth:`snapshot` taken by an earlier run."""
 
@@ -386,6 +391,8 @@ class _Run:
                     self.since = 0
                     self.emit(windows)
                 elif self.ticks and self.tick(now):
+                    self.event += 1  # a step of its own: the journal keeps one checkpoint per event
+                    core.before_tick()
                     self.emit([Window((), message.stream, tag="tick")])
                 elif not self.quiet:
                     self.emit(windows)

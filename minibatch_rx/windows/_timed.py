@@ -498,6 +498,17 @@ class TimeWindowCore(WindowCore):
         return bad
 
     # -- checkpoints ---------------------------------------------------------
+    def before_tick(self) -> None:
+        """Sessions: note the point as a closing step when the watermark moved since
+        the last one noted. A restored watermark is the snapshot's; records replayed
+        from the position are judged by the closing steps passed so far, and without
+        this one those after the last real step would meet the snapshot's watermark,
+        later than theirs (a session they extended would be cut, and they found
+        late). Grid windows need nothing: a grid window a record replayed there
+        could belong to would have closed, and been noted, by then."""
+        if self.grid is None and (not self.closures or self.closures[-1][0] < self.wm):
+            self._note_closure(self.wm, self.last_seq, self.rank)
+
     def snapshot(self) -> Any:
         if self.wm == NEVER and (self.cursor is None or self.tentative):
             return None
