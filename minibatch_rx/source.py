@@ -17,7 +17,7 @@ from reactivex.disposable import Disposable
 from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.readhub import ReadHub
-from minibatch_rx.store.base import Reader, Store, Watchable, outage_backoff
+from minibatch_rx.store.base import Notifier, Reader, Store, Watchable, notifier, outage_backoff
 from minibatch_rx.windows import ReadProgress
 
 WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
@@ -96,8 +96,9 @@ def store_source(
                 return start
             return store.get_position(stream, consumer) if consumer else 0
 
-        if store.push:
-            return _PushFeed(store, stream, observer, first_position, scheduler, batch_size,
+        pushing = notifier(store)
+        if pushing is not None:
+            return _PushFeed(store, pushing, stream, observer, first_position, scheduler, batch_size,
                              progress).start()
         if isinstance(store, Watchable):
             stop = hub_for(store).subscribe(stream, observer, first_position, batch_size, progress)
@@ -111,10 +112,11 @@ class _PushFeed:
     """For stores that call listeners inside ``append``: emission happens in
     the appender's thread, at the appender's (possibly virtual) time."""
 
-    def __init__(self, store: Store, stream: str, observer: abc.ObserverBase[Message],
+    def __init__(self, store: Store, notifier: Notifier, stream: str, observer: abc.ObserverBase[Message],
                  first_position: Any, scheduler: abc.SchedulerBase | None, batch_size: int,
                  progress: ReadProgress) -> None:
         self.store, self.stream, self.observer, self.progress = store, stream, observer, progress
+        self.notifier = notifier  # the store itself, as the notifier it also is
         self.first_position, self.scheduler, self.batch_size = first_position, scheduler, batch_size
         self.position = 0
         self.lock = threading.RLock()
@@ -130,7 +132,7 @@ class _PushFeed:
             except Exception as exc:  # store failure: report it to the subscriber
                 self.observer.on_error(exc)
                 return
-            self.remove_listener = self.store.listen(self.stream, self.drain)
+            self.remove_listener = self.notifier.listen(self.stream, self.drain)
             self.drain()
 
         if self.scheduler is None:

@@ -2,20 +2,30 @@
 
 The rest of the package talks to storage only through :class:`Store` and
 :class:`Reader`; nothing outside ``minibatch_rx.store`` knows which backend it
-is using.
+is using. :class:`Store` is made of three parts, :class:`Log`, :class:`Positions`
+and :class:`Leases`; the optional synchronous :class:`Notifier` is checked in one
+place, :func:`notifier`.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from minibatch_rx.errors import InvalidPayloadError
 from minibatch_rx.message import Message
+from minibatch_rx.validation import json_default
 
 Listener = Callable[[], None]
+R = TypeVar("R")
+StateUpdate = Callable[[Any | None, float], tuple[Any | None, R]]
+"""``update(doc, now) -> (new doc or None, result)``: see :meth:`Leases.update_state`."""
+# Strict JSON (no NaN or infinity) so a state document reads back the same on every backend.
+_STATE_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=json_default)
 
 
 @runtime_checkable
@@ -83,8 +93,8 @@ class Watchable(Protocol):
 
 
 @runtime_checkable
-class Store(Protocol):
-    """A durable log of messages per stream, plus consumer positions.
+class Log(Protocol):
+    """A durable log of messages per stream.
 
     Guarantees every backend gives:
 
@@ -94,12 +104,6 @@ class Store(Protocol):
       appear later;
     * an append returns only after the store holds the messages.
     """
-
-    url: str
-    """The store's URL with any password redacted."""
-
-    push: bool
-    """True if ``listen`` callbacks run synchronously inside ``append``."""
 
     def append(self, stream: str, payloads: Sequence[Mapping[str, Any]],
                keys: Sequence[str | None] | None = None) -> list[int]:
@@ -135,12 +139,27 @@ class Store(Protocol):
         ...
 
     def delete(self, stream: str) -> None:
-        """Remove the stream, its messages and its consumer positions."""
+        """Remove the stream, its messages, its consumer positions, its leases
+        and its state documents (see :meth:`Leases.update_state`)."""
         ...
 
     def trim(self, stream: str, upto: int) -> int:
         """Remove the stream's messages with ``seq <= upto``; return how many."""
         ...
+
+    def expire(self, stream: str, max_age: float) -> int:
+        """Remove messages ingested more than ``max_age`` seconds ago, by the
+        store's own clock; return how many."""
+        ...
+
+    def reader(self, stream: str) -> Reader:
+        """A live cursor for one consumer thread."""
+        ...
+
+
+@runtime_checkable
+class Positions(Protocol):
+    """Where each consumer (or consumer group) of a stream has got to."""
 
     def get_position(self, stream: str, consumer: str) -> int:
         """Last seq acknowledged by ``consumer`` (0 if it never committed)."""
@@ -158,14 +177,16 @@ class Store(Protocol):
         ...
 
     def remove_position(self, stream: str, consumer: str) -> bool:
-        """Unregister ``consumer`` (or a group, with its leases) from the stream,
-        so it no longer holds back ``trim_acknowledged``. False if it was unknown."""
+        """Unregister ``consumer`` (or a group, with its leases and its state
+        documents named ``consumer + ":" + ...``) from the stream, so it no longer
+        holds back ``trim_acknowledged``. False if it had no position."""
         ...
 
-    def expire(self, stream: str, max_age: float) -> int:
-        """Remove messages ingested more than ``max_age`` seconds ago, by the
-        store's own clock; return how many."""
-        ...
+
+@runtime_checkable
+class Leases(Protocol):
+    """Coordination of the members of a consumer group: seq-range leases, and
+    small shared documents changed by atomic read-modify-write."""
 
     def lease(self, stream: str, group: str, owner: str, count: int, ttl: float,
               partial: bool) -> Lease | None:
@@ -182,18 +203,102 @@ class Store(Protocol):
         every finished lease without a gap. False if the lease was lost."""
         ...
 
-    def reader(self, stream: str) -> Reader:
-        """A live cursor for one consumer thread."""
+    def update_state(self, stream: str, name: str, update: StateUpdate[R]) -> R:
+        """Atomically replace the small JSON document ``name`` of ``stream``.
+
+        ``update(doc, now)`` gets the current document (``None`` if absent) and
+        the store's clock as epoch seconds, and returns ``(new document or None
+        to delete it, result)``; the result is returned. Concurrent callers in
+        any thread, process or host are serialised: no update is lost.
+        ``update`` may be called more than once (on a conflict), so it must be a
+        pure function of its arguments. An exception from ``update`` propagates
+        and changes nothing; a document that is not JSON (see
+        :func:`encode_state`) raises :class:`~minibatch_rx.errors.InvalidPayloadError`
+        and changes nothing.
+
+        >>> from minibatch_rx.store import MemoryStore
+        >>> store = MemoryStore()
+        >>> bump = lambda doc, now: ((doc or 0) + 1, doc)
+        >>> store.update_state('s', 'g:count', bump), store.update_state('s', 'g:count', bump)
+        (None, 1)
+        """
         ...
+
+
+@runtime_checkable
+class Store(Log, Positions, Leases, Protocol):
+    """What the rest of the package needs from a backend: a :class:`Log`, its
+    :class:`Positions` and group :class:`Leases`, behind one URL.
+
+    Optional extras are separate protocols, checked in one place each:
+    :class:`Notifier` (see :func:`notifier`) and :class:`Watchable`.
+    """
+
+    url: str
+    """The store's URL with any password redacted."""
+
+    def close(self) -> None:
+        """Release connections. The store must not be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """A store that calls listeners synchronously inside ``append`` (in the
+    appender's thread, at the appender's, possibly virtual, time)."""
+
+    push: bool
+    """True if ``listen`` callbacks run synchronously inside ``append``."""
 
     def listen(self, stream: str, callback: Listener) -> Callable[[], None]:
         """Call ``callback`` after each append to ``stream`` made through this
         store object; returns a function that removes the listener."""
         ...
 
-    def close(self) -> None:
-        """Release connections. The store must not be used afterwards."""
-        ...
+
+def notifier(store: object) -> Notifier | None:
+    """``store`` itself if it pushes appends to listeners synchronously, else ``None``.
+
+    >>> from minibatch_rx.store import MemoryStore
+    >>> notifier(MemoryStore()) is not None
+    True
+    """
+    if isinstance(store, Notifier) and store.push:
+        return store
+    return None
+
+
+def encode_state(stream: str, name: str, doc: Any) -> str:
+    """The state document ``doc`` as compact JSON, or a clear error before anything is stored.
+
+    Only what reads back equal is accepted: dicts with ``str`` keys, lists,
+    ``str``, ``int``, finite ``float``, ``bool`` and ``None``.
+
+    >>> encode_state('s', 'g:partitions', {'owners': {'0': 'a'}})
+    '{"owners":{"0":"a"}}'
+    >>> encode_state('s', 'p', {'owners': {0: 'a'}})
+    Traceback (most recent call last):
+    ...
+    minibatch_rx.errors.InvalidPayloadError: state document 'p' of stream 's' is not JSON: key 0 is not a str
+    """
+    try:
+        _check_keys(doc)
+        return _STATE_ENCODER.encode(doc)
+    except (TypeError, ValueError, RecursionError) as exc:  # a type JSON lacks; NaN or infinity; a cycle
+        raise InvalidPayloadError(
+            f"state document {name!r} of stream {stream!r} is not JSON: {exc}") from None
+
+
+def _check_keys(value: Any) -> None:
+    """Raise if a dict inside ``value`` has a key JSON would turn into a string."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"key {key!r} is not a str")
+            _check_keys(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_keys(item)
 
 
 class Listeners:

@@ -21,7 +21,10 @@ from minibatch_rx.store.base import (
     Lease,
     Listener,
     Listeners,
+    R,
+    StateUpdate,
     advance,
+    encode_state,
     fresh_indexes,
     merge_seqs,
     next_range,
@@ -66,6 +69,7 @@ class MemoryStore:
         self._cond = threading.Condition()
         self._logs: dict[str, _Log] = {}
         self._positions: dict[tuple[str, str], int] = {}
+        self._states: dict[tuple[str, str], str] = {}  # (stream, name) -> the document as JSON
         self._listeners = Listeners()
 
     def __repr__(self) -> str:
@@ -144,6 +148,8 @@ class MemoryStore:
             self._logs.pop(stream, None)
             for key in [k for k in self._positions if k[0] == stream]:
                 del self._positions[key]
+            for state in [k for k in self._states if k[0] == stream]:
+                del self._states[state]
 
     def get_position(self, stream: str, consumer: str) -> int:
         with self._cond:
@@ -165,6 +171,9 @@ class MemoryStore:
             if log is not None:
                 for key in [k for k in log.leases if k[0] == consumer]:
                     del log.leases[key]
+            prefix = consumer + ":"
+            for state in [k for k in self._states if k[0] == stream and k[1].startswith(prefix)]:
+                del self._states[state]
             return known
 
     def expire(self, stream: str, max_age: float) -> int:
@@ -213,6 +222,17 @@ class MemoryStore:
                 for key in [k for k, v in log.leases.items() if k[0] == group and v[3] and v[0] <= advanced]:
                     del log.leases[key]
             return True
+
+    def update_state(self, stream: str, name: str, update: StateUpdate[R]) -> R:
+        # Kept as JSON text: neither ``update`` nor the caller can change the stored document.
+        with self._cond:
+            text = self._states.get((stream, name))
+            new, result = update(None if text is None else json.loads(text), self.clock().timestamp())
+            if new is None:
+                self._states.pop((stream, name), None)
+            else:
+                self._states[(stream, name)] = encode_state(stream, name, new)
+            return result
 
     def reader(self, stream: str) -> _MemoryReader:
         return _MemoryReader(self, stream)

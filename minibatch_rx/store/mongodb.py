@@ -9,7 +9,14 @@ Layout, in the database named by the URL path (default ``minibatch``):
   speaking the protocol uses one for lookups);
 * ``mb_streams``: one document per registered stream;
 * ``mb_positions``: ``{_id: "stream/consumer", s, c, q}``;
-* ``mb_leases`` and ``mb_groups``: consumer-group leases and lease cursors.
+* ``mb_leases`` and ``mb_groups``: consumer-group leases and lease cursors;
+* ``mb_state``: small shared documents (:meth:`MongoStore.update_state`),
+  ``{_id: {s, n}, s: stream, n: name, doc: JSON text, v: version}``. The
+  document is kept as JSON text, so it reads back exactly as on the other
+  backends (no BSON limits on keys or integers). Changes are optimistic: a
+  write names the version it read, and a new version is a fresh ``ObjectId``,
+  never a counter, so a document deleted and created again cannot be mistaken
+  for the one read (no lost update).
 
 Ordering without transactions or a hot counter document: a producer finds
 the end of the stream (the highest stored seq ``n``) and inserts its batch at
@@ -38,6 +45,8 @@ after ``serverSelectionTimeoutMS`` (default here: 5000 ms; set it in the URL).
 
 from __future__ import annotations
 
+import json
+import random
 import re
 import threading
 import time
@@ -47,17 +56,26 @@ from functools import partial
 from typing import Any
 
 import pymongo
+from bson import ObjectId
 from pymongo import errors as mongo_errors
 from pymongo.collection import Collection
 
-from minibatch_rx.errors import InvalidURLError, StoreAuthenticationError, StoreUnavailableError
+from minibatch_rx.errors import (
+    InvalidURLError,
+    StoreAuthenticationError,
+    StoreBusyError,
+    StoreUnavailableError,
+)
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import (
     Backoff,
     Lease,
     Listener,
     Listeners,
+    R,
+    StateUpdate,
     advance,
+    encode_state,
     fresh_indexes,
     merge_seqs,
     next_range,
@@ -77,6 +95,10 @@ DEFAULT_DATABASE = "minibatch"
 DEFAULT_TIMEOUT_MS = 5000
 _AUTH_FAILED = 18  # wrong user, password or authSource
 _UNAUTHORIZED = 13  # no credentials, or a user without the needed role
+STATE_ATTEMPTS = 100
+"""Tries of :meth:`MongoStore.update_state` against concurrent writers before
+it raises :class:`~minibatch_rx.errors.StoreBusyError`."""
+_STATE_PAUSE_LIMIT = 0.05  # seconds: the longest random pause between two tries
 
 
 class MongoStore:
@@ -104,6 +126,7 @@ class MongoStore:
         self._registered: set[str] = set()
         self._leases: Collection[dict[str, Any]] = db["mb_leases"]
         self._groups: Collection[dict[str, Any]] = db["mb_groups"]
+        self._states: Collection[dict[str, Any]] = db["mb_state"]
         self._batches = Batches(self._messages)
         self._guard(self._create_indexes)
 
@@ -271,6 +294,7 @@ class MongoStore:
             self._positions.delete_many({"s": stream})
             self._leases.delete_many({"s": stream})
             self._groups.delete_many({"_id": {"$regex": f"^{re.escape(stream)}/"}})
+            self._states.delete_many({"s": stream})
             self._streams.delete_one({"_id": stream})
 
         self._guard(run)
@@ -298,6 +322,7 @@ class MongoStore:
             known = self._positions.delete_one({"_id": f"{stream}/{consumer}"}).deleted_count
             self._leases.delete_many({"s": stream, "g": consumer})
             self._groups.delete_one({"_id": f"{stream}/{consumer}"})
+            self._states.delete_many({"s": stream, "n": {"$regex": f"^{re.escape(consumer)}:"}})
             return bool(known)
 
         removed: bool = self._guard(remove)
@@ -365,6 +390,40 @@ class MongoStore:
             self.commit_position(stream, group, advanced)
             self._leases.delete_many({"s": stream, "g": group, "done": True, "end": {"$lte": advanced}})
         return bool(marked)
+
+    def update_state(self, stream: str, name: str, update: StateUpdate[R]) -> R:
+        result: R = self._guard(lambda: self._update_state(stream, name, update))
+        return result
+
+    def _update_state(self, stream: str, name: str, update: StateUpdate[R]) -> R:
+        key = {"s": stream, "n": name}
+        for attempt in range(STATE_ATTEMPTS):
+            found = self._states.find_one({"_id": key})
+            new, result = update(None if found is None else json.loads(found["doc"]), time.time())
+            if new is None and found is None:
+                return result  # nothing to delete: the read was the whole update
+            if new is None:
+                assert found is not None
+                if self._states.delete_one({"_id": key, "v": found["v"]}).deleted_count:
+                    return result
+            else:
+                doc = {"_id": key, "s": stream, "n": name, "doc": encode_state(stream, name, new),
+                       "v": ObjectId()}
+                if found is not None:
+                    if self._states.replace_one({"_id": key, "v": found["v"]}, doc).matched_count:
+                        return result
+                else:
+                    try:
+                        self._states.insert_one(doc)
+                        return result
+                    except mongo_errors.DuplicateKeyError:
+                        pass  # another writer created it first: read it and try again
+            # Another writer changed the document since it was read: a random pause
+            # (growing with the tries) keeps contenders from colliding in lock step.
+            time.sleep(random.uniform(0, min(0.001 * 2 ** attempt, _STATE_PAUSE_LIMIT)))
+        raise StoreBusyError(
+            f"state document {name!r} of stream {stream!r} in MongoDB at {self.url!r} kept being "
+            f"changed by other writers: {STATE_ATTEMPTS} tries to update it failed")
 
     # -- liveness ----------------------------------------------------------
     def supports_change_streams(self) -> bool:

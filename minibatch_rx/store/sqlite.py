@@ -23,6 +23,7 @@ default 10), ``synchronous`` (``full``, the default, or ``normal``) and
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import sqlite3
@@ -47,7 +48,10 @@ from minibatch_rx.store.base import (
     Lease,
     Listener,
     Listeners,
+    R,
+    StateUpdate,
     advance,
+    encode_state,
     fresh_indexes,
     merge_seqs,
     next_range,
@@ -89,6 +93,12 @@ CREATE TABLE IF NOT EXISTS mb_positions (
     consumer TEXT NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (stream, consumer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mb_state (
+    stream TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (stream, name)
 ) WITHOUT ROWID;
 """
 _BUSY_RETRIES = 3
@@ -397,6 +407,7 @@ class SqliteStore:
             conn.execute("DELETE FROM mb_messages WHERE stream = ?", (stream,))
             conn.execute("DELETE FROM mb_positions WHERE stream = ?", (stream,))
             conn.execute("DELETE FROM mb_leases WHERE stream = ?", (stream,))
+            conn.execute("DELETE FROM mb_state WHERE stream = ?", (stream,))
             conn.execute("DELETE FROM mb_streams WHERE name = ?", (stream,))
 
     # -- positions ---------------------------------------------------------
@@ -425,6 +436,9 @@ class SqliteStore:
             known = conn.execute("DELETE FROM mb_positions WHERE stream = ? AND consumer = ?",
                                  (stream, consumer)).rowcount
             conn.execute("DELETE FROM mb_leases WHERE stream = ? AND grp = ?", (stream, consumer))
+            prefix = consumer + ":"  # compared as text: LIKE would read '_' and '%' in names as wildcards
+            conn.execute("DELETE FROM mb_state WHERE stream = ? AND substr(name, 1, length(?)) = ?",
+                         (stream, prefix, prefix))
         return bool(known)
 
     def expire(self, stream: str, max_age: float) -> int:
@@ -476,6 +490,22 @@ class SqliteStore:
                 conn.execute("DELETE FROM mb_leases WHERE stream = ? AND grp = ? AND end <= ? AND done = 1",
                              (stream, group, advanced))
         return bool(done)
+
+    def update_state(self, stream: str, name: str, update: StateUpdate[R]) -> R:
+        # One write transaction (BEGIN IMMEDIATE) holds the read and the write: writers in
+        # every process are serialised by SQLite, so ``update`` runs once and wins.
+        with self._write() as conn:
+            row = conn.execute("SELECT doc FROM mb_state WHERE stream = ? AND name = ?",
+                               (stream, name)).fetchone()
+            new, result = update(None if row is None else json.loads(row[0]), time.time())
+            if new is None:
+                if row is not None:
+                    conn.execute("DELETE FROM mb_state WHERE stream = ? AND name = ?", (stream, name))
+            else:
+                conn.execute("INSERT INTO mb_state (stream, name, doc) VALUES (?, ?, ?) "
+                             "ON CONFLICT (stream, name) DO UPDATE SET doc = excluded.doc",
+                             (stream, name, encode_state(stream, name, new)))
+        return result
 
     # -- liveness ----------------------------------------------------------
     def reader(self, stream: str) -> SqliteReader:
