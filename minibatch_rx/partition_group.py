@@ -36,7 +36,7 @@ from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.metrics import Metrics, StageTime
 from minibatch_rx.partitions import Assignment, partition_name, partition_of, state_name, sync
 from minibatch_rx.running import PipelineHandle
-from minibatch_rx.windows.keys import Key
+from minibatch_rx.windows.keys import NO_KEY, Key
 
 if TYPE_CHECKING:
     from minibatch_rx.pipeline import Pipeline
@@ -48,6 +48,8 @@ def owner_of(partition: int, partitions: int) -> Callable[[Key], bool]:
 
     @functools.lru_cache(maxsize=1 << 16)
     def owns(key: Key) -> bool:
+        if key is NO_KEY:
+            return partition == 0  # records without a readable key: dead-lettered by partition 0's run
         return partition_of(key, partitions) == partition
 
     return owns
@@ -92,6 +94,7 @@ class GroupMemberHandle(PipelineHandle):
         self.windows_lock = threading.Lock()
         self.step_lock = threading.Lock()
         self.timer: abc.DisposableBase | None = None
+        self.stopper: threading.Thread | None = None
 
     # -- the public view -----------------------------------------------------
     @property
@@ -213,12 +216,21 @@ class GroupMemberHandle(PipelineHandle):
             self.windows += 1
             reached = self.max_windows is not None and self.windows >= self.max_windows
         if reached:
-            threading.Thread(target=self.stop, name="minibatch-group-stop", daemon=True).start()
+            self._stop_soon()
 
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
-        threading.Thread(target=self.stop, name="minibatch-group-stop", daemon=True).start()
+        self._stop_soon()
+
+    def _stop_soon(self) -> None:
+        """Stop the member from another thread (once): this one may be a partition's
+        run, which the stop waits for."""
+        with self._lock:
+            if self._stopping or self.stopper is not None:
+                return
+            self.stopper = threading.Thread(target=self.stop, name="minibatch-group-stop", daemon=True)
+        self.stopper.start()
 
     # -- PipelineHandle ------------------------------------------------------
     def join(self, timeout: float | None = None) -> bool:
@@ -238,11 +250,10 @@ class GroupMemberHandle(PipelineHandle):
         """Stop every partition's run (each commits its position), then leave the
         group: its partitions are free for the other members at once."""
         with self._lock:
-            if self._stopping:
-                self._done.wait(timeout)
-                return self._done.is_set()
-            self._stopping = True
+            stopping, self._stopping = self._stopping, True
             self._live = False
+        if stopping:  # another thread stops it: wait for that (outside the lock it needs)
+            return self._done.wait(timeout)
         if self.timer is not None:
             self.timer.dispose()
         clean = True

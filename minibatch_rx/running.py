@@ -113,6 +113,8 @@ def commit(acknowledge: Acknowledge, outage_timeout: float,
                         pending.ack(seq, envelope.checkpoint)
                     if after_ack is not None and envelope.counts:
                         after_ack(seq)
+                    elif handle is not None and seq is not None and seq > handle.position:
+                        handle.position = seq  # a checkpoint-only window moves the position too
                 on_next_(envelope)
 
             subscription = subscribe_to(flow, on_next, observer.on_error, observer.on_completed, scheduler)

@@ -255,16 +255,16 @@ def test_relaxed_windows_in_a_group_take_every_message_once(members: int) -> Non
 
 
 @pytest.mark.parametrize("members", [2, 3])
-def test_BUG_ingest_time_sessions_in_a_group_take_every_message_once(members: int) -> None:
-    """Fails: after a partition moves, messages of an open ingest-time session go to
+def test_ingest_time_sessions_in_a_group_take_every_message_once(members: int) -> None:
+    """Was a bug: after a partition moves, messages of an open ingest-time session went to
     ``in.late`` (a single consumer, restarted at the same times, has none late)."""
     together, sides = group_run(SESSION, members)
     assert sides[f"{IN}.late"] == []
     assert windowed_values(together) == every_message(feed)
 
 
-def test_BUG_ingest_time_session_loses_messages_when_a_joiner_takes_its_partition() -> None:
-    """Fails. Member a alone from 0; b joins at 49, a hands partitions 3-5 over at 51,
+def test_an_ingest_time_session_keeps_its_messages_when_a_joiner_takes_its_partition() -> None:
+    """Was a bug. Member a alone from 0; b joins at 49, a hands partitions 3-5 over at 51,
     b takes them at 52. k3 (partition 3) has readings every 0.5-1.5 s from 31 to 50, so a
     single consumer (stopped at 51, restarted at 52) makes one session [35, 52); the group
     cuts [35, 45.5) and [49.5, 52), and k3's readings at 44.5..49 (seqs 279..307) go to
@@ -296,13 +296,13 @@ def test_BUG_ingest_time_session_loses_messages_when_a_joiner_takes_its_partitio
 
 
 @pytest.mark.parametrize("members", [2, 3])
-def test_BUG_an_event_time_pattern_in_a_group_gives_what_a_single_consumer_gives(members: int) -> None:
-    """Fails: partial matches open when their partition moves are lost (see the minimal case below)."""
+def test_an_event_time_pattern_in_a_group_gives_what_a_single_consumer_gives(members: int) -> None:
+    """Was a bug: partial matches open when their partition moved were lost (see the minimal case below)."""
     assert_same_as_alone(pattern, members)
 
 
-def test_BUG_an_event_time_pattern_loses_a_partial_match_when_its_partition_moves() -> None:
-    """Fails. Two members start at 0: m0 takes all six partitions, hands 3-5 to m1 at 3.
+def test_an_event_time_pattern_keeps_a_partial_match_when_its_partition_moves() -> None:
+    """Was a bug. Two members start at 0: m0 takes all six partitions, hands 3-5 to m1 at 3.
     k7 (partition 5) starts a match with A at t = 2 (alongside k5's A at the same event
     time) and completes it with B at 4.5, after the move: a single consumer finds
     {a: [1], b: [3]}; the group finds nothing."""
@@ -673,8 +673,8 @@ def test_a_members_metrics_sum_its_partitions() -> None:
     b.stop()
 
 
-def test_BUG_a_members_position_and_lag_follow_its_partitions_committed_positions() -> None:
-    """Fails: a partition whose position moves only through checkpoint-only acks (it
+def test_a_members_position_and_lag_follow_its_partitions_committed_positions() -> None:
+    """Was a bug: a partition whose position moves only through checkpoint-only acks (it
     holds no key here: partition 1 of 6 has none of k0..k7, zz) keeps ``position`` 0 in
     its run's handle, so the member reports position 0 and a lag of the whole stream
     although every partition's committed position is at the head (771)."""
@@ -692,8 +692,8 @@ def test_BUG_a_members_position_and_lag_follow_its_partitions_committed_position
     h.stop()
 
 
-def test_BUG_max_windows_stops_the_member_and_it_leaves_the_group() -> None:
-    """Fails: join() never returns. Every acknowledged window past max_windows starts a
+def test_max_windows_stops_the_member_and_it_leaves_the_group() -> None:
+    """Was a bug: join() never returned. Every acknowledged window past max_windows starts a
     thread calling stop(); the second one waits for the first (``_done.wait``) while
     holding ``self._lock``, which the first needs in ``_finish()``: a deadlock."""
     vt = VirtualTime()
@@ -731,7 +731,7 @@ def test_a_failing_function_in_one_partition_is_dead_lettered_and_the_others_go_
     assert {json.loads(x)["key"] for x in together} >= set(KEYS)
 
 
-def test_BUG_a_record_without_a_key_is_dead_lettered_once_in_a_group_as_by_a_single_consumer() -> None:
+def test_a_record_without_a_key_is_dead_lettered_once_in_a_group_as_by_a_single_consumer() -> None:
     """Known bug (see the report): every partition's run rejects the record, so
     the dead-letter stream gets one copy per partition."""
 

@@ -181,7 +181,8 @@ class PatternCore(WindowCore):
             if self.records:
                 encode_value(message.data)  # a value a stage made must fit in a checkpoint
         except (BadRecordError, Unsavable) as error:
-            self.bad.append((message, str(error)))
+            if self.owns is None or self.key_by is None or self.key_by.rejects_here(message.data):
+                self.bad.append((message, str(error)))
             return self._tick([])
         arrival = now
         if clock.settles:

@@ -148,7 +148,8 @@ class TimeWindowCore(WindowCore):
                 raise BadRecordError(_out_of_range(t))
             key = None if self.key_by is None else self.key_by.key_of(message.data)
         except BadRecordError as error:
-            self.bad.append((message, str(error)))
+            if self.owns is None or self.key_by is None or self.key_by.rejects_here(message.data):
+                self.bad.append((message, str(error)))
             return []
         clock = self.clock
         arrival = now

@@ -32,6 +32,10 @@ from minibatch_rx.windows.clocks import BadRecordError, field_reader
 Key = Any
 """A window key: ``str``, ``int``, ``float``, ``bool``, ``None`` or a tuple of them."""
 
+NO_KEY = ("minibatch_rx.no-key",)
+"""What :meth:`KeyBy.rejects_here` asks a partition filter about a record whose key
+cannot be read (a key no record can have: a tuple holding this text)."""
+
 # The plain value of a subclass' instance, whatever its own __str__ or __int__ says.
 _PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
     (str, str.__str__), (int, int.__int__), (float, float.__float__))
@@ -101,6 +105,20 @@ class KeyBy:
         holding their partition."""
         return KeyBy(self.source, owns)
 
+    def rejects_here(self, value: Any) -> bool:
+        """For a record that cannot be windowed (no valid key or time): whether
+        this run reports it. With :attr:`owns`, only the run holding its key's
+        partition does, or the one holding :data:`NO_KEY`'s for a record whose key
+        cannot be read, so a group dead-letters it once, as a single consumer."""
+        owns = self.owns
+        if owns is None:
+            return True
+        try:
+            key = self.key_of(value)
+        except BadRecordError:
+            key = NO_KEY
+        return owns(key)
+
     def key_of(self, value: Any) -> Key:
         """The key of a record's value; :class:`BadRecordError` if it has none."""
         key = self.read(value)
@@ -135,7 +153,8 @@ class KeyedProgress:
         try:
             key = self.key_by.key_of(message.data)
         except BadRecordError as error:
-            self.bad.append((message, str(error)))
+            if self.key_by.owns is None or self.key_by.owns(NO_KEY):
+                self.bad.append((message, str(error)))
             return False, None
         if self.done and message.seq <= self.done.get(key, 0):
             return False, None
@@ -172,7 +191,11 @@ class KeyedProgress:
     def restore(self, state: Any) -> None:
         """Continue from what :meth:`snapshot` saved."""
         self.done = {key_from_json(key): int(seq) for key, seq in state.get("done", [])}
-        self.seen = max(self.done.values(), default=0)
+        # Seen by this run: none yet. (The previous run's highest would let a snapshot
+        # taken during the replay drop "emitted up to" marks the replay has not reached,
+        # and the records under them would be windowed again.)
+        self.seen = 0
 
 
-__all__ = ["Key", "KeyBy", "KeyedProgress", "key_from_json", "key_text", "key_to_json", "normalise_key"]
+__all__ = ["NO_KEY", "Key", "KeyBy", "KeyedProgress", "key_from_json", "key_text", "key_to_json",
+           "normalise_key"]
