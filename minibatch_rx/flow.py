@@ -31,9 +31,10 @@ from minibatch_rx.message import Message
 from minibatch_rx.metrics import Meter
 from minibatch_rx.naming import stage_stream_name
 from minibatch_rx.records import StageTrim, as_records, dead_letter_rejected, storable, storing
+from minibatch_rx.resilience import until_reachable
 from minibatch_rx.running import PipelineHandle, commit, guard
 from minibatch_rx.runtime import Acknowledger, MessageSource, StoreSource
-from minibatch_rx.stages import Envelope, Failure, envelop, late_sink, until_reachable
+from minibatch_rx.stages import Envelope, Failure, envelop, late_sink
 from minibatch_rx.streams import Stream
 from minibatch_rx.usage import Usage
 from minibatch_rx.windows import ReadProgress

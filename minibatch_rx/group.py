@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import reactivex
@@ -24,12 +25,13 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 from reactivex.scheduler import VirtualTimeScheduler
 
-from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
-from minibatch_rx.store.base import Lease, Reader, Store, notifier, outage_backoff
+from minibatch_rx.message import Message
+from minibatch_rx.resilience import OUTAGES, ResilientReader, outage_backoff, retry_later
+from minibatch_rx.store.base import Reader, Store, notifier
+from minibatch_rx.store.leases import Lease
 from minibatch_rx.window import Window
 
 log = logging.getLogger(__name__)
-OUTAGES = (StoreUnavailableError, StoreBusyError)
 
 IDLE_WAIT = 0.25  # seconds an idle member blocks before looking for expired leases
 JOIN_TIMEOUT = 5.0
@@ -72,20 +74,22 @@ class GroupFeed:
         """The member's windows. On a virtual-time ``scheduler`` (a ``TestScheduler``)
         the member leases, waits for work and for a partial window's timeout, and
         backs off from a store outage, all on the scheduler's clock (see
-        :class:`_VirtualMember`); otherwise in a thread of its own."""
+        :class:`_VirtualMember`); otherwise in a thread of its own, which rides out
+        outages as single consumers do (:class:`~minibatch_rx.resilience.ResilientReader`)."""
         def subscribe(observer: abc.ObserverBase[Window],
                       scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             if isinstance(scheduler, VirtualTimeScheduler):
                 return _VirtualMember(self, scheduler, observer).start()
             stop = threading.Event()
-            reader = self.store.reader(self.stream)
-            thread = threading.Thread(target=self._run, args=(observer, stop, reader),
+            readers: list[ResilientReader] = []
+            thread = threading.Thread(target=self._run, args=(observer, stop, readers),
                                       name=f"minibatch-group-{self.group}", daemon=True)
             thread.start()
 
             def dispose() -> None:
                 stop.set()
-                reader.close()
+                for reading in readers:
+                    reading.close()
                 if threading.current_thread() is not thread:
                     thread.join(JOIN_TIMEOUT)
 
@@ -93,67 +97,66 @@ class GroupFeed:
 
         return reactivex.create(subscribe)
 
-    def _run(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
-        """Lease and emit windows until stopped; a store outage is waited out
-        (logged, with back-off, a fresh reader each try), as single consumers do."""
-        backoff = outage_backoff()
+    def _run(self, observer: abc.ObserverBase[Window], stop: threading.Event,
+             readers: list[ResilientReader]) -> None:
+        """Lease and emit windows until stopped; every store call rides out an outage."""
+        reading: ResilientReader | None = None
         try:
-            while not stop.is_set():
-                try:
-                    self._serve(observer, stop, reader)
-                    return
-                except (StoreUnavailableError, StoreBusyError) as exc:
-                    if stop.is_set():
-                        return
-                    log.warning("group %r reading %r: %s; retrying", self.group, self.stream, exc)
-                    stop.wait(backoff.pause())
-                    reader.close()
-                    reader = self._reopen(stop)
+            reading = ResilientReader(self.store, self.stream, stop, f"group {self.group!r} reading")
+            readers.append(reading)
+            self._serve(observer, stop, reading)
         except Exception as exc:
             if not stop.is_set():
                 observer.on_error(exc)
         finally:
-            reader.close()
+            if reading is not None:
+                reading.close()
 
-    def _reopen(self, stop: threading.Event) -> Reader:
-        """A new reader, once the store answers again (or the feed is stopped)."""
-        backoff = outage_backoff()
-        while True:
-            try:
-                return self.store.reader(self.stream)
-            except (StoreUnavailableError, StoreBusyError) as exc:
-                if stop.is_set():
-                    raise
-                log.warning("group %r reopening %r: %s; retrying", self.group, self.stream, exc)
-                stop.wait(backoff.pause())
-
-    def _serve(self, observer: abc.ObserverBase[Window], stop: threading.Event, reader: Reader) -> None:
+    def _serve(self, observer: abc.ObserverBase[Window], stop: threading.Event,
+               reading: ResilientReader) -> None:
         waiting = _Waiting(self.timeout)
         while not stop.is_set():
-            partial = waiting.due(time.monotonic())
-            lease = self.store.lease(self.stream, self.group, self.owner, self.size,
-                                     self.lease_timeout, partial)
+            cut = waiting.due(time.monotonic())
+            lease = reading.call(partial(self._lease, cut=cut))
             if lease is not None:
                 waiting.leased(lease)
-                self._emit(lease, reader, observer)
+                messages = reading.call(partial(self._messages, lease))
+                self._emit(lease, messages, observer)
                 continue
-            tail = self.store.last_seq(self.stream)
-            waiting.nothing(partial, tail, time.monotonic())
-            if reader.read(tail, 1):
+            tail = reading.call(self._head)
+            waiting.nothing(cut, tail, time.monotonic())
+            if reading.call(partial(_read_one, after=tail)):
                 continue
-            reader.wait(tail, waiting.pause(time.monotonic()))
+            reading.call(partial(_wait, after=tail, timeout=waiting.pause(time.monotonic())))
 
-    def _emit(self, lease: Lease, reader: Reader | Store, observer: abc.ObserverBase[Window]) -> None:
+    def _lease(self, _reader: Reader, cut: bool) -> Lease | None:
+        return self.store.lease(self.stream, self.group, self.owner, self.size, self.lease_timeout, cut)
+
+    def _head(self, _reader: Reader) -> int:
+        return self.store.last_seq(self.stream)
+
+    def _messages(self, lease: Lease, source: Reader | Store) -> list[Message]:
+        """The leased messages, read with a reader or from the store."""
+        count = lease.end - lease.start + 1
+        found = source.read(lease.start - 1, count) if isinstance(source, Reader) \
+            else source.read(self.stream, lease.start - 1, count)
+        return [m for m in found if m.seq <= lease.end]
+
+    def _emit(self, lease: Lease, messages: list[Message], observer: abc.ObserverBase[Window]) -> None:
         if lease.taken_over:
             self.taken_over += 1
             log.warning("group %r: member %s took over expired lease %d..%d of %r",
                         self.group, self.owner, lease.start, lease.end, self.stream)
-        count = lease.end - lease.start + 1
-        found = reader.read(lease.start - 1, count) if isinstance(reader, Reader) \
-            else reader.read(self.stream, lease.start - 1, count)
-        messages = [m for m in found if m.seq <= lease.end]
         self.leases[lease.end] = lease
         observer.on_next(Window(tuple(messages), self.stream, ack=lease.end))
+
+
+def _read_one(reader: Reader, after: int) -> list[Message]:
+    return reader.read(after, 1)
+
+
+def _wait(reader: Reader, after: int, timeout: float) -> bool:
+    return reader.wait(after, timeout)
 
 
 class _Waiting:
@@ -247,7 +250,7 @@ class _VirtualMember:
                                      partial)
             if lease is not None:
                 waiting.leased(lease)
-                feed._emit(lease, feed.store, self.observer)
+                feed._emit(lease, feed._messages(lease, feed.store), self.observer)
                 if not self.stopped:  # queued behind the turns due now: members take turns
                     self.timer.disposable = self.scheduler.schedule(self.turn)
                 return
@@ -255,7 +258,7 @@ class _VirtualMember:
             self.backoff.reset()
         except OUTAGES as exc:  # waited out on the scheduler's clock
             log.warning("group %r reading %r: %s; retrying", feed.group, feed.stream, exc)
-            self.timer.disposable = self.scheduler.schedule_relative(self.backoff.pause(), self.turn)
+            self.timer.disposable = retry_later(self.scheduler, self.turn, self.backoff)
             return
         except Exception as exc:
             self.stopped = True

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from minibatch_rx.naming import journal_name
-from minibatch_rx.stages import until_reachable
+from minibatch_rx.resilience import until_reachable
 from minibatch_rx.store.base import Store
 from minibatch_rx.windows import Resume
 

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 from reactivex.scheduler import EventLoopScheduler
 
-from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.metrics import Metrics, StageTime
 from minibatch_rx.partitions import Assignment, partition_name, partition_of, state_name, sync
+from minibatch_rx.resilience import OUTAGES
 from minibatch_rx.running import PipelineHandle
 from minibatch_rx.windows.keys import NO_KEY, Key
 
@@ -163,7 +163,7 @@ class GroupMemberHandle(PipelineHandle):
                 releasing = tuple(sorted(self.releasing))
                 try:
                     granted = self._update(releasing)
-                except (StoreUnavailableError, StoreBusyError) as exc:
+                except OUTAGES as exc:
                     # The runs wait out the outage themselves; if it outlasts the lease,
                     # the next turn finds which partitions went to other members.
                     log.warning("group %r member %s: cannot renew partition leases (%s); retrying",
@@ -266,7 +266,7 @@ class GroupMemberHandle(PipelineHandle):
                 del self.runs[p]
             try:
                 self._update(leaving=True)
-            except (StoreUnavailableError, StoreBusyError) as exc:
+            except OUTAGES as exc:
                 log.warning("group %r member %s: could not leave the group (%s); its partitions "
                             "move once its leases expire", self.group, self.member, exc)
         if self.own is not None:

@@ -37,9 +37,10 @@ from typing import Any
 
 from reactivex import abc
 
-from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
+from minibatch_rx.errors import StoreUnavailableError
 from minibatch_rx.message import Message
-from minibatch_rx.store.base import ChangeWatch, Store, Watchable, outage_backoff
+from minibatch_rx.resilience import OUTAGES, outage_backoff
+from minibatch_rx.store.base import ChangeWatch, Store, Watchable
 from minibatch_rx.windows import ReadProgress
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ class ReadHub:
             # An outage is waited out; any other failure is logged, and the
             # reads that follow the new watch meet it and report it to their
             # subscribers.
-            if isinstance(exc, (StoreUnavailableError, StoreBusyError)):
+            if isinstance(exc, OUTAGES):
                 log.warning("watching %r: %s; retrying", self.store, exc)
             else:
                 log.error("watching %r failed: %r; reopening the watch", self.store, exc)
@@ -329,7 +330,7 @@ class ReadHub:
         more = False
         try:
             more = self._drain(feed)
-        except (StoreUnavailableError, StoreBusyError) as exc:
+        except OUTAGES as exc:
             if not feed.stopped:
                 log.warning("reading %r: %s; retrying", feed.stream, exc)
                 feed.retry_at = time.monotonic() + feed.backoff.pause()

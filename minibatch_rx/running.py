@@ -19,9 +19,10 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from minibatch_rx.calls import Fused, subscribe_to
-from minibatch_rx.errors import InvalidArgumentError, StoreBusyError, StoreUnavailableError
+from minibatch_rx.errors import InvalidArgumentError
 from minibatch_rx.metrics import Meter, Metrics, prometheus_collector
-from minibatch_rx.stages import Ack, Envelope, Failure, Item, Stage, until_reachable
+from minibatch_rx.resilience import OUTAGES, until_reachable
+from minibatch_rx.stages import Ack, Envelope, Failure, Item, Stage
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class _PendingAck:
             seq, self.seq = self.seq, None
             try:
                 self.acknowledge(seq, self.checkpoint)
-            except (StoreUnavailableError, StoreBusyError) as exc:
+            except OUTAGES as exc:
                 log.warning("could not commit position %d on stop (%s); those windows will be "
                             "delivered again", seq, exc)
 
@@ -307,7 +308,7 @@ class PipelineHandle:
         if source is not None:
             try:
                 head = source.store.last_seq(source.name)
-            except (StoreUnavailableError, StoreBusyError):
+            except OUTAGES:
                 head = None
         return Metrics(
             stream=source.name if source is not None else "",
@@ -403,7 +404,7 @@ class PipelineHandle:
 
     def _flush_all(self) -> None:
         for flush in self._on_stop:
-            with contextlib.suppress(StoreUnavailableError, StoreBusyError):
+            with contextlib.suppress(*OUTAGES):
                 flush()
 
     def _dispose(self, subscription: abc.DisposableBase | None) -> None:

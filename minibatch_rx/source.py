@@ -14,30 +14,16 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from minibatch_rx.errors import StoreBusyError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.readhub import ReadHub
-from minibatch_rx.store.base import Notifier, Reader, Store, Watchable, notifier, outage_backoff
+from minibatch_rx.resilience import ResilientReader
+from minibatch_rx.store.base import Notifier, Reader, Store, Watchable, notifier
 from minibatch_rx.windows import ReadProgress
 
 WAIT_SLICE = 0.5  # seconds a reader blocks before re-checking for disposal
 JOIN_TIMEOUT = 5.0
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-class _ClosedReader:
-    """Stands in for a reader that could not be opened; every use fails, so
-    the outage loop tries to open a real one again."""
-
-    def read(self, after: int, limit: int | None = None) -> list[Message]:
-        raise StoreUnavailableError("store still unreachable")
-
-    def wait(self, after: int, timeout: float) -> bool:
-        raise StoreUnavailableError("store still unreachable")
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 _hubs: weakref.WeakKeyDictionary[Store, ReadHub] = weakref.WeakKeyDictionary()
@@ -106,6 +92,14 @@ def store_source(
         return _PullFeed(store, stream, observer, first_position, batch_size, progress).start()
 
     return reactivex.create(subscribe)
+
+
+def _read(reader: Reader, after: int, limit: int) -> list[Message]:
+    return reader.read(after, limit)
+
+
+def _wait(reader: Reader, after: int) -> bool:
+    return reader.wait(after, WAIT_SLICE)
 
 
 class _PushFeed:
@@ -198,34 +192,35 @@ def hand_on(observer: abc.ObserverBase[Message], progress: ReadProgress, batch: 
 
 
 class _PullFeed:
-    """For stores without in-process push: a dedicated reader thread that
-    blocks on the store's change signal between reads."""
+    """For stores without in-process push or a watch: a dedicated reader thread
+    that blocks on the store's change signal between reads, riding out outages
+    through a :class:`~minibatch_rx.resilience.ResilientReader`."""
 
     def __init__(self, store: Store, stream: str, observer: abc.ObserverBase[Message],
                  first_position: Any, batch_size: int, progress: ReadProgress) -> None:
         self.store, self.stream, self.observer, self.progress = store, stream, observer, progress
         self.first_position, self.batch_size = first_position, batch_size
         self.stop = threading.Event()
-        self.reader: Reader = _ClosedReader()
+        self.reading: ResilientReader | None = None
         self.thread = threading.Thread(
             target=self.run, name=f"minibatch-reader-{stream}", daemon=True
         )
 
     def start(self) -> abc.DisposableBase:
-        self.reader = self.store.reader(self.stream)
         self.thread.start()
         return Disposable(self.dispose)
 
     def run(self) -> None:
         try:
-            position: int = self.survive_outage(self.first_position)
+            reading = self.reading = ResilientReader(self.store, self.stream, self.stop)
+            position: int = reading.call(lambda _reader: self.first_position())
             caught_up = False  # the first reads replay what is stored: a backlog
             while not self.stop.is_set():
-                batch = self.survive_outage(partial(self.read_batch, position))
+                batch = reading.call(partial(_read, after=position, limit=self.batch_size))
                 if not batch:
                     self.progress.behind = False
                     caught_up = True
-                    self.survive_outage(partial(self.wait_for_more, position))
+                    reading.call(partial(_wait, after=position))
                     continue
                 last = hand_on(self.observer, self.progress, batch, caught_up, self.stop.is_set)
                 caught_up = False
@@ -239,35 +234,12 @@ class _PullFeed:
             if not self.stop.is_set():
                 self.observer.on_error(exc)
         finally:
-            self.reader.close()
-
-    def read_batch(self, position: int) -> list[Message]:
-        return self.reader.read(position, self.batch_size)
-
-    def wait_for_more(self, position: int) -> bool:
-        return self.reader.wait(position, WAIT_SLICE)
-
-    def survive_outage(self, operation: Callable[[], T]) -> T:
-        """Run a store call; while the store is unreachable, log, back off and
-        retry with a fresh reader, until it answers or the feed is disposed."""
-        backoff = outage_backoff()
-        while True:
-            try:
-                return operation()
-            except (StoreUnavailableError, StoreBusyError) as exc:
-                if self.stop.is_set():
-                    raise
-                log.warning("reading %r: %s; retrying", self.stream, exc)
-                self.stop.wait(backoff.pause())
-                self.reader.close()
-                if not self.stop.is_set():
-                    try:
-                        self.reader = self.store.reader(self.stream)
-                    except (StoreUnavailableError, StoreBusyError):
-                        self.reader = _ClosedReader()
+            if self.reading is not None:
+                self.reading.close()
 
     def dispose(self) -> None:
         self.stop.set()
-        self.reader.close()
+        if self.reading is not None:
+            self.reading.close()
         if threading.current_thread() is not self.thread:
             self.thread.join(JOIN_TIMEOUT)

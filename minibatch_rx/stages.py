@@ -23,11 +23,10 @@ from reactivex.scheduler import VirtualTimeScheduler
 from minibatch_rx.calls import Activity, CallThread, Fused, describe, subscribe_to
 from minibatch_rx.errors import (
     InvalidPayloadError,
-    StoreBusyError,
-    StoreUnavailableError,
 )
 from minibatch_rx.message import Message
 from minibatch_rx.metrics import StageTimes
+from minibatch_rx.resilience import OUTAGES, ride_out, until_reachable
 from minibatch_rx.sinks import Sink, StreamSink
 from minibatch_rx.streams import Stream
 from minibatch_rx.validation import encode_json
@@ -175,10 +174,10 @@ class Failure:
                         activity.leave()
                     self.times.observe(stage, time.monotonic() - started)
                     return True, result
-                except (StoreUnavailableError, StoreBusyError) as exc:
-                    return True, _ride_out(lambda: self.invoke(stage, fn, item),
-                                           self.policy.outage_timeout, started, exc)
-            except (StoreUnavailableError, StoreBusyError):
+                except OUTAGES as exc:
+                    return True, ride_out(lambda: self.invoke(stage, fn, item),
+                                          self.policy.outage_timeout, started, exc)
+            except OUTAGES:
                 raise  # outlasted the outage bound: not this window's fault
             except Exception as exc:
                 attempt += 1
@@ -239,32 +238,6 @@ def _fitting(payloads: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool
             return kept, True
         kept.append(payload)
     return kept, False
-
-
-def until_reachable(operation: Callable[[], Any], timeout: float) -> Any:
-    """Run a store call, retrying with back-off while the store is unreachable
-    or locked, for up to ``timeout`` seconds; then the error is raised."""
-    started = time.monotonic()
-    try:
-        return operation()
-    except (StoreUnavailableError, StoreBusyError) as exc:
-        return _ride_out(operation, timeout, started, exc)
-
-
-def _ride_out(operation: Callable[[], Any], timeout: float, started: float,
-              error: StoreUnavailableError | StoreBusyError) -> Any:
-    """:func:`until_reachable` after its first attempt (begun at ``started``) failed with ``error``."""
-    delay = 0.05
-    while True:
-        if time.monotonic() - started > timeout:
-            raise error
-        log.warning("store call failed: %s; retrying in %.2gs", error, delay)
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
-        try:
-            return operation()
-        except (StoreUnavailableError, StoreBusyError) as exc:
-            error = exc
 
 
 def envelop(source: Observable[Window | Message]) -> Observable[Envelope]:

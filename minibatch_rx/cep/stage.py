@@ -605,7 +605,8 @@ def timeout_deliverer(resolve: Callable[[], Any], owner: str) -> Callable[[Windo
     a default stream is only made when needed): into a stream as
     ``Match.as_payload()`` dicts, keyed by ``owner`` and the events so a restart
     stores nothing twice; to a callable as :class:`Match`."""
-    from minibatch_rx.stages import RetryPolicy, origin_key, until_reachable
+    from minibatch_rx.resilience import until_reachable
+    from minibatch_rx.stages import RetryPolicy, origin_key
     from minibatch_rx.streams import Stream
 
     resolved: list[Any] = []

@@ -77,10 +77,9 @@ from minibatch_rx.errors import (  # noqa: E402
     InvalidArgumentError,
     InvalidPayloadError,
     MinibatchError,
-    StoreBusyError,
-    StoreUnavailableError,
 )
 from minibatch_rx.message import Message  # noqa: E402
+from minibatch_rx.resilience import OUTAGES  # noqa: E402
 from minibatch_rx.store.base import Backoff  # noqa: E402
 from minibatch_rx.streams import Stream  # noqa: E402
 from minibatch_rx.validation import check_payload  # noqa: E402
@@ -90,7 +89,7 @@ __all__ = ["BridgeStats", "KafkaBridge", "KafkaDeliveryError", "KafkaSink"]
 log = logging.getLogger(__name__)
 
 NonJson = Literal["wrap", "dead_letter"]
-_STORE_OUTAGES = (StoreUnavailableError, StoreBusyError)
+_STORE_OUTAGES = OUTAGES
 
 
 @dataclass

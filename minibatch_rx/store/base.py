@@ -13,11 +13,11 @@ import json
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from minibatch_rx.errors import InvalidPayloadError
 from minibatch_rx.message import Message
+from minibatch_rx.store.leases import Lease
 from minibatch_rx.validation import json_default
 
 Listener = Callable[[], None]
@@ -357,16 +357,6 @@ class Backoff:
         return self.next(time.monotonic() + self.limit)
 
 
-OUTAGE_BACKOFF_LIMIT = 2.0
-"""Longest pause, seconds, between two attempts to reach a store that is down."""
-
-
-def outage_backoff() -> Backoff:
-    """The back-off of readers waiting out a store outage: 50 ms, doubling up to
-    :data:`OUTAGE_BACKOFF_LIMIT`."""
-    return Backoff(start=0.05, limit=OUTAGE_BACKOFF_LIMIT)
-
-
 def fresh_indexes(keys: Sequence[str | None], existing: Mapping[str, int]) -> list[int]:
     """Indexes of the payloads an idempotent append must store: those without a
     key, and the first of each key not already in the stream."""
@@ -395,44 +385,3 @@ def merge_seqs(keys: Sequence[str | None], existing: Mapping[str, int],
             known[key] = seq
         result.append(seq)
     return result
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A range of seqs ``[start, end]`` claimed by one member of a consumer group."""
-
-    start: int
-    end: int
-    taken_over: bool = False
-    """True if the range was taken from a member whose lease expired."""
-
-
-def advance(position: int, finished: Sequence[tuple[int, int]]) -> int:
-    """The group position after ``finished`` leases (``(start, end)`` sorted by
-    start): it moves over every lease that continues it without a gap."""
-    for start, end in finished:
-        if start != position + 1:
-            break
-        position = end
-    return position
-
-
-def next_range(claimed: int, last_seq: int, count: int, partial: bool) -> Lease | None:
-    """The lease rule every backend applies inside its own atomic read-modify-write:
-    a new lease covers the ``count`` seqs after ``claimed`` (the highest seq already
-    leased or acknowledged by the group), up to the end of the stream; fewer only if
-    ``partial``. ``None`` when there is nothing to claim. (An expired, unfinished lease
-    is taken over before any new one: see :meth:`Store.lease`.)
-
-    >>> next_range(10, 25, 10, partial=False)
-    Lease(start=11, end=20, taken_over=False)
-    >>> next_range(20, 25, 10, partial=False) is None, next_range(20, 25, 10, partial=True)
-    (True, Lease(start=21, end=25, taken_over=False))
-    >>> next_range(25, 25, 10, partial=True) is None
-    True
-    """
-    start = claimed + 1
-    end = min(start + count - 1, last_seq)
-    if end < start or (end - start + 1 < count and not partial):
-        return None
-    return Lease(start, end)

@@ -18,17 +18,15 @@ from typing import Any
 
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import (
-    Lease,
     Listener,
     Listeners,
     R,
     StateUpdate,
-    advance,
     encode_state,
     fresh_indexes,
     merge_seqs,
-    next_range,
 )
+from minibatch_rx.store.leases import Lease, advance, next_range
 from minibatch_rx.validation import encode_json
 
 Clock = Callable[[], datetime]

@@ -69,17 +69,15 @@ from minibatch_rx.errors import (
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import (
     Backoff,
-    Lease,
     Listener,
     Listeners,
     R,
     StateUpdate,
-    advance,
     encode_state,
     fresh_indexes,
     merge_seqs,
-    next_range,
 )
+from minibatch_rx.store.leases import Lease, advance, next_range
 from minibatch_rx.store.mongo_batch import (
     MAX_ATTEMPTS,
     Batches,

@@ -45,18 +45,16 @@ from minibatch_rx.errors import (
 )
 from minibatch_rx.message import Message
 from minibatch_rx.store.base import (
-    Lease,
     Listener,
     Listeners,
     R,
     StateUpdate,
-    advance,
     encode_state,
     fresh_indexes,
     merge_seqs,
-    next_range,
 )
 from minibatch_rx.store.doorbell import Ringer, bell_folder
+from minibatch_rx.store.leases import Lease, advance, next_range
 from minibatch_rx.store.sqlite_reader import SqliteReader, select
 from minibatch_rx.store.sqlite_watch import SqliteWatch
 from minibatch_rx.store.url import parse_sqlite_url, prepare_sqlite_file
