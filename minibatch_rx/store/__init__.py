@@ -14,17 +14,35 @@ from __future__ import annotations
 import importlib
 import threading
 
-from minibatch_rx.store.base import Backoff, Reader, Store
+from minibatch_rx.store.base import (
+    Backoff,
+    ChangeWatch,
+    Leases,
+    Log,
+    Notifier,
+    Positions,
+    Reader,
+    Store,
+    Watchable,
+    notifier,
+)
 from minibatch_rx.store.memory import MemoryStore
 from minibatch_rx.store.url import BACKENDS, default_path, redact, register_backend, resolve_url, scheme_of
 
 __all__ = [
     "Backoff",
+    "ChangeWatch",
+    "Leases",
+    "Log",
     "MemoryStore",
+    "Notifier",
+    "Positions",
     "Reader",
     "Store",
+    "Watchable",
     "close_all",
     "default_path",
+    "notifier",
     "open_store",
     "redact",
     "register_backend",
