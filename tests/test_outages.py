@@ -15,6 +15,7 @@ import pytest
 from mongo_server import MongoTestServer
 
 from minibatch_rx import StoreBusyError, StoreUnavailableError, Window, stream
+from minibatch_rx.partition_group import GroupMemberHandle
 from minibatch_rx.store.sqlite import _BUSY_RETRIES
 
 
@@ -103,6 +104,37 @@ def test_mongodb_restart_mid_run_loses_nothing() -> None:
         assert sorted(set(seen)) == list(range(1, 101))
         assert s.position("c") == 100
         assert [m.data["i"] for m in s.read()] == list(range(100))
+    finally:
+        server.stop()
+
+
+def test_a_keyed_group_member_rides_out_a_mongodb_restart(caplog: pytest.LogCaptureFixture) -> None:
+    # A member of a group by key partition: its partitions' runs wait the outage out as
+    # single consumers do, and so does the renewal of its partition leases.
+    server = MongoTestServer().start()
+    url = f"mongodb://127.0.0.1:{server.port}/keyedoutage?serverSelectionTimeoutMS=1000"
+    try:
+        s = stream("kout.in", url)
+        s.extend({"k": i % 5, "i": i} for i in range(50))
+        seen = Seqs()
+        collect, wait_for = seen.collect, seen.wait_for
+        handle = s.key_by("k").count_window(2).sink(collect).start(group="kg", lease_timeout=3, partitions=4)
+        assert isinstance(handle, GroupMemberHandle)
+        wait_for(50)
+        server.stop(keep_data=True)
+        deadline = time.monotonic() + 60
+        while "cannot renew partition leases" not in caplog.text and handle.error is None \
+                and time.monotonic() < deadline:
+            handle.join(0.05)
+        assert handle.error is None, f"the member stopped on the outage: {handle.error!r}"
+        assert "cannot renew partition leases" in caplog.text
+        server.start()
+        s.extend({"k": i % 5, "i": i} for i in range(50, 100))
+        wait_for(100)
+        assert handle.running and handle.error is None
+        assert sorted(handle.partitions) == [0, 1, 2, 3]  # alone: it holds them all again
+        handle.stop()
+        assert sorted(seen) == list(range(1, 101))  # each once: no window of a partition twice
     finally:
         server.stop()
 
