@@ -130,3 +130,40 @@ def test_stop_removes_the_servers_own_data() -> None:
     server.start()
     server.stop()
     assert not data.exists()
+
+
+def test_a_lease_computed_from_stale_reads_is_not_granted_for_a_range_already_done(
+        mongo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Member A reads the group's lease cursor and position, is paused, and meanwhile
+    member B leases that range, finishes it and (the position moving over it) its lease
+    row is deleted. A's insert then meets no duplicate: it must notice the position and
+    not process the range a second time (a count-window group delivered windows twice)."""
+    s = stream("lease.race", mongo_url)
+    s.extend({"i": i} for i in range(15))
+    a = MongoStore(mongo_url)
+    b = MongoStore(mongo_url)
+    stale = {"cursor": True, "position": True}
+    real_position = a.get_position
+    real_find_one = a._groups.find_one
+
+    def position(stream_: str, consumer: str) -> int:
+        if stale["position"]:  # what A read before its pause
+            stale["position"] = False
+            first = b.lease("lease.race", "g", "b", 10, 30.0, False)  # B, during A's pause
+            assert first is not None and (first.start, first.end) == (1, 10)
+            assert b.complete("lease.race", "g", 1, "b")
+            return 0
+        return real_position(stream_, consumer)
+
+    def find_one(query: Any, *args: Any, **kwargs: Any) -> Any:
+        if stale["cursor"]:
+            stale["cursor"] = False
+            return None  # the cursor as it was before B's lease
+        return real_find_one(query, *args, **kwargs)
+
+    monkeypatch.setattr(a, "get_position", position)
+    monkeypatch.setattr(a._groups, "find_one", find_one)
+    lease = a.lease("lease.race", "g", "a", 10, 30.0, True)
+    assert lease is not None
+    assert (lease.start, lease.end) == (11, 15)  # not 1..10 again
+    assert b.get_position("lease.race", "g") == 10

@@ -357,8 +357,14 @@ class MongoStore:
                 return None
             start, end = lease.start, lease.end
             try:
-                self._leases.insert_one({"s": stream, "g": group, "start": start, "end": end,
-                                         "owner": owner, "exp": now + ttl, "done": False})
+                row = self._leases.insert_one({"s": stream, "g": group, "start": start, "end": end,
+                                               "owner": owner, "exp": now + ttl, "done": False})
+                if self.get_position(stream, group) >= start:
+                    # Read stale: another member leased, finished and (its row deleted with the
+                    # position moving over it) let go of this range between our reads and our
+                    # insert. Its row being gone means the position is past it: take ours back.
+                    self._leases.delete_one({"_id": row.inserted_id})
+                    continue
             except mongo_errors.DuplicateKeyError:
                 # Another member claimed this range first: skip past what is leased.
                 claimed = self._leases.find({"s": stream, "g": group, "start": {"$gte": start}})
