@@ -10,6 +10,7 @@ built as one flow per window, chained through stage streams (:func:`chained`).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from minibatch_rx.windows._engine import Journal, WindowOperator, scheduler_seco
 if TYPE_CHECKING:
     from minibatch_rx.pipeline import Pipeline, SinkTarget
 
+log = logging.getLogger(__name__)
 EXPIRY_EVERY = 1.0  # seconds between age-based retention sweeps of a running pipeline
 PARTITION_TICKS = 256  # a partition's run commits its way over other partitions' messages this often
 
@@ -178,6 +180,8 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
                                           pipeline.retry_policy.outage_timeout)
     if trim is not None:
         acknowledge = then(acknowledge, trim.acknowledged)
+    if handle is not None and handle.fence is not None:
+        acknowledge = fenced(acknowledge, handle.fence, handle)
     return flow.pipe(commit(acknowledge,
                             pipeline.retry_policy.outage_timeout, pipeline.after_ack, interval, handle))
 
@@ -248,6 +252,23 @@ def acknowledger(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | N
 
     return acknowledge
 
+
+
+def fenced(acknowledge: Callable[[int, Any], None], fence: Callable[[], bool],
+           handle: PipelineHandle) -> Callable[[int, Any], None]:
+    """``acknowledge``, skipped while ``fence()`` is false; the run then stops. (A group
+    member paused past its lease must not commit a partition another member now runs:
+    its position and checkpoint would mix with the new holder's.)"""
+    def commit_if_held(seq: int, checkpoint: Any) -> None:
+        if fence():
+            acknowledge(seq, checkpoint)
+            return
+        log.warning("consumer %r: its lease may have run out; position %d not committed, and the "
+                    "run stops (another member takes the partition over from its last commit)",
+                    handle.consumer, seq)
+        handle.stop(timeout=0)
+
+    return commit_if_held
 
 
 def then(acknowledge: Callable[[int, Any], None],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,12 +31,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from reactivex import abc
-from reactivex.scheduler import EventLoopScheduler
+from reactivex.scheduler import EventLoopScheduler, VirtualTimeScheduler
 
 from minibatch_rx.metrics import Metrics, StageTime
 from minibatch_rx.partitions import Assignment, partition_name, partition_of, state_name, sync
 from minibatch_rx.resilience import OUTAGES
 from minibatch_rx.running import PipelineHandle
+from minibatch_rx.windows._engine import scheduler_seconds
 from minibatch_rx.windows.keys import NO_KEY, Key
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class _PartitionRun(PipelineHandle):
     def __init__(self, member: GroupMemberHandle, consumer: str, dead: str) -> None:
         super().__init__(None, consumer, dead)
         self.member = member
+        self.fence = member.lease_held
 
     def _on_ack(self, seq: int | None) -> None:
         super()._on_ack(seq)
@@ -95,6 +98,7 @@ class GroupMemberHandle(PipelineHandle):
         self.step_lock = threading.Lock()
         self.timer: abc.DisposableBase | None = None
         self.stopper: threading.Thread | None = None
+        self.valid_until = -math.inf  # by clock(): the member's leases last at least until then
 
     # -- the public view -----------------------------------------------------
     @property
@@ -129,6 +133,19 @@ class GroupMemberHandle(PipelineHandle):
             sum(m.dead_lettered for m in self.finished_runs)
 
     # -- running -------------------------------------------------------------
+    def clock(self) -> float:
+        """Seconds on the member's clock: the scheduler's in virtual time, else monotonic
+        (which a paused process does not stop)."""
+        if isinstance(self.scheduler, VirtualTimeScheduler):
+            return scheduler_seconds(self.scheduler)
+        return time.monotonic()
+
+    def lease_held(self) -> bool:
+        """Whether the member's partition leases are surely still its own: less than
+        ``lease_timeout`` has passed since the renewal that last granted them began
+        (the store counts its expiry from a later instant). A run commits only then."""
+        return self.clock() < self.valid_until
+
     def begin(self) -> None:
         """Take a first share (in the caller's thread: a misconfiguration raises
         here) and keep the leases from then on."""
@@ -161,6 +178,7 @@ class GroupMemberHandle(PipelineHandle):
             changed = False
             while self._live:
                 releasing = tuple(sorted(self.releasing))
+                began = self.clock()
                 try:
                     granted = self._update(releasing)
                 except OUTAGES as exc:
@@ -170,7 +188,12 @@ class GroupMemberHandle(PipelineHandle):
                                 self.group, self.member, exc)
                     return
                 self.releasing -= set(releasing)
+                self.valid_until = began + self.ttl
                 self.count = granted.partitions
+                for p, run in list(self.runs.items()):
+                    if not run.running and run.error is None:  # stopped by its fence: start it afresh
+                        del self.runs[p]
+                        self.finished_runs.append(run.metrics())
                 lost = [p for p in self.runs if p not in granted.held]
                 for p in lost:
                     log.warning("group %r member %s: partition %d went to another member "

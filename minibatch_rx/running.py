@@ -258,6 +258,10 @@ class PipelineHandle:
         self._claim: tuple[str, str, str] | None = None
         self._meter: Meter | None = None
         self._source: Any = None  # the Stream read (set when the flow is built)
+        self.fence: Callable[[], bool] | None = None
+        """If set and false when a position is to be committed, the commit is skipped
+        and the run stops: a group's partition run whose lease may have run out (see
+        :mod:`minibatch_rx.partition_group`)."""
         self._servers: list[Any] = []
 
     @property

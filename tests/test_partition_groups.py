@@ -30,7 +30,7 @@ from waiting import wait_for
 from minibatch_rx import Pipeline, Stream
 from minibatch_rx.cep import Match, Pattern
 from minibatch_rx.compat import WindowEmitter
-from minibatch_rx.errors import InvalidArgumentError, InvalidStreamNameError
+from minibatch_rx.errors import InvalidArgumentError, InvalidStreamNameError, StoreUnavailableError
 from minibatch_rx.message import Message
 from minibatch_rx.partition_group import GroupMemberHandle
 from minibatch_rx.partitions import (
@@ -764,3 +764,41 @@ def test_assignment_is_what_the_table_says() -> None:
     assert isinstance(got, Assignment)
     assert {p: "a" for p in got.held} == holders(doc, 5.0)
     assert holders(doc, 35.0) == {}  # expired at 5 + 30
+
+
+# -- 8. a member paused past its lease commits nothing ----------------------------------------------
+
+def test_a_member_that_cannot_renew_stops_committing_once_its_lease_may_have_run_out() -> None:
+    """Member a cannot reach the partition table (its renewals fail) but its runs go
+    on reading: once lease_timeout has passed since its last renewal began, its runs
+    commit nothing more and stop, and b takes the partitions over from a's last
+    commits. The output equals a single consumer's, each window once."""
+    build = STRATEGIES["tumbling-event"]
+    vt = VirtualTime()
+    s, out = vt.stream(IN), vt.stream(OUT)
+    feed(vt, s)
+    a = join(vt, build(s, out), "a")
+    vt.advance_to(20)
+    assert sorted(a.partitions) == list(range(6))
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreUnavailableError("partition table unreachable (test)")
+
+    a._update = unreachable  # type: ignore[method-assign]
+    last_renewal = 18.0  # renewals every TTL / 3 = 3 s: the last good one was at 18
+    at_failure = s.positions()
+    vt.advance_to(last_renewal + TTL - 0.5)
+    assert all(run.running for run in a.runs.values())  # still within its lease: it works on
+    assert sum(s.positions().values()) > sum(at_failure.values())  # and commits
+    vt.advance_to(last_renewal + TTL + 2)
+    assert not any(run.running for run in a.runs.values())  # the fence stopped every run
+    frozen = s.positions()
+    vt.advance_to(last_renewal + TTL + 2.9)
+    assert s.positions() == frozen  # nothing committed after it
+    b = join(vt, build(s, out), "b")
+    vt.advance_to(END)
+    assert sorted(b.partitions) == list(range(6))
+    b.stop()
+    a.stop()
+    alone, _ = single_run(build)
+    assert contents(vt, OUT) == alone
