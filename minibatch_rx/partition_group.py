@@ -92,7 +92,9 @@ class GroupMemberHandle(PipelineHandle):
         self.own: EventLoopScheduler | None = None
         self.runs: dict[int, _PartitionRun] = {}
         self.finished_runs: list[Metrics] = []
-        self.releasing: set[int] = set()
+        self.releasing: set[int] = set()  # to release at the next renewal
+        self.draining: dict[int, _PartitionRun] = {}  # stopped, not yet quiet
+        self.handing_over: set[int] = set()  # to release once their runs are quiet
         self.rebalances = 0
         self.windows_lock = threading.Lock()
         self.step_lock = threading.Lock()
@@ -173,10 +175,17 @@ class GroupMemberHandle(PipelineHandle):
             lambda doc, now: sync(doc, now, self.member, self.configured, self.ttl, releasing, leaving))
 
     def step(self) -> None:
-        """One turn: renew, stop what was lost or is to be given up, start what was granted."""
+        """One turn: renew, stop what was lost or is to be given up, start what was granted.
+
+        A run being stopped is *draining* until it is quiet (disposed, its last
+        position written): only then is its partition released or started again, so
+        two runs of one partition never overlap (their journal writes would mix). A
+        run stuck in user code keeps its partition, renewed, until it returns.
+        """
         with self.step_lock:
             changed = False
             while self._live:
+                self._collect_drained()
                 releasing = tuple(sorted(self.releasing))
                 began = self.clock()
                 try:
@@ -191,20 +200,24 @@ class GroupMemberHandle(PipelineHandle):
                 self.valid_until = began + self.ttl
                 self.count = granted.partitions
                 for p, run in list(self.runs.items()):
-                    if not run.running and run.error is None:  # stopped by its fence: start it afresh
-                        del self.runs[p]
-                        self.finished_runs.append(run.metrics())
+                    if not run.running:  # stopped by its fence (or failed): drain, then start afresh
+                        self._drain(p)
                 lost = [p for p in self.runs if p not in granted.held]
                 for p in lost:
                     log.warning("group %r member %s: partition %d went to another member "
                                 "(its lease expired)", self.group, self.member, p)
-                self._stop_runs(lost)
-                if granted.release:  # over its share: stop those runs, then hand them over now
-                    self._stop_runs(list(granted.release))
-                    self.releasing |= set(granted.release)
+                    self._drain(p)
+                self.handing_over &= set(granted.held)
+                give_up = [p for p in granted.release if p not in self.handing_over]
+                if give_up:  # over its share: stop those runs, hand them over once quiet
+                    for p in give_up:
+                        self._drain(p)
+                    self.handing_over |= set(give_up)
                     changed = True
-                    continue
-                new = sorted(set(granted.held) - set(self.runs))
+                    if self._collect_drained():
+                        continue  # release them now, not a period later
+                busy = set(self.runs) | set(self.draining) | self.handing_over
+                new = sorted(set(granted.held) - busy)
                 for p in new:
                     self._start_run(p, granted.partitions)
                 if changed or lost or new:
@@ -212,6 +225,31 @@ class GroupMemberHandle(PipelineHandle):
                     log.info("group %r member %s holds partitions %s of %d (members: %s)", self.group,
                              self.member, sorted(self.runs), granted.partitions, ", ".join(granted.members))
                 return
+
+    def _drain(self, partition: int) -> None:
+        """Stop ``partition``'s run; it drains until quiet (see :meth:`step`)."""
+        run = self.runs.pop(partition, None)
+        if run is None:
+            return
+        run.stop(timeout=self.ttl / 3)
+        if run.error is not None:
+            self._fail(run.error)
+        self.draining[partition] = run
+
+    def _collect_drained(self) -> bool:
+        """Forget the runs that are quiet now; those handed over are released at the
+        next renewal. True if one to hand over was."""
+        released = False
+        for p, run in list(self.draining.items()):
+            if not run.quiet():
+                continue
+            del self.draining[p]
+            self.finished_runs.append(run.metrics())
+            if p in self.handing_over:
+                self.handing_over.discard(p)
+                self.releasing.add(p)
+                released = True
+        return released
 
     def _start_run(self, partition: int, partitions: int) -> None:
         pipeline = self.pipeline
@@ -223,16 +261,6 @@ class GroupMemberHandle(PipelineHandle):
         pipeline._launch(run, run.consumer, self.scheduler if self.own is None else None)
         if run.error is not None:
             self._fail(run.error)
-
-    def _stop_runs(self, partitions: list[int]) -> None:
-        for p in partitions:
-            run = self.runs.pop(p, None)
-            if run is None:
-                continue
-            run.stop(timeout=self.ttl / 3)
-            self.finished_runs.append(run.metrics())
-            if run.error is not None:
-                self._fail(run.error)
 
     def _on_partition_ack(self) -> None:
         with self.windows_lock:
@@ -283,12 +311,24 @@ class GroupMemberHandle(PipelineHandle):
         with self.step_lock:
             for p, run in list(self.runs.items()):
                 clean = run.stop(timeout) and clean
-                self.finished_runs.append(run.metrics())
                 if run.error is not None and self.error is None:
                     self.error = run.error
                 del self.runs[p]
+                self.draining[p] = run
+            for p, run in list(self.draining.items()):
+                if not run.wait_quiet(timeout):
+                    clean = False
+                    log.warning("group %r member %s: partition %d's run is still stopping; the member "
+                                "leaves the group without it, so its partition moves when the lease "
+                                "expires", self.group, self.member, p)
+                    continue
+                del self.draining[p]
+                self.finished_runs.append(run.metrics())
             try:
-                self._update(leaving=True)
+                if self.draining:  # keep those leases (they expire); give up the others now
+                    self._update(releasing=tuple(p for p in range(self.count or 0) if p not in self.draining))
+                else:
+                    self._update(leaving=True)
             except OUTAGES as exc:
                 log.warning("group %r member %s: could not leave the group (%s); its partitions "
                             "move once its leases expire", self.group, self.member, exc)

@@ -263,6 +263,7 @@ class PipelineHandle:
         and the run stops: a group's partition run whose lease may have run out (see
         :mod:`minibatch_rx.partition_group`)."""
         self._servers: list[Any] = []
+        self._writer: threading.Thread | None = None  # writes the last position after a stop gave up
 
     @property
     def dead_letters(self) -> int:
@@ -400,11 +401,28 @@ class PipelineHandle:
                     self.consumer, timeout, self.stuck or "the window operator")
         # The last position is written in a thread of its own: a store outage (or the
         # stuck flow holding the commit lock) must not stretch stop() past its bound.
-        writer = threading.Thread(target=self._flush_all, name="minibatch-stop-flush", daemon=True)
+        writer = self._writer = threading.Thread(target=self._flush_all, name="minibatch-stop-flush",
+                                                 daemon=True)
         writer.start()
         writer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self._finish()
         return False
+
+    def quiet(self) -> bool:
+        """True once a stopped run can do nothing more: its flow is disposed (a
+        function it gave up on has returned) and its last position is written."""
+        writer = self._writer
+        return self._disposed.is_set() and (writer is None or not writer.is_alive())
+
+    def wait_quiet(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`quiet` (at most ``timeout`` seconds); whether it is."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._disposed.wait(timeout):
+            return False
+        writer = self._writer
+        if writer is not None:
+            writer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self.quiet()
 
     def _flush_all(self) -> None:
         for flush in self._on_stop:
