@@ -72,7 +72,7 @@ non-zero on any failure.
 ``--rebalance`` adds one more ``keyed-time`` run, untimed as throughput: 2
 members with ``--rebalance-lease`` (default 3 s), the same input; once the
 sink holds half the windows, one member is SIGKILLed, and the script polls the
-partition table (``store.update_state(stream, '<group>:partitions', ...)``,
+partition table (``store.update_state(stream, '<group>/partitions', ...)``,
 every 20 ms) until the survivor holds every partition. The rebalance time is
 from the kill to that moment (the library promises at most the lease timeout
 plus a third of it); it also reports the time until the sink was complete,

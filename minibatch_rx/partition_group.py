@@ -67,7 +67,7 @@ class _PartitionRun(PipelineHandle):
 
     def _on_ack(self, seq: int | None) -> None:
         super()._on_ack(seq)
-        self.member._on_partition_ack()
+        self.member._on_partition_ack(seq)
 
 
 class GroupMemberHandle(PipelineHandle):
@@ -95,6 +95,7 @@ class GroupMemberHandle(PipelineHandle):
         self.releasing: set[int] = set()  # to release at the next renewal
         self.draining: dict[int, _PartitionRun] = {}  # stopped, not yet quiet
         self.handing_over: set[int] = set()  # to release once their runs are quiet
+        self.registered = False  # every partition's position registered (see _register)
         self.rebalances = 0
         self.windows_lock = threading.Lock()
         self.step_lock = threading.Lock()
@@ -218,6 +219,8 @@ class GroupMemberHandle(PipelineHandle):
                         continue  # release them now, not a period later
                 busy = set(self.runs) | set(self.draining) | self.handing_over
                 new = sorted(set(granted.held) - busy)
+                if new and not self.registered:
+                    self._register(granted.partitions)
                 for p in new:
                     self._start_run(p, granted.partitions)
                 if changed or lost or new:
@@ -225,6 +228,16 @@ class GroupMemberHandle(PipelineHandle):
                     log.info("group %r member %s holds partitions %s of %d (members: %s)", self.group,
                              self.member, sorted(self.runs), granted.partitions, ", ".join(granted.members))
                 return
+
+    def _register(self, partitions: int) -> None:
+        """Register every partition's position before any run starts: a run trimming
+        acknowledged messages (``trim_processed``) takes the lowest position over the
+        registered consumers, and a partition not yet started must count (at 0, or where
+        it is: a position never moves back)."""
+        source = self.pipeline.source
+        for p in range(partitions):
+            source.commit(partition_name(self.group, p), 0)
+        self.registered = True
 
     def _drain(self, partition: int) -> None:
         """Stop ``partition``'s run; it drains until quiet (see :meth:`step`)."""
@@ -262,10 +275,13 @@ class GroupMemberHandle(PipelineHandle):
         if run.error is not None:
             self._fail(run.error)
 
-    def _on_partition_ack(self) -> None:
+    def _on_partition_ack(self, seq: int | None) -> None:
         with self.windows_lock:
             self.windows += 1
-            reached = self.max_windows is not None and self.windows >= self.max_windows
+            # Only where a position is committed: windows closed together share one (the
+            # step's last carries it), and stopping inside a step would deliver its
+            # first windows again, as a single consumer's run avoids too.
+            reached = seq is not None and self.max_windows is not None and self.windows >= self.max_windows
         if reached:
             self._stop_soon()
 
@@ -308,15 +324,22 @@ class GroupMemberHandle(PipelineHandle):
         if self.timer is not None:
             self.timer.dispose()
         clean = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.001, deadline - time.monotonic())
+
         with self.step_lock:
-            for p, run in list(self.runs.items()):
-                clean = run.stop(timeout) and clean
-                if run.error is not None and self.error is None:
-                    self.error = run.error
+            for p, run in list(self.runs.items()):  # every run begins stopping at once...
+                run.stop(timeout=0)
                 del self.runs[p]
                 self.draining[p] = run
+            for run in self.draining.values():  # ...then the time left is shared
+                clean = run.stop(left()) and clean
+                if run.error is not None and self.error is None:
+                    self.error = run.error
             for p, run in list(self.draining.items()):
-                if not run.wait_quiet(timeout):
+                if not run.wait_quiet(left()):
                     clean = False
                     log.warning("group %r member %s: partition %d's run is still stopping; the member "
                                 "leaves the group without it, so its partition moves when the lease "

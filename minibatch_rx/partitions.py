@@ -70,8 +70,14 @@ def partition_name(group: str, partition: int) -> str:
 
 
 def state_name(group: str) -> str:
-    """The name of the group's partition table among the stream's state documents."""
-    return f"{group}:partitions"
+    """The name of the group's partition table among the stream's state documents:
+    under the group's name and a ``/``, which group names cannot hold, so forgetting
+    group ``g`` (which removes ``g/...``) never touches the table of a group ``g:x``.
+
+    >>> state_name('sensors')
+    'sensors/partitions'
+    """
+    return f"{group}/partitions"
 
 
 def _canonical(key: Key) -> Key:

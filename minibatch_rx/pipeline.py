@@ -46,6 +46,8 @@ from minibatch_rx.windows.keys import KeyBy
 
 WindowFactory = Callable[[abc.SchedulerBase | None], WindowOperator]
 StageFactory = Callable[[Failure, Stream, str], Stage]
+MIN_PARTITION_LEASE = 1.0
+"""The shortest ``lease_timeout`` of a group by key partition, seconds."""
 
 
 @dataclass(frozen=True)
@@ -523,6 +525,11 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
                 f"group {group!r}: store {self.source.store.url!r} keeps no shared state (update_state), "
                 "which groups by key partition need")
         ttl = to_seconds(lease_timeout, "lease_timeout")
+        if ttl < MIN_PARTITION_LEASE:
+            raise InvalidArgumentError(
+                f"group {group!r}: lease_timeout must be at least {MIN_PARTITION_LEASE:g} s for a group "
+                f"by key partition, got {ttl:g} s (members renew every third of it, and a run commits "
+                "only while its lease surely holds)")
         count = partitions if self.key_spec is not None else 1
         return start_member(self, group, member or member_id(), count, ttl, scheduler, max_windows)
 

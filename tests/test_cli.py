@@ -550,7 +550,7 @@ def test_run_joins_a_keyed_group_by_partition_and_leaves_it_on_sigterm(
     def holders() -> set[str]:
         close_all()  # read the file afresh, as another process would
         table = stream("readings", url).store.update_state(
-            "readings", "pairs:partitions", lambda doc, now: (doc, partitions.holders(doc, now)))
+            "readings", partitions.state_name("pairs"), lambda doc, now: (doc, partitions.holders(doc, now)))
         return set(table.values())
 
     second.wait_for(lambda: holders() == {"m1", "m2"})

@@ -19,15 +19,18 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from waiting import wait_for
 
-from minibatch_rx import Pipeline, Stream
+from minibatch_rx import Pipeline, Stream, stream
 from minibatch_rx.cep import Match, Pattern
 from minibatch_rx.compat import WindowEmitter
 from minibatch_rx.errors import InvalidArgumentError, InvalidStreamNameError, StoreUnavailableError
@@ -802,3 +805,100 @@ def test_a_member_that_cannot_renew_stops_committing_once_its_lease_may_have_run
     a.stop()
     alone, _ = single_run(build)
     assert contents(vt, OUT) == alone
+
+
+# -- 9. review findings --------------------------------------------------------------------------
+
+def test_trim_processed_never_deletes_what_a_partition_not_started_yet_needs() -> None:
+    """Every partition's position is registered before the first run starts, so a
+    run trimming acknowledged messages counts the partitions not yet running (a
+    memory-store run works through its backlog inside start(), before the next
+    partition's run existed: messages of later partitions were deleted unread)."""
+    s = stream("trim.group", "memory://trim-group")
+    s.extend({"dev": f"k{i % 60}", "v": i} for i in range(3000))
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def record(value: int) -> None:
+        with lock:
+            seen.append(value)
+
+    pipeline = s.key_by("dev").count_window(1).map(lambda w: w.data[0]["v"]).sink(record)
+    handle = member(pipeline.trim_processed().start(group=GROUP, member="a", partitions=12, lease_timeout=30))
+    try:
+        def done_or_lost() -> bool:
+            with lock:
+                windowed = set(seen)
+            return len(windowed) >= 3000 or len(windowed | {m.data["v"] for m in s.read()}) < 3000
+
+        wait_for(done_or_lost, "every message windowed, or one deleted unread", 60)
+    finally:
+        handle.stop()
+    assert sorted(seen) == list(range(3000))  # none deleted before its partition windowed it
+    assert s.count() < 3000  # trimmed as the partitions acknowledged
+
+
+def test_forgetting_a_group_leaves_the_table_of_a_group_whose_name_extends_it() -> None:
+    vt = VirtualTime()
+    s = vt.stream(IN)
+    other = member(idle_pipeline(vt).start(group="g:x", member="b", scheduler=vt.scheduler,
+                                           lease_timeout=TTL, partitions=6))
+    s.commit("g", 3)
+    assert s.forget("g")
+    assert table(vt, "g:x") is not None
+    assert sorted(held(vt, "g:x")) == list(range(6))
+    other.stop()
+
+
+def test_max_windows_stops_a_member_between_steps_so_a_restart_delivers_nothing_twice() -> None:
+    """Eight keys' windows close in one step; with max_windows=2 the member stops
+    after the step (as a single consumer does), so the next run goes on after it."""
+    vt = VirtualTime()
+    s = vt.stream(IN)
+    for i in range(40):
+        vt.append_at(1 + i * 0.1, s, {"dev": f"k{i % 8}", "t": 1 + i * 0.1, "v": i})
+    vt.append_at(20, s, {"dev": "k0", "t": 20.0, "v": 99})
+    got: list[dict[str, Any]] = []
+
+    def pipeline() -> Pipeline[Any, Any]:
+        windows = s.key_by("dev").event_time("t", idle=None).fixed_time_window(10)
+        return windows.map(described).sink(got.append)
+
+    first = member(pipeline().start(group=GROUP, member="a", scheduler=vt.scheduler, lease_timeout=TTL,
+                                    partitions=1, max_windows=2))
+    vt.advance_to(30)
+    assert first.join(10)
+    assert len(got) == 8  # the whole step
+    second = member(pipeline().start(group=GROUP, member="b", scheduler=vt.scheduler, lease_timeout=TTL,
+                                     partitions=1))
+    vt.advance_to(60)
+    second.stop()
+    assert len(got) == 8 and len({w["key"] for w in got}) == 8  # none again
+
+
+@pytest.mark.parametrize("lease", [0.0005, 0.5])
+def test_a_lease_too_short_to_renew_is_refused(lease: float) -> None:
+    vt = VirtualTime()
+    with pytest.raises(InvalidArgumentError, match="lease_timeout must be at least 1 s"):
+        idle_pipeline(vt).start(group=GROUP, scheduler=vt.scheduler, lease_timeout=lease)
+    assert table(vt) is None
+
+
+def test_a_members_stop_keeps_to_its_timeout_however_many_partitions_are_stuck(tmp_path: Path) -> None:
+    """Every run is asked to stop at once, and the timeout is shared, not given to
+    each run in turn."""
+    release = threading.Event()
+    s = stream("stuck.in", f"sqlite://{tmp_path}/stuck.db")
+    s.extend({"dev": f"k{i}", "v": i} for i in range(8))
+
+    def stuck(_value: Any) -> None:
+        release.wait(30)
+
+    handle = member(s.key_by("dev").count_window(1).sink(stuck).start(group=GROUP, partitions=4,
+                                                                      lease_timeout=30))
+    try:
+        began = time.monotonic()
+        assert not handle.stop(timeout=1.0)  # not clean: the functions are still running
+        assert time.monotonic() - began < 2.5
+    finally:
+        release.set()

@@ -52,15 +52,15 @@ def other_store(backend: str, url: str) -> Store:
 
 
 def test_create_replace_and_delete_a_document(store: Store) -> None:
-    assert peek(store, "s", "g:partitions") is None
-    assert put(store, "s", "g:partitions", {"owners": {"0": "a"}, "epoch": 1}) is None
-    assert peek(store, "s", "g:partitions") == {"owners": {"0": "a"}, "epoch": 1}
-    previous = put(store, "s", "g:partitions", {"owners": {"0": "b", "1": "a"}, "epoch": 2})
+    assert peek(store, "s", "g/partitions") is None
+    assert put(store, "s", "g/partitions", {"owners": {"0": "a"}, "epoch": 1}) is None
+    assert peek(store, "s", "g/partitions") == {"owners": {"0": "a"}, "epoch": 1}
+    previous = put(store, "s", "g/partitions", {"owners": {"0": "b", "1": "a"}, "epoch": 2})
     assert previous == {"owners": {"0": "a"}, "epoch": 1}
-    assert peek(store, "s", "g:partitions") == {"owners": {"0": "b", "1": "a"}, "epoch": 2}
-    assert put(store, "s", "g:partitions", None) == {"owners": {"0": "b", "1": "a"}, "epoch": 2}
-    assert peek(store, "s", "g:partitions") is None
-    assert put(store, "s", "g:partitions", None) is None  # deleting an absent document is fine
+    assert peek(store, "s", "g/partitions") == {"owners": {"0": "b", "1": "a"}, "epoch": 2}
+    assert put(store, "s", "g/partitions", None) == {"owners": {"0": "b", "1": "a"}, "epoch": 2}
+    assert peek(store, "s", "g/partitions") is None
+    assert put(store, "s", "g/partitions", None) is None  # deleting an absent document is fine
 
 
 def test_the_result_is_returned_whatever_it_is(store: Store) -> None:
@@ -120,51 +120,52 @@ def test_now_is_the_wall_clock_on_durable_stores(
 
 def test_documents_are_kept_per_stream_and_name(store: Store) -> None:
     for stream in ("s1", "s2"):
-        for name in ("g:partitions", "h:partitions", "g:other"):
+        for name in ("g/partitions", "h/partitions", "g/other"):
             put(store, stream, name, {"stream": stream, "name": name})
-    put(store, "s1", "g:partitions", {"changed": True})
-    assert peek(store, "s1", "g:partitions") == {"changed": True}
-    for stream, name in [("s1", "h:partitions"), ("s1", "g:other"), ("s2", "g:partitions"),
-                         ("s2", "h:partitions"), ("s2", "g:other")]:
+    put(store, "s1", "g/partitions", {"changed": True})
+    assert peek(store, "s1", "g/partitions") == {"changed": True}
+    for stream, name in [("s1", "h/partitions"), ("s1", "g/other"), ("s2", "g/partitions"),
+                         ("s2", "h/partitions"), ("s2", "g/other")]:
         assert peek(store, stream, name) == {"stream": stream, "name": name}
 
 
 def test_deleting_a_stream_removes_its_documents_only(store: Store) -> None:
     store.append("gone", [{"n": 1}])
-    put(store, "gone", "g:partitions", 1)
+    put(store, "gone", "g/partitions", 1)
     put(store, "gone", "other", 2)
-    put(store, "kept", "g:partitions", 3)
+    put(store, "kept", "g/partitions", 3)
     store.delete("gone")
-    assert peek(store, "gone", "g:partitions") is None
+    assert peek(store, "gone", "g/partitions") is None
     assert peek(store, "gone", "other") is None
-    assert peek(store, "kept", "g:partitions") == 3
+    assert peek(store, "kept", "g/partitions") == 3
 
 
 def test_removing_a_group_removes_its_documents_only(store: Store) -> None:
     store.commit_position("s", "g", 0)
-    names = ["g:partitions", "g:x:y", "g", "g2:partitions", "gg:partitions", "h:g:partitions"]
+    names = ["g/partitions", "g/x/y", "g", "g2/partitions", "gg/partitions", "h/g/partitions",
+             "g:x/partitions"]
     for name in names:
         put(store, "s", name, name)
-    put(store, "other", "g:partitions", "other stream")
+    put(store, "other", "g/partitions", "other stream")
     assert store.remove_position("s", "g") is True
-    assert [n for n in names if peek(store, "s", n) is None] == ["g:partitions", "g:x:y"]
-    assert peek(store, "other", "g:partitions") == "other stream"
+    assert [n for n in names if peek(store, "s", n) is None] == ["g/partitions", "g/x/y"]
+    assert peek(store, "other", "g/partitions") == "other stream"
 
 
 def test_removing_a_group_without_a_position_still_forgets_its_documents(store: Store) -> None:
-    put(store, "s", "g:partitions", 1)
+    put(store, "s", "g/partitions", 1)
     assert store.remove_position("s", "g") is False
-    assert peek(store, "s", "g:partitions") is None
+    assert peek(store, "s", "g/partitions") is None
 
 
 def test_group_names_are_matched_literally_when_removing(store: Store) -> None:
     # '_' and '%' are LIKE wildcards, '.' and '*' regex ones: none of them may widen the match.
     group = "a_%.*"
-    kept = ["ab%.*:p", "a_x.*:p", "a_%x*:p", "a_%.:p", "a_%..:p"]
-    for name in [f"{group}:p", *kept]:
+    kept = ["ab%.*/p", "a_x.*/p", "a_%x*/p", "a_%./p", "a_%../p"]
+    for name in [f"{group}/p", *kept]:
         put(store, "s", name, name)
     store.remove_position("s", group)
-    assert peek(store, "s", f"{group}:p") is None
+    assert peek(store, "s", f"{group}/p") is None
     assert [peek(store, "s", name) for name in kept] == kept
 
 
@@ -315,11 +316,11 @@ def test_documents_persist_across_close_and_reopen(
 ) -> None:
     url = make_url(kind, tmp_path, request)
     old = open_store(url)
-    put(old, "s", "g:partitions", {"owners": {"0": "a"}})
+    put(old, "s", "g/partitions", {"owners": {"0": "a"}})
     close_all()
     reopened = open_store(url)
     assert reopened is not old
-    assert peek(reopened, "s", "g:partitions") == {"owners": {"0": "a"}}
+    assert peek(reopened, "s", "g/partitions") == {"owners": {"0": "a"}}
 
 
 OLD_SCHEMA = """
@@ -357,10 +358,10 @@ def test_a_database_from_before_state_documents_gains_them_on_open(tmp_path: Pat
     path = tmp_path / "old.db"
     _old_database(path)
     store = open_store(f"sqlite://{path}")
-    assert store.update_state("s", "g:partitions", increment) == 1
-    assert peek(store, "s", "g:partitions") == {"n": 1}
+    assert store.update_state("s", "g/partitions", increment) == 1
+    assert peek(store, "s", "g/partitions") == {"n": 1}
     store.delete("s")
-    assert peek(store, "s", "g:partitions") is None
+    assert peek(store, "s", "g/partitions") is None
 
 
 # -- MongoDB: conflicts between optimistic writers ---------------------------------------
@@ -413,14 +414,14 @@ def test_mongodb_gives_up_on_a_document_that_never_stops_changing(
 
     def always_interfered(doc: Any, now: float) -> tuple[Any, None]:
         calls.append(doc)
-        other.update_state("s", "g:partitions", increment)
+        other.update_state("s", "g/partitions", increment)
         return {"mine": True}, None
 
     try:
-        with pytest.raises(StoreBusyError, match=r"'g:partitions' of stream 's'.*3 tries"):
-            store.update_state("s", "g:partitions", always_interfered)
+        with pytest.raises(StoreBusyError, match=r"'g/partitions' of stream 's'.*3 tries"):
+            store.update_state("s", "g/partitions", always_interfered)
         assert len(calls) == 3
-        assert peek(store, "s", "g:partitions") == {"n": 3}
+        assert peek(store, "s", "g/partitions") == {"n": 3}
     finally:
         store.close()
         other.close()

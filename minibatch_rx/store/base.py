@@ -178,7 +178,7 @@ class Positions(Protocol):
 
     def remove_position(self, stream: str, consumer: str) -> bool:
         """Unregister ``consumer`` (or a group, with its leases and its state
-        documents named ``consumer + ":" + ...``) from the stream, so it no longer
+        documents named ``consumer + "/" + ...``) from the stream, so it no longer
         holds back ``trim_acknowledged``. False if it had no position."""
         ...
 
@@ -219,7 +219,7 @@ class Leases(Protocol):
         >>> from minibatch_rx.store import MemoryStore
         >>> store = MemoryStore()
         >>> bump = lambda doc, now: ((doc or 0) + 1, doc)
-        >>> store.update_state('s', 'g:count', bump), store.update_state('s', 'g:count', bump)
+        >>> store.update_state("s", "g/count", bump), store.update_state("s", "g/count", bump)
         (None, 1)
         """
         ...
@@ -274,7 +274,7 @@ def encode_state(stream: str, name: str, doc: Any) -> str:
     Only what reads back equal is accepted: dicts with ``str`` keys, lists,
     ``str``, ``int``, finite ``float``, ``bool`` and ``None``.
 
-    >>> encode_state('s', 'g:partitions', {'owners': {'0': 'a'}})
+    >>> encode_state("s", "g/partitions", {'owners': {'0': 'a'}})
     '{"owners":{"0":"a"}}'
     >>> encode_state('s', 'p', {'owners': {0: 'a'}})
     Traceback (most recent call last):

@@ -169,7 +169,7 @@ class MemoryStore:
             if log is not None:
                 for key in [k for k in log.leases if k[0] == consumer]:
                     del log.leases[key]
-            prefix = consumer + ":"
+            prefix = consumer + "/"
             for state in [k for k in self._states if k[0] == stream and k[1].startswith(prefix)]:
                 del self._states[state]
             return known

@@ -320,7 +320,7 @@ class MongoStore:
             known = self._positions.delete_one({"_id": f"{stream}/{consumer}"}).deleted_count
             self._leases.delete_many({"s": stream, "g": consumer})
             self._groups.delete_one({"_id": f"{stream}/{consumer}"})
-            self._states.delete_many({"s": stream, "n": {"$regex": f"^{re.escape(consumer)}:"}})
+            self._states.delete_many({"s": stream, "n": {"$regex": f"^{re.escape(consumer)}/"}})
             return bool(known)
 
         removed: bool = self._guard(remove)

@@ -434,7 +434,7 @@ class SqliteStore:
             known = conn.execute("DELETE FROM mb_positions WHERE stream = ? AND consumer = ?",
                                  (stream, consumer)).rowcount
             conn.execute("DELETE FROM mb_leases WHERE stream = ? AND grp = ?", (stream, consumer))
-            prefix = consumer + ":"  # compared as text: LIKE would read '_' and '%' in names as wildcards
+            prefix = consumer + "/"  # compared as text: LIKE would read '_' and '%' in names as wildcards
             conn.execute("DELETE FROM mb_state WHERE stream = ? AND substr(name, 1, length(?)) = ?",
                          (stream, prefix, prefix))
         return bool(known)
