@@ -80,3 +80,9 @@ class StageTimeoutError(MinibatchError, TimeoutError):
 class CompatibilityError(MinibatchError, NotImplementedError):
     """A feature of the original ``minibatch`` package that minibatch_rx does
     not keep; the message says what to use instead."""
+
+
+class LeaseExpiredError(MinibatchError, RuntimeError):
+    """A group member's run was about to record a decision after its partition lease
+    may have run out (the member could not renew it, or was paused): the run stops
+    instead, and whoever holds the partition now goes on from the last commit."""

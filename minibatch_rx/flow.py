@@ -146,6 +146,8 @@ def own_flow(pipeline: Pipeline[Any, Any], source: Stream, consumer: str | None,
                 journal = StreamJournal(source.store, source.name, consumer, pipeline.window_spec.label,
                                         pipeline.retry_policy.outage_timeout)
                 operator.journal, operator.resume = journal, journal.load
+                if handle is not None:
+                    journal.fence = handle.fence
             elif operator.clocked and acks is not None:
                 # Checkpoints go to the acknowledger with each commit; it keeps the
                 # clock decisions too if it can (record_clock), and resumes if it can.

@@ -30,9 +30,10 @@ record holds one part (a key's state), never the whole state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from minibatch_rx.errors import LeaseExpiredError
 from minibatch_rx.naming import journal_name
 from minibatch_rx.resilience import until_reachable
 from minibatch_rx.store.base import Store
@@ -77,6 +78,7 @@ class StreamJournal:
         self.parts_written: dict[str, Any] | None = None  # tokens of the parts last written
         self.full_from = 0  # journal seq of the newest full checkpoint's first record (parted states)
         self.since_full = 0  # part records written since
+        self.fence: Callable[[], bool] | None = None  # see record_clock
 
     def _append(self, record: Mapping[str, Any]) -> int:
         seqs: list[int] = until_reachable(lambda: self.store.append(self.name, [record]),
@@ -137,7 +139,14 @@ class StreamJournal:
         return Resume(state, tuple(clock), top + 1, position, included)
 
     def record_clock(self, event: int, after: int, at: float, detail: Any = None) -> None:
-        """Note a clock decision before anything it produced leaves the operator."""
+        """Note a clock decision before anything it produced leaves the operator.
+
+        With a :attr:`fence` that is false (a group's partition run whose lease may
+        have run out), raises :class:`~minibatch_rx.errors.LeaseExpiredError` instead:
+        the decision must not reach the journal, nor its windows a sink."""
+        if self.fence is not None and not self.fence():
+            raise LeaseExpiredError(f"consumer {self.owner!r} of {self.stream!r}: its lease may have run "
+                                    "out; the clock decision is not taken")
         record = {"kind": "clock", "event": event, "after": after, "at": at, "strategy": self.strategy}
         if detail is not None:
             record["detail"] = detail

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 from reactivex.scheduler import EventLoopScheduler, VirtualTimeScheduler
 
+from minibatch_rx.errors import LeaseExpiredError
 from minibatch_rx.metrics import Metrics, StageTime
 from minibatch_rx.partitions import Assignment, partition_name, partition_of, state_name, sync
 from minibatch_rx.resilience import OUTAGES
@@ -245,8 +246,8 @@ class GroupMemberHandle(PipelineHandle):
         if run is None:
             return
         run.stop(timeout=self.ttl / 3)
-        if run.error is not None:
-            self._fail(run.error)
+        if _failed(run):
+            self._fail(run.error)  # type: ignore[arg-type]
         self.draining[partition] = run
 
     def _collect_drained(self) -> bool:
@@ -272,8 +273,8 @@ class GroupMemberHandle(PipelineHandle):
         run = _PartitionRun(self, partition_name(self.group, partition), self.dead_letter_stream or "")
         self.runs[partition] = run
         pipeline._launch(run, run.consumer, self.scheduler if self.own is None else None)
-        if run.error is not None:
-            self._fail(run.error)
+        if _failed(run):
+            self._fail(run.error)  # type: ignore[arg-type]
 
     def _on_partition_ack(self, seq: int | None) -> None:
         with self.windows_lock:
@@ -305,8 +306,8 @@ class GroupMemberHandle(PipelineHandle):
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.is_set():
             for run in list(self.runs.values()):
-                if run.error is not None:
-                    self._fail(run.error)
+                if _failed(run):
+                    self._fail(run.error)  # type: ignore[arg-type]
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
@@ -336,7 +337,7 @@ class GroupMemberHandle(PipelineHandle):
                 self.draining[p] = run
             for run in self.draining.values():  # ...then the time left is shared
                 clean = run.stop(left()) and clean
-                if run.error is not None and self.error is None:
+                if self.error is None and _failed(run):
                     self.error = run.error
             for p, run in list(self.draining.items()):
                 if not run.wait_quiet(left()):
@@ -360,6 +361,12 @@ class GroupMemberHandle(PipelineHandle):
         self._finish()
         self._disposed.set()
         return clean
+
+
+def _failed(run: PipelineHandle) -> bool:
+    """Whether ``run`` stopped on an error of its own (one stopped by its lease
+    running out is started again if the member keeps the partition)."""
+    return run.error is not None and not isinstance(run.error, LeaseExpiredError)
 
 
 def start_member(pipeline: Pipeline[Any, Any], group: str, member: str, partitions: int | None,

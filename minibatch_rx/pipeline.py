@@ -486,8 +486,9 @@ class Pipeline(WindowDSL[R], Generic[T, R]):
         return handle
 
     def _launch(self, handle: PipelineHandle, consumer: str, scheduler: abc.SchedulerBase | None) -> None:
-        """Run as ``consumer`` under ``handle`` (a group member's run of one partition)."""
-        claim(handle, self.source.store.url, self.source.name)
+        """Run as ``consumer`` under ``handle`` (a group member's run of one partition).
+        Not claimed in this process: the partition's lease is the guard, and a run of a
+        member that lost it (fenced: it commits nothing) may still be winding down here."""
         flow = replace(self, after_ack=handle._on_ack)._flow(
             consumer, None, scheduler, active=lambda: handle.running, handle=handle)
         handle._subscribe(flow)

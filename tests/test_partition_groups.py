@@ -902,3 +902,37 @@ def test_a_members_stop_keeps_to_its_timeout_however_many_partitions_are_stuck(t
         assert time.monotonic() - began < 2.5
     finally:
         release.set()
+
+
+def test_a_member_past_its_lease_takes_no_clock_decision_and_emits_nothing() -> None:
+    """An ingest-time relaxed window is cut by the clock, and each cut is journaled
+    before its window goes out. A member whose lease may have run out refuses the cut
+    (LeaseExpiredError stops the run, not the member): no window of it reaches the
+    sink after that, and the new holder windows every message once."""
+    vt = VirtualTime()
+    s = vt.stream(IN)
+    for i in range(50):  # until 25: the cuts after the lease ran out are the clock's alone
+        vt.append_at(0.5 + i * 0.5, s, {"dev": KEYS[i % len(KEYS)], "v": i})
+    got: list[tuple[str, float, list[int]]] = []
+
+    def build(name: str) -> Pipeline[Any, Any]:
+        return (s.key_by("dev").relaxed_time_window(10)
+                .map(lambda w: (name, vt.now, [d["v"] for d in w.data])).sink(got.append))
+
+    a = join(vt, build("a"), "a")
+    vt.advance_to(19)
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreUnavailableError("partition table unreachable (test)")
+
+    a._update = unreachable  # type: ignore[method-assign]
+    expiry = 18.0 + TTL  # the last good renewal began at 18
+    vt.advance_to(expiry + 5)
+    assert a.running and a.error is None  # the member lives on (a run that had to decide stopped)
+    b = join(vt, build("b"), "b")
+    vt.advance_to(END)
+    b.stop()
+    a.stop()
+    assert max(t for name, t, _ in got if name == "a") < expiry
+    assert any(name == "b" for name, _, _ in got)  # the windows a did not cut, b did
+    assert Counter(v for _, _, values in got for v in values) == Counter(range(50))

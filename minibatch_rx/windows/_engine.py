@@ -464,7 +464,11 @@ class _Run:
             return
         if any(w.messages for w in windows) or self.core.snapshot() != before:
             self.event += 1
-            self.journal.record_clock(self.event, self.last_seen, now, self.core.decision())
+            try:
+                self.journal.record_clock(self.event, self.last_seen, now, self.core.decision())
+            except Exception as error:  # in a timer's thread: reported, not lost (its windows stay in)
+                self.on_error(error)
+                return
             self.included = self.event
         self.emit(windows)
 
