@@ -16,6 +16,7 @@ from mongo_server import MongoTestServer
 
 from minibatch_rx import StoreBusyError, StoreUnavailableError, Window, stream
 from minibatch_rx.partition_group import GroupMemberHandle
+from minibatch_rx.running import PipelineHandle
 from minibatch_rx.store.sqlite import _BUSY_RETRIES
 
 
@@ -108,6 +109,16 @@ def test_mongodb_restart_mid_run_loses_nothing() -> None:
         server.stop()
 
 
+def outage_met(caplog: pytest.LogCaptureFixture, handle: PipelineHandle, logged: str) -> None:
+    """Wait (bounded) until the running ``handle`` logged ``logged`` about the outage,
+    still running: it waits the outage out instead of stopping with the error."""
+    deadline = time.monotonic() + 60
+    while logged not in caplog.text and handle.error is None and time.monotonic() < deadline:
+        handle.join(0.05)
+    assert handle.error is None, f"the member stopped on the outage: {handle.error!r}"
+    assert logged in caplog.text
+
+
 def test_a_keyed_group_member_rides_out_a_mongodb_restart(caplog: pytest.LogCaptureFixture) -> None:
     # A member of a group by key partition: its partitions' runs wait the outage out as
     # single consumers do, and so does the renewal of its partition leases.
@@ -122,12 +133,7 @@ def test_a_keyed_group_member_rides_out_a_mongodb_restart(caplog: pytest.LogCapt
         assert isinstance(handle, GroupMemberHandle)
         wait_for(50)
         server.stop(keep_data=True)
-        deadline = time.monotonic() + 60
-        while "cannot renew partition leases" not in caplog.text and handle.error is None \
-                and time.monotonic() < deadline:
-            handle.join(0.05)
-        assert handle.error is None, f"the member stopped on the outage: {handle.error!r}"
-        assert "cannot renew partition leases" in caplog.text
+        outage_met(caplog, handle, "cannot renew partition leases")
         server.start()
         s.extend({"k": i % 5, "i": i} for i in range(50, 100))
         wait_for(100)
@@ -156,11 +162,7 @@ def test_a_group_member_rides_out_a_mongodb_restart(caplog: pytest.LogCaptureFix
         assert handle.position == 50  # all committed: the member is idle, polling for leases
         server.stop(keep_data=True)
         # The member meets the outage while looking for work, and must wait it out.
-        deadline = time.monotonic() + 60
-        while "group 'g' reading" not in caplog.text and handle.error is None \
-                and time.monotonic() < deadline:
-            handle.join(0.05)
-        assert handle.error is None, f"the member stopped on the outage: {handle.error!r}"
+        outage_met(caplog, handle, "group 'g' reading")
         assert "retrying" in caplog.text
         server.start()
         s.extend({"i": i} for i in range(50, 100))
