@@ -201,19 +201,17 @@ class GroupMemberHandle(PipelineHandle):
                 self.releasing -= set(releasing)
                 self.valid_until = began + self.ttl
                 self.count = granted.partitions
-                for p, run in list(self.runs.items()):
-                    if not run.running:  # stopped by its fence (or failed): drain, then start afresh
-                        self._drain(p)
+                # Stopped by their fence (or failed): drain, then start afresh if still held.
+                self._drain([p for p, run in self.runs.items() if not run.running])
                 lost = [p for p in self.runs if p not in granted.held]
                 for p in lost:
                     log.warning("group %r member %s: partition %d went to another member "
                                 "(its lease expired)", self.group, self.member, p)
-                    self._drain(p)
+                self._drain(lost)
                 self.handing_over &= set(granted.held)
                 give_up = [p for p in granted.release if p not in self.handing_over]
                 if give_up:  # over its share: stop those runs, hand them over once quiet
-                    for p in give_up:
-                        self._drain(p)
+                    self._drain(give_up)
                     self.handing_over |= set(give_up)
                     changed = True
                     if self._collect_drained():
@@ -240,15 +238,19 @@ class GroupMemberHandle(PipelineHandle):
             source.commit(partition_name(self.group, p), 0)
         self.registered = True
 
-    def _drain(self, partition: int) -> None:
-        """Stop ``partition``'s run; it drains until quiet (see :meth:`step`)."""
-        run = self.runs.pop(partition, None)
-        if run is None:
-            return
-        run.stop(timeout=self.ttl / 3)
-        if _failed(run):
-            self._fail(run.error)  # type: ignore[arg-type]
-        self.draining[partition] = run
+    def _drain(self, partitions: list[int]) -> None:
+        """Stop these partitions' runs; they drain until quiet (see :meth:`step`). All
+        begin stopping at once and share one wait of a third of the lease, so the
+        member's renewals keep their pace however many runs it stops."""
+        runs = {p: run for p in partitions if (run := self.runs.pop(p, None)) is not None}
+        for run in runs.values():
+            run.stop(timeout=0)
+        deadline = time.monotonic() + self.ttl / 3
+        for p, run in runs.items():
+            run.stop(timeout=max(0.001, deadline - time.monotonic()))
+            if _failed(run):
+                self._fail(run.error)  # type: ignore[arg-type]
+            self.draining[p] = run
 
     def _collect_drained(self) -> bool:
         """Forget the runs that are quiet now; those handed over are released at the
