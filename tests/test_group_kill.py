@@ -52,7 +52,7 @@ LEASE_TIMEOUT = 3.0  # seconds: a member renews every second; a dead one's parti
 PRODUCERS = 4
 # Per backend: events per producer, and their pace (events per second per producer):
 # about 15 s of producing, which outlasts the kill, the take-over and the join.
-VOLUME = {"sqlite": (2500, 160.0), "mongodb": (500, 32.0)}
+VOLUME = {"sqlite": (2500, 160.0), "mongodb": (350, 32.0)}
 SENTINEL_AFTER = 1_000_000.0  # seconds after ORIGIN: past every event, closes every window
 END_TIMEOUT = 180.0  # seconds for the group and the reference to reach the sentinel
 
