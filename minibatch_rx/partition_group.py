@@ -243,11 +243,8 @@ class GroupMemberHandle(PipelineHandle):
         begin stopping at once and share one wait of a third of the lease, so the
         member's renewals keep their pace however many runs it stops."""
         runs = {p: run for p in partitions if (run := self.runs.pop(p, None)) is not None}
-        for run in runs.values():
-            run.stop(timeout=0)
-        deadline = time.monotonic() + self.ttl / 3
+        _stop_together(list(runs.values()), time.monotonic() + self.ttl / 3)
         for p, run in runs.items():
-            run.stop(timeout=max(0.001, deadline - time.monotonic()))
             if _failed(run):
                 self._fail(run.error)  # type: ignore[arg-type]
             self.draining[p] = run
@@ -326,23 +323,16 @@ class GroupMemberHandle(PipelineHandle):
             return self._done.wait(timeout)
         if self.timer is not None:
             self.timer.dispose()
-        clean = True
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def left() -> float | None:
-            return None if deadline is None else max(0.001, deadline - time.monotonic())
-
         with self.step_lock:
-            for p, run in list(self.runs.items()):  # every run begins stopping at once...
-                run.stop(timeout=0)
-                del self.runs[p]
-                self.draining[p] = run
-            for run in self.draining.values():  # ...then the time left is shared
-                clean = run.stop(left()) and clean
+            self.draining.update(self.runs)
+            self.runs.clear()
+            clean = _stop_together(list(self.draining.values()), deadline)
+            for run in self.draining.values():
                 if self.error is None and _failed(run):
                     self.error = run.error
             for p, run in list(self.draining.items()):
-                if not run.wait_quiet(left()):
+                if not run.wait_quiet(_left(deadline)):
                     clean = False
                     log.warning("group %r member %s: partition %d's run is still stopping; the member "
                                 "leaves the group without it, so its partition moves when the lease "
@@ -363,6 +353,22 @@ class GroupMemberHandle(PipelineHandle):
         self._finish()
         self._disposed.set()
         return clean
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (a ``time.monotonic`` reading; ``None``: no bound)."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+def _stop_together(runs: list[PipelineHandle], deadline: float | None) -> bool:
+    """Ask every run to stop at once, then wait for them sharing the time left until
+    ``deadline``; True if each stopped cleanly."""
+    for run in runs:
+        run.stop(timeout=0)
+    clean = True
+    for run in runs:
+        clean = run.stop(_left(deadline)) and clean
+    return clean
 
 
 def _failed(run: PipelineHandle) -> bool:

@@ -69,6 +69,15 @@ def partition_name(group: str, partition: int) -> str:
     return f"{group}#{partition}"
 
 
+def is_partition_of(consumer: str, group: str) -> bool:
+    """Whether ``consumer`` is one of ``group``'s partition positions (see :func:`partition_name`).
+
+    >>> is_partition_of('sensors#3', 'sensors'), is_partition_of('sensors#x', 'sensors')
+    (True, False)
+    """
+    return consumer.startswith(f"{group}#") and consumer[len(group) + 1:].isdigit()
+
+
 def state_name(group: str) -> str:
     """The name of the group's partition table among the stream's state documents:
     under the group's name and a ``/``, which group names cannot hold, so forgetting
@@ -204,4 +213,4 @@ def holders(doc: dict[str, Any] | None, now: float) -> dict[int, str]:
 
 
 __all__ = ["DEFAULT_PARTITIONS", "MAX_PARTITIONS", "Assignment", "check_partitions", "holders",
-           "partition_name", "partition_of", "share", "state_name", "sync"]
+           "is_partition_of", "partition_name", "partition_of", "share", "state_name", "sync"]

@@ -14,6 +14,7 @@ from minibatch_rx import dsl
 from minibatch_rx.errors import CompatibilityError, InvalidArgumentError
 from minibatch_rx.message import Message
 from minibatch_rx.naming import journal_name
+from minibatch_rx.partitions import is_partition_of
 from minibatch_rx.source import store_source
 from minibatch_rx.store import Store, open_store
 from minibatch_rx.validation import check_payload, check_stream_name
@@ -285,7 +286,7 @@ class Stream(dsl.WindowDSL[dict[str, Any]]):
         # A group run by key partition: each partition's position and journal too
         # (its partition table went with remove_position).
         for name in self.store.positions(self.name):
-            if name.startswith(f"{consumer}#") and name[len(consumer) + 1:].isdigit():
+            if is_partition_of(name, consumer):
                 known = self.store.remove_position(self.name, name) or known
                 self.store.delete(journal_name(self.name, name))
         return known

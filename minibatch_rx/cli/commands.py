@@ -22,6 +22,7 @@ from minibatch_rx.cli.common import (
     table,
 )
 from minibatch_rx.message import Message
+from minibatch_rx.partitions import is_partition_of
 
 
 def streams(args: argparse.Namespace) -> int:
@@ -161,8 +162,7 @@ def forget(args: argparse.Namespace) -> int:
     stream = known_stream(store, args.stream)
     positions = stream.positions()
     # A group run by key partition is registered as its partitions, <group>#<n>.
-    parts = [p for name, p in positions.items()
-             if name.startswith(f"{args.consumer}#") and name[len(args.consumer) + 1:].isdigit()]
+    parts = [p for name, p in positions.items() if is_partition_of(name, args.consumer)]
     if args.consumer not in positions and not parts:
         known = ", ".join(repr(n) for n in sorted(positions)) or "none"
         raise CommandError(f"consumer {args.consumer!r} is not registered on stream {stream.name!r} "
